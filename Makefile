@@ -1,0 +1,52 @@
+# robe-lab: every target first runs the one-command set-up (Debian packages + .venv).
+# Targets that build networks need root and say so.
+
+PYTHON := .venv/bin/python
+PROFILE ?= paper
+export PYTHONPATH := $(CURDIR)
+
+.PHONY: help setup test lint unit-test integration-test validate-links clean-net clean
+
+help:
+	@echo "robe-lab make targets:"
+	@echo "  sudo make validate-links   build Figure 3 and measure link fidelity (RTT, loss, rate) on both paths"
+	@echo "  make test                  ruff, mypy, unit tests; and, when root, the integration tests"
+	@echo "  sudo make clean-net        remove every namespace, process and temp folder robe-lab created (rl-*)"
+	@echo "  make setup                 install missing Debian packages and build .venv (every target does this)"
+	@echo "  make clean                 remove .venv and caches"
+
+setup:
+	@bash scripts/setup.sh
+
+define require_root
+	@if [ "$$(id -u)" != 0 ]; then \
+		echo "error: 'make $@' builds network namespaces and needs root: run 'sudo make $@'" >&2; exit 2; fi
+endef
+
+lint: setup
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m ruff format --check .
+	$(PYTHON) -m mypy
+
+unit-test: setup
+	$(PYTHON) -m pytest -q tests/unit
+
+integration-test: setup
+	$(call require_root)
+	$(PYTHON) -m pytest -q -m root tests/integration
+
+# The README's test command: lint, type-check, unit tests, and the root tests when run as root.
+test: lint unit-test
+	@if [ "$$(id -u)" = 0 ]; then $(MAKE) --no-print-directory integration-test; \
+	else echo "note: not root: integration tests (namespaces, kernel MPTCP) skipped; run 'sudo make test'"; fi
+
+validate-links: setup
+	$(call require_root)
+	$(PYTHON) -m experiments.validate_links $(ARGS)
+
+clean-net: setup
+	$(call require_root)
+	$(PYTHON) -m topologies.cleanup
+
+clean:
+	rm -rf .venv .mypy_cache .ruff_cache .pytest_cache

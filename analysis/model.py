@@ -1,0 +1,118 @@
+"""Analytic expectation of connection set-up time under loss (the overlay of Figure 8).
+
+The measured quantity is connect() at the client -> the client's first request bytes at the
+server (on one clock). For single-path TCP and MPTCP with loss probability ``p`` on the client's
+egress of the default path (the paper's ``tc`` on the client), RTT ``R``:
+
+- SYN transmissions leave at 0, 1, 3, 7, ... s (Linux: initial SYN RTO 1 s, doubling), at most
+  ``1 + tcp_syn_retries`` of them; each is lost with probability p. If all are lost the kernel
+  gives up (the run fails).
+- The SYN/ACK (not lossy in the ``up`` case) returns R after the SYN that got through; the client
+  then sends its request, lost with probability p; a lost request is retransmitted after the
+  data RTO, ``R + tcp_rto_min`` (Linux's first RTO after an RTT sample of R: srtt + max(2R, 200 ms)),
+  doubling, capped at 120 s; the request arrives 0.5 R after the transmission that got through.
+
+So T = S_K + R + D_J + 0.5 R, with K, J independent truncated geometric counts of losses. The
+model returns the mean and standard deviation of T given success, and the success probability.
+RobE_SIM: 1.5 x RTT of the fastest working path (the paper's eq. 2); RobE_TIMER with a dead
+default path: timer + 1.5 x RTT of path 2.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+#: Linux defaults that shape the curve.
+SYN_RTO_S = 1.0
+TCP_SYN_RETRIES = 6
+TCP_RTO_MIN_S = 0.2
+TCP_RTO_MAX_S = 120.0
+TCP_RETRIES2 = 15
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """Model figures at one loss level.
+
+    Attributes:
+        mean_s: expected set-up time of successful connections (nan if none can succeed).
+        sd_s: its standard deviation.
+        success: probability that the connection is made before the kernel gives up.
+    """
+
+    mean_s: float
+    sd_s: float
+    success: float
+
+    def interval(self, n: int, z: float = 1.96) -> tuple[float, float]:
+        """Where the mean of ``n`` successful runs falls with ~95 % probability (normal approximation)."""
+        if n <= 0 or math.isnan(self.mean_s):
+            return (math.nan, math.nan)
+        half = z * self.sd_s / math.sqrt(n)
+        return (self.mean_s - half, self.mean_s + half)
+
+
+def syn_send_times(syn_rto_s: float = SYN_RTO_S, syn_retries: int = TCP_SYN_RETRIES) -> list[float]:
+    """Times at which SYN number k (0-based) leaves: 0, 1, 3, 7, ... for an initial RTO of 1 s."""
+    return [syn_rto_s * (2**k - 1) for k in range(syn_retries + 1)]
+
+
+def data_retransmit_delays(rtt_s: float, retries: int = TCP_RETRIES2) -> list[float]:
+    """Delay after the first request transmission of transmission j (0-based), exponential back-off."""
+    rto = rtt_s + max(2 * rtt_s, TCP_RTO_MIN_S)
+    delays, t, step = [0.0], 0.0, rto
+    for _ in range(retries):
+        t += min(step, TCP_RTO_MAX_S)
+        delays.append(t)
+        step *= 2
+    return delays
+
+
+def _truncated_geometric(p: float, n: int) -> list[float]:
+    """P(first success at try k) for k < n, tries independent with failure probability p."""
+    return [(p**k) * (1 - p) for k in range(n)]
+
+
+def single_path(rtt_s: float, loss: float, *, syn_rto_s: float = SYN_RTO_S,
+                syn_retries: int = TCP_SYN_RETRIES) -> Expectation:  # fmt: skip
+    """TCP or MPTCP with the initial subflow on a path with egress loss ``loss`` (0..1) and RTT ``rtt_s``."""
+    if not 0 <= loss <= 1:
+        raise ValueError(f"loss={loss!r}: must be within 0..1")
+    if rtt_s < 0:
+        raise ValueError(f"rtt_s={rtt_s!r}: must be >= 0")
+    syn_times = syn_send_times(syn_rto_s, syn_retries)
+    data_delays = data_retransmit_delays(rtt_s)
+    p_syn = _truncated_geometric(loss, len(syn_times))
+    p_data = _truncated_geometric(loss, len(data_delays))
+    success = sum(p_syn) * sum(p_data)
+    if success <= 0:
+        return Expectation(math.nan, math.nan, 0.0)
+    first = second = 0.0
+    for ps, s in zip(p_syn, syn_times, strict=True):
+        for pd, d in zip(p_data, data_delays, strict=True):
+            t = s + rtt_s + d + 0.5 * rtt_s
+            weight = ps * pd
+            first += weight * t
+            second += weight * t * t
+    mean = first / success
+    variance = max(second / success - mean * mean, 0.0)
+    return Expectation(mean, math.sqrt(variance), success)
+
+
+def robe_sim(path_rtts_s: list[float], working: list[bool]) -> Expectation:
+    """RobE_SIM: 1.5 x RTT of the fastest working path (eq. 2); fails only if no path works."""
+    rtts = [r for r, ok in zip(path_rtts_s, working, strict=True) if ok]
+    if not rtts:
+        return Expectation(math.nan, math.nan, 0.0)
+    return Expectation(1.5 * min(rtts), 0.0, 1.0)
+
+
+def robe_timer_dead_default(timer_s: float, path2_rtt_s: float) -> Expectation:
+    """RobE_TIMER when the default path is dead: the timer, then a clean handshake on path 2."""
+    return Expectation(timer_s + 1.5 * path2_rtt_s, 0.0, 1.0)
+
+
+def acceleration(rtt_default_s: float, rtt_fastest_s: float) -> float:
+    """The paper's eq. 4: A_i = RTT of the default path / RTT of the fastest path."""
+    return rtt_default_s / rtt_fastest_s

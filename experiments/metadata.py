@@ -1,0 +1,81 @@
+"""Provenance recorded with every result: code version, machine, kernel, tools, and the run's arguments."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+from topologies.shell import run
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+#: Tool -> command printing its version (first line kept).
+TOOL_VERSION_COMMANDS: dict[str, list[str]] = {
+    "iproute2": ["ip", "-V"],
+    "iptables": ["iptables", "--version"],
+    "iperf3": ["iperf3", "--version"],
+    "wget": ["wget", "--version"],
+}
+
+
+def git_summary(root: Path = PROJECT_ROOT) -> dict[str, Any]:
+    """Commit, branch and whether the work tree differs from it (dirty), or the reason it is unknown."""
+    head = run(["git", "-C", str(root), "rev-parse", "HEAD"], check=False)
+    if head.returncode != 0:
+        return {"commit": None, "dirty": None, "error": head.stderr.strip()}
+    status = run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"], check=False)
+    return {"commit": head.stdout.strip(), "dirty": bool(status.stdout.strip())}
+
+
+def tool_versions() -> dict[str, str]:
+    """First line of each tool's version output ('missing' if it does not run)."""
+    versions: dict[str, str] = {}
+    for tool, argv in TOOL_VERSION_COMMANDS.items():
+        proc = run(argv, check=False)
+        text = (proc.stdout or proc.stderr).strip().splitlines()
+        versions[tool] = text[0] if proc.returncode == 0 and text else "missing"
+    try:
+        import mininet.net
+
+        versions["mininet"] = str(mininet.net.VERSION)
+    except ImportError:
+        versions["mininet"] = "missing"
+    versions["python"] = sys.version.split()[0]
+    return versions
+
+
+def base_metadata(kind: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    """Metadata shared by all result folders."""
+    return {
+        "kind": kind,
+        "created_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "arguments": arguments,
+        "git": git_summary(),
+        "kernel": platform.release(),
+        "machine": {"cpus": os.cpu_count(), "arch": platform.machine()},
+        "tools": tool_versions(),
+        "command": sys.argv,
+    }
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write JSON atomically (a Ctrl-C never leaves half a file)."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def new_run_dir(base: Path, label: str) -> Path:
+    """A fresh result folder ``base/<UTC timestamp>-<label>``; fails clearly if base is unwritable."""
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    path = base / f"{stamp}-{label}"
+    try:
+        path.mkdir(parents=True, exist_ok=False)
+    except OSError as err:
+        raise PermissionError(f"results folder {path}: cannot create it ({err.strerror})") from None
+    return path

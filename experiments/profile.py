@@ -1,0 +1,191 @@
+"""Sweeps declared as data: experiment profiles (TOML) -> validated dataclasses -> ordered run lists.
+
+A profile names the strategies, the loss levels on the default path, where the loss applies, the
+two paths, the repetitions, the order (random, seeded) and endpoint options. ``expand_runs`` turns
+it into one ``RunSpec`` per connection attempt; each run has a stable id, so a rerun can skip the
+runs already stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import tomllib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from topologies.fig3 import Fig3Config, PathConfig
+from topologies.linkparams import LinkConfigError
+
+PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
+
+#: Strategies the kernel-socket endpoints implement (robe.strategies defines their behaviour).
+KNOWN_STRATEGIES = ("tcp", "mptcp", "robe-sim", "robe-timer")
+
+
+class ProfileError(ValueError):
+    """A profile is malformed; the message names the field and the value."""
+
+
+@dataclass(frozen=True)
+class PathSpec:
+    """One path of the Figure 3 network as a profile declares it."""
+
+    rtt_ms: float = 20.0
+    rate_mbit: float | None = 10.0
+    queue_packets: int = 100
+
+
+@dataclass(frozen=True)
+class Experiment1Profile:
+    """A declared experiment 1 sweep."""
+
+    name: str
+    description: str
+    strategies: tuple[str, ...]
+    loss_pct: tuple[float, ...]
+    loss_direction: str = "up"
+    repetitions: int = 30
+    order: str = "random"
+    seed: int = 1
+    timer_s: float = 1.0
+    hold_ms: int = 300
+    tcp_syn_retries: int | None = None
+    path1: PathSpec = field(default_factory=PathSpec)
+    path2: PathSpec = field(default_factory=PathSpec)
+
+    def __post_init__(self) -> None:
+        for strategy in self.strategies:
+            if strategy not in KNOWN_STRATEGIES:
+                raise ProfileError(f"strategies: unknown strategy {strategy!r} (known: {', '.join(KNOWN_STRATEGIES)})")
+        if not self.strategies:
+            raise ProfileError("strategies=[]: name at least one strategy")
+        if len(set(self.strategies)) != len(self.strategies):
+            raise ProfileError(f"strategies={list(self.strategies)!r}: duplicates")
+        if not self.loss_pct:
+            raise ProfileError("loss_pct=[]: name at least one loss level")
+        for loss in self.loss_pct:
+            if isinstance(loss, bool) or not isinstance(loss, int | float) or not 0 <= loss <= 100:
+                raise ProfileError(f"loss_pct: {loss!r} is outside 0..100")
+        if self.loss_direction not in ("up", "down", "both"):
+            raise ProfileError(f"loss_direction={self.loss_direction!r}: must be up, down or both")
+        if isinstance(self.repetitions, bool) or not isinstance(self.repetitions, int) or self.repetitions < 1:
+            raise ProfileError(f"repetitions={self.repetitions!r}: must be a whole number >= 1")
+        if self.order not in ("random", "sequential"):
+            raise ProfileError(f"order={self.order!r}: must be random or sequential")
+        if not 0 < self.timer_s <= 60:
+            raise ProfileError(f"timer_s={self.timer_s!r}: must be within (0, 60]")
+        if not 0 <= self.hold_ms <= 60_000:
+            raise ProfileError(f"hold_ms={self.hold_ms!r}: must be within 0..60000")
+        if self.tcp_syn_retries is not None and not 1 <= self.tcp_syn_retries <= 10:
+            raise ProfileError(f"tcp_syn_retries={self.tcp_syn_retries!r}: must be 1..10")
+        try:
+            self.fig3_config(self.loss_pct[0])
+        except LinkConfigError as err:
+            raise ProfileError(str(err)) from None
+
+    def fig3_config(self, loss_pct: float, seed: int | None = None) -> Fig3Config:
+        """The network for one loss level on the default path (path 1)."""
+        path1 = PathConfig(
+            rtt_ms=self.path1.rtt_ms,
+            rate_mbit=self.path1.rate_mbit,
+            loss_pct=loss_pct,
+            loss_direction=self.loss_direction,  # type: ignore[arg-type]  # validated above
+            queue_packets=self.path1.queue_packets,
+        )
+        path2 = PathConfig(
+            rtt_ms=self.path2.rtt_ms, rate_mbit=self.path2.rate_mbit, queue_packets=self.path2.queue_packets
+        )
+        return Fig3Config(
+            path1=path1,
+            path2=path2,
+            seed=self.seed if seed is None else seed,
+        )
+
+    def path1_config(self, loss_pct: float) -> PathConfig:
+        """Path 1 at a given loss level (for run-time changes)."""
+        return self.fig3_config(loss_pct).path1
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (metadata)."""
+        return asdict(self)
+
+    def fingerprint(self) -> str:
+        """Hash of everything that defines the runs' conditions (a resumed sweep must match it)."""
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One connection attempt of the sweep."""
+
+    run_id: str
+    strategy: str
+    loss_pct: float
+    repetition: int
+    seed: int
+
+
+def _path(data: Any, where: str) -> PathSpec:
+    if data is None:
+        return PathSpec()
+    if not isinstance(data, dict):
+        raise ProfileError(f"{where}: must be a table")
+    unknown = sorted(set(data) - set(PathSpec.__dataclass_fields__))
+    if unknown:
+        raise ProfileError(f"{where}.{unknown[0]}: unknown field")
+    return PathSpec(**data)
+
+
+def parse_profile(data: dict[str, Any], source: str = "profile") -> Experiment1Profile:
+    """Build a profile from parsed TOML, with errors naming ``source`` and the field."""
+    fields = set(Experiment1Profile.__dataclass_fields__)
+    unknown = sorted(set(data) - fields)
+    if unknown:
+        raise ProfileError(f"{source}: {unknown[0]}: unknown field (known: {', '.join(sorted(fields))})")
+    missing = [name for name in ("name", "strategies", "loss_pct") if name not in data]
+    if missing:
+        raise ProfileError(f"{source}: {missing[0]}: required field missing")
+    values = dict(data)
+    values.setdefault("description", "")
+    values["strategies"] = tuple(values["strategies"])
+    values["loss_pct"] = tuple(values["loss_pct"])
+    try:
+        values["path1"] = _path(values.get("path1"), "path1")
+        values["path2"] = _path(values.get("path2"), "path2")
+        return Experiment1Profile(**values)
+    except ProfileError as err:
+        raise ProfileError(f"{source}: {err}") from None
+    except TypeError as err:
+        raise ProfileError(f"{source}: {err}") from None
+
+
+def load_profile(name_or_path: str) -> Experiment1Profile:
+    """Load ``experiments/profiles/experiment1-<name>.toml`` or a profile file path."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = PROFILE_DIR / f"experiment1-{name_or_path}.toml"
+    if not path.is_file():
+        known = sorted(p.stem.removeprefix("experiment1-") for p in PROFILE_DIR.glob("experiment1-*.toml"))
+        raise ProfileError(f"profile {name_or_path!r}: no such profile (known: {', '.join(known)}; or a .toml path)")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise ProfileError(f"{path}: not valid TOML: {err}") from None
+    return parse_profile(data, str(path))
+
+
+def expand_runs(profile: Experiment1Profile) -> list[RunSpec]:
+    """Every (strategy, loss, repetition), in the profile's order, each with its own seed."""
+    runs = []
+    for loss in profile.loss_pct:
+        for strategy in profile.strategies:
+            for rep in range(profile.repetitions):
+                run_id = f"{strategy}-L{loss:g}-r{rep:02d}"
+                seed = int.from_bytes(hashlib.sha256(f"{profile.seed}:{run_id}".encode()).digest()[:4], "big")
+                runs.append(RunSpec(run_id, strategy, float(loss), rep, seed))
+    if profile.order == "random":
+        random.Random(profile.seed).shuffle(runs)
+    return runs

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# One-command set-up for robe-lab: Debian packages (when missing) and the project's .venv.
+#
+# Idempotent and quick when nothing changed: every make target calls it first.
+# Debian packages need root; as a normal user missing packages are installed through sudo
+# (which may ask for a password), or the script stops with the exact command to run.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$here"
+
+# What the project runs: Mininet (mnexec + its Python module for /usr/bin/python3), iproute2
+# (ip, tc, ip mptcp), iptables (kernel loss rules), iperf3 (throughput checks), tcpdump,
+# wget, ethtool, procps (sysctl), iputils-ping, util-linux (nsenter), python3-venv (.venv from /usr/bin/python3).
+DEB_PACKAGES=(mininet iproute2 iptables iperf3 tcpdump wget ethtool procps iputils-ping util-linux python3-venv python3-pip)
+
+missing=()
+for pkg in "${DEB_PACKAGES[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
+        missing+=("$pkg")
+    fi
+done
+
+if ((${#missing[@]})); then
+    echo "setup: installing Debian packages: ${missing[*]}"
+    if [[ $EUID -eq 0 ]]; then
+        as_root=()
+    elif command -v sudo >/dev/null; then
+        as_root=(sudo)
+    else
+        echo "setup: error: packages missing (${missing[*]}) and not root; run: sudo make setup" >&2
+        exit 2
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    # A fresh machine has empty package lists: update once, then install.
+    "${as_root[@]}" apt-get update -qq
+    "${as_root[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+venv=.venv
+stamp="$venv/.robe-lab-setup"
+want="$(cat requirements.txt scripts/setup.sh | sha256sum | cut -d' ' -f1)"
+if [[ ! -x $venv/bin/python || ! -f $stamp || "$(cat "$stamp")" != "$want" ]]; then
+    echo "setup: creating $venv (system site packages, for Debian's mininet) and installing requirements.txt"
+    rm -rf "$venv"
+    /usr/bin/python3 -m venv --system-site-packages "$venv"
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check -r requirements.txt
+    "$venv/bin/python" -c "import mininet.net" || {
+        echo "setup: error: Debian's mininet module does not import in $venv" >&2; exit 2; }
+    echo "$want" > "$stamp"
+    # Built through sudo: hand the venv back to the user so that a later `make test` works.
+    if [[ $EUID -eq 0 && -n "${SUDO_USER:-}" && "${SUDO_USER}" != root ]]; then
+        chown -R "$SUDO_USER": "$venv"
+    fi
+fi

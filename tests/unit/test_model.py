@@ -1,0 +1,75 @@
+"""The analytic set-up time model against hand values and an independent Monte Carlo of the same process."""
+
+import itertools
+import math
+import random
+
+import pytest
+
+from analysis.model import (
+    acceleration,
+    data_retransmit_delays,
+    robe_sim,
+    robe_timer_dead_default,
+    single_path,
+    syn_send_times,
+)
+
+
+def test_no_loss_is_one_and_a_half_rtt():
+    e = single_path(0.02, 0.0)
+    assert e.mean_s == pytest.approx(0.03) and e.sd_s == pytest.approx(0.0, abs=1e-9) and e.success == 1.0
+
+
+def test_total_loss_never_connects():
+    e = single_path(0.02, 1.0)
+    assert e.success == 0.0 and math.isnan(e.mean_s)
+
+
+def test_linux_syn_schedule_and_data_rto():
+    assert syn_send_times() == [0, 1, 3, 7, 15, 31, 63]
+    # First data RTO after an RTT sample of 20 ms: srtt + max(2 * srtt, 200 ms) = 220 ms, then doubling.
+    assert data_retransmit_delays(0.02)[:4] == pytest.approx([0, 0.22, 0.66, 1.54])
+
+
+def test_mean_grows_with_loss():
+    means = [single_path(0.02, p / 10).mean_s for p in range(10)]
+    assert all(a < b for a, b in itertools.pairwise(means))
+
+
+@pytest.mark.parametrize("loss", [0.1, 0.3, 0.5])
+def test_matches_monte_carlo_of_the_same_process(loss):
+    rng = random.Random(42)
+    syn, data = syn_send_times(), data_retransmit_delays(0.02)
+    samples = []
+    for _ in range(200_000):
+        k = next((i for i in range(len(syn)) if rng.random() >= loss), None)
+        j = next((i for i in range(len(data)) if rng.random() >= loss), None)
+        if k is not None and j is not None:
+            samples.append(syn[k] + 0.02 + data[j] + 0.01)
+    e = single_path(0.02, loss)
+    mc_mean = sum(samples) / len(samples)
+    assert len(samples) / 200_000 == pytest.approx(e.success, abs=0.01)
+    assert mc_mean == pytest.approx(e.mean_s, rel=0.08)
+
+
+def test_robe_formulas():
+    assert robe_sim([0.04, 0.02], [True, True]).mean_s == pytest.approx(0.03)
+    assert robe_sim([0.04, 0.02], [True, False]).mean_s == pytest.approx(0.06)
+    assert robe_sim([0.04, 0.02], [False, False]).success == 0
+    assert robe_timer_dead_default(1.0, 0.02).mean_s == pytest.approx(1.03)
+    assert acceleration(0.04, 0.02) == 2.0
+
+
+def test_interval_shrinks_with_n():
+    e = single_path(0.02, 0.3)
+    low10, high10 = e.interval(10)
+    low100, high100 = e.interval(100)
+    assert low10 < low100 < e.mean_s < high100 < high10
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match=r"loss=1\.5"):
+        single_path(0.02, 1.5)
+    with pytest.raises(ValueError, match="rtt_s=-1"):
+        single_path(-1, 0.1)
