@@ -53,6 +53,7 @@ class Experiment1Profile:
     timer_s: float = 1.0
     hold_ms: int = 300
     tcp_syn_retries: int | None = None
+    tcp_syn_linear_timeouts: int | None = 0
     path1: PathSpec = field(default_factory=PathSpec)
     path2: PathSpec = field(default_factory=PathSpec)
 
@@ -81,6 +82,9 @@ class Experiment1Profile:
             raise ProfileError(f"hold_ms={self.hold_ms!r}: must be within 0..60000")
         if self.tcp_syn_retries is not None and not 1 <= self.tcp_syn_retries <= 10:
             raise ProfileError(f"tcp_syn_retries={self.tcp_syn_retries!r}: must be 1..10")
+        linear = self.tcp_syn_linear_timeouts
+        if linear is not None and (isinstance(linear, bool) or not isinstance(linear, int) or not 0 <= linear <= 100):
+            raise ProfileError(f"tcp_syn_linear_timeouts={linear!r}: must be 0..100 (or absent for the kernel's)")
         try:
             self.fig3_config(self.loss_pct[0])
         except LinkConfigError as err:
@@ -101,6 +105,8 @@ class Experiment1Profile:
         return Fig3Config(
             path1=path1,
             path2=path2,
+            tcp_syn_retries=self.tcp_syn_retries,
+            tcp_syn_linear_timeouts=self.tcp_syn_linear_timeouts,
             seed=self.seed if seed is None else seed,
         )
 

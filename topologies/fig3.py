@@ -94,6 +94,11 @@ class Fig3Config:
         mptcp_subflows: ``ip mptcp limits`` subflows/add_addr_accepted on both ends.
         syn_retrans_before_tcp_fallback: MPTCP SYN retransmissions before a plain-TCP SYN
             (None keeps the kernel's default).
+        tcp_syn_retries: SYN retransmissions before connect() gives up (None keeps the kernel's
+            default, 6: about 127 s).
+        tcp_syn_linear_timeouts: SYN retransmissions sent at a constant 1 s before exponential
+            back-off starts (Linux >= 6.18, default 4; 0 gives the classic 1, 2, 4, ... s back-off
+            of the paper's kernel). None keeps the kernel's default; ignored by kernels without it.
         seed: seeds the emulators' loss generators (path n uses seed + n).
     """
 
@@ -102,6 +107,8 @@ class Fig3Config:
     congestion_control: str = "cubic"
     mptcp_subflows: int = 2
     syn_retrans_before_tcp_fallback: int | None = None
+    tcp_syn_retries: int | None = None
+    tcp_syn_linear_timeouts: int | None = None
     seed: int = 1
 
     def __post_init__(self) -> None:
@@ -116,6 +123,10 @@ class Fig3Config:
                 raise LinkConfigError(f"{name}.{err}") from None
         if not self.congestion_control.isidentifier():
             raise LinkConfigError(f"congestion_control={self.congestion_control!r}: not a valid name")
+        if self.tcp_syn_retries is not None and not 1 <= self.tcp_syn_retries <= 127:
+            raise LinkConfigError(f"tcp_syn_retries={self.tcp_syn_retries!r}: must be 1..127")
+        if self.tcp_syn_linear_timeouts is not None and not 0 <= self.tcp_syn_linear_timeouts <= 100:
+            raise LinkConfigError(f"tcp_syn_linear_timeouts={self.tcp_syn_linear_timeouts!r}: must be 0..100")
         if not 1 <= self.mptcp_subflows <= 8:
             raise LinkConfigError(f"mptcp_subflows={self.mptcp_subflows!r}: must be 1..8")
 
@@ -141,7 +152,16 @@ def sysctl_commands(config: Fig3Config, *, forwarding: bool = False) -> list[lis
     }
     if config.syn_retrans_before_tcp_fallback is not None:
         settings["net.mptcp.syn_retrans_before_tcp_fallback"] = str(config.syn_retrans_before_tcp_fallback)
+    if config.tcp_syn_retries is not None:
+        settings["net.ipv4.tcp_syn_retries"] = str(config.tcp_syn_retries)
+    if config.tcp_syn_linear_timeouts is not None and kernel_has_sysctl("net.ipv4.tcp_syn_linear_timeouts"):
+        settings["net.ipv4.tcp_syn_linear_timeouts"] = str(config.tcp_syn_linear_timeouts)
     return [["sysctl", "-qw", f"{key}={value}"] for key, value in settings.items()]
+
+
+def kernel_has_sysctl(name: str) -> bool:
+    """Whether this kernel knows sysctl ``name`` (read in the caller's namespace)."""
+    return Path("/proc/sys", *name.split(".")).exists()
 
 
 def address_command(address: str, interface: str) -> list[str]:
@@ -357,6 +377,8 @@ class Fig3Network:
     def popen(self, host: Any, argv: list[str], **kwargs: Any) -> subprocess.Popen[Any]:
         """Start a process inside ``host``'s namespace; it is stopped at teardown."""
         proc: subprocess.Popen[Any] = host.popen(argv, **kwargs)
+        # Forget finished ones: a sweep starts thousands of short processes.
+        self._processes = [p for p in self._processes if p.poll() is None]
         self._processes.append(proc)
         return proc
 
@@ -365,9 +387,10 @@ class Fig3Network:
         sysctls = {}
         for role in ("client", "server"):
             host = getattr(self, role)
-            out = self._sh(host, ["sysctl", "net.ipv4.tcp_congestion_control", "net.mptcp.enabled",
+            out = self._sh(host, ["sysctl", "-e", "net.ipv4.tcp_congestion_control", "net.mptcp.enabled",
                                   "net.mptcp.blackhole_timeout", "net.mptcp.syn_retrans_before_tcp_fallback",
-                                  "net.ipv4.tcp_syn_retries", "net.ipv4.tcp_no_metrics_save"])  # fmt: skip
+                                  "net.ipv4.tcp_syn_retries", "net.ipv4.tcp_syn_linear_timeouts",
+                                  "net.ipv4.tcp_retries2", "net.ipv4.tcp_no_metrics_save"])  # fmt: skip
             sysctls[role] = dict(line.split(" = ", 1) for line in out.splitlines() if " = " in line)
         return {
             "topology": "fig3",

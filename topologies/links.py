@@ -194,6 +194,11 @@ class EmulatedLink(Link):  # type: ignore[misc]
         """Raise LinkError unless the emulation is in place."""
         raise NotImplementedError
 
+    def reseed(self, seed: int) -> bool:
+        """Restart the loss generator from ``seed`` where the backend allows; False where it does not
+        (netem draws from the kernel's generator)."""
+        return False
+
     def describe(self) -> dict[str, Any]:
         """JSON-able record of this link for result metadata."""
         return {
@@ -374,6 +379,14 @@ class TapWireLink(EmulatedLink):
             raise LinkError(f"link {self.name}: emulator not started")
         result: dict[str, Any] = json.loads(self.wire.request('{"cmd": "stats"}', expect="STATS"))
         return result
+
+    def reseed(self, seed: int) -> bool:
+        """Restart the emulator's loss generators from ``seed``, so a run's losses do not depend on
+        what the link carried before."""
+        if self.wire is None:
+            raise LinkError(f"link {self.name}: emulator not started")
+        self.wire.request(json.dumps({"cmd": "seed", "seed": seed}), expect="OK")
+        return True
 
     def check(self) -> None:
         """Raise LinkError if the emulator died (its TAP devices, hence the link, are gone)."""

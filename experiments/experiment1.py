@@ -1,0 +1,497 @@
+"""Experiment 1 (the paper's section 3.1): connection set-up time against loss on the default path.
+
+``python -m experiments.experiment1 --profile quick -j 4`` runs every (strategy, loss level,
+repetition) of a profile as one connection attempt with the ``robe`` endpoints on Figure 3:
+
+- ``-j N`` independent Figure 3 networks (workers), each with its own server, run attempts in
+  parallel; before each attempt the worker sets path 1's loss and reseeds its loss generators
+  with the run's seed, so an attempt's losses do not depend on which worker ran it or what ran
+  before;
+- each attempt appends one row to ``runs.csv`` as soon as it ends (Ctrl-C keeps every finished
+  row, tears the networks down and marks the metadata interrupted); rerunning the same command
+  skips finished runs (resume), and refuses a folder made with a different profile;
+- a run fails when the kernel gives up (its own SYN retries) and is censored only with
+  ``--timeout``; ``metadata.json`` holds the profile, the code version, kernel, sysctls, link
+  backend and its latest validation, a pre-flight RTT check of every worker's paths, and seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import json
+import math
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from tqdm import tqdm
+
+from analysis.stats import percentile
+from experiments.metadata import PROJECT_ROOT, base_metadata, write_json
+from experiments.profile import Experiment1Profile, ProfileError, RunSpec, expand_runs, load_profile
+from experiments.validate_links import ProbeRound
+from topologies.fig3 import CLIENT_A1, CLIENT_A2, SERVER_B1, Fig3Network, allow_congestion_control
+from topologies.links import choose_backend
+
+RESULTS_BASE = PROJECT_ROOT / "results" / "experiment1"
+SERVER_PORT = 5001
+#: Linux gives up retransmitting data after tcp_retries2=15 back-offs: about 924.6 s.
+DATA_GIVE_UP_S = 925.0
+FINAL_STATUSES = ("ok", "failed", "censored")
+ROW_FIELDS = [
+    "run_id", "conn_id", "strategy", "loss_pct", "repetition", "seed", "worker", "status", "setup_ms",
+    "accept_ms", "established_ms", "reply_ms", "winner_path", "fallback_tcp", "server_mptcp",
+    "syn_retransmits_path1", "syn_retransmits_path2", "joined_subflows", "subflow_ready_ms",
+    "losers_accepted", "error", "started_utc",
+]  # fmt: skip
+
+
+class ExperimentError(RuntimeError):
+    """The experiment cannot start; the message says why (raised before any network is built)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Pure pieces: command lines, row building, resume bookkeeping.
+
+
+def connect_command(profile: Experiment1Profile, spec: RunSpec, conn_id: str, timeout_s: float | None) -> list[str]:
+    """The ``robe connect`` command of one attempt."""
+    argv = [
+        sys.executable, "-m", "robe", "connect", "--strategy", spec.strategy,
+        "--server", f"{SERVER_B1}:{SERVER_PORT}", "--source", CLIENT_A1, "--source", CLIENT_A2,
+        "--timer", f"{profile.timer_s:g}", "--hold", f"{profile.hold_ms / 1000:g}", "--conn-id", conn_id,
+    ]  # fmt: skip
+    if timeout_s is not None:
+        argv += ["--timeout", f"{timeout_s:g}"]
+    return argv
+
+
+def kernel_give_up_s(syn_retries: int) -> float:
+    """How long connect() keeps retrying SYNs before ETIMEDOUT (initial RTO 1 s, doubling)."""
+    return float(2 ** (syn_retries + 1) - 1)
+
+
+def _ms(later: int | None, earlier: int | None) -> str:
+    if later is None or earlier is None:
+        return ""
+    return f"{(later - earlier) / 1e6:.3f}"
+
+
+def build_row(
+    spec: RunSpec,
+    worker: int,
+    started_utc: str,
+    client: dict[str, Any],
+    server: dict[str, Any] | None,
+    losers: int,
+) -> dict[str, Any]:
+    """One tidy runs.csv row from the client's record and the server's log of the same connection."""
+    t0 = client.get("connect_ns")
+    status = client.get("status", "error")
+    error = client.get("error", "")
+    if status == "ok" and server is None:
+        status, error = "error", "server logged no request for this connection"
+    winner = client.get("winner")
+    winner_local = None
+    if winner is not None:
+        winner_local = f"{client['sources'][winner]}:{client['local_ports'][str(winner)]}"
+    joined = [s for s in client.get("subflows", []) if s["local"] != winner_local]
+    retrans = client.get("syn_retransmits", {})
+    return {
+        "run_id": spec.run_id,
+        "conn_id": client.get("conn_id", ""),
+        "strategy": spec.strategy,
+        "loss_pct": f"{spec.loss_pct:g}",
+        "repetition": spec.repetition,
+        "seed": spec.seed,
+        "worker": worker,
+        "status": status,
+        "setup_ms": _ms(server.get("first_bytes_ns"), t0) if server and status == "ok" else "",
+        "accept_ms": _ms(server.get("accept_ns"), t0) if server and status == "ok" else "",
+        "established_ms": _ms(client.get("established_ns"), t0),
+        "reply_ms": _ms(client.get("reply_ns"), t0),
+        "winner_path": "" if winner is None else winner + 1,
+        "fallback_tcp": "" if client.get("fallback_tcp") is None else int(client["fallback_tcp"]),
+        "server_mptcp": "" if not server or server.get("mptcp") is None else int(server["mptcp"]),
+        "syn_retransmits_path1": retrans.get("0", ""),
+        "syn_retransmits_path2": retrans.get("1", ""),
+        "joined_subflows": len(joined),
+        "subflow_ready_ms": ";".join(_ms(s["t_ns"], t0) for s in joined),
+        "losers_accepted": losers,
+        "error": error,
+        "started_utc": started_utc,
+    }
+
+
+def finished_run_ids(runs_csv: Path) -> set[str]:
+    """Runs with a final status in an existing runs.csv (``error`` rows are run again)."""
+    if not runs_csv.exists():
+        return set()
+    with runs_csv.open(newline="") as handle:
+        return {row["run_id"] for row in csv.DictReader(handle) if row.get("status") in FINAL_STATUSES}
+
+
+# ---------------------------------------------------------------------------------------------
+# Workers: one Figure 3 network, one server, attempts one after another.
+
+
+@dataclass
+class ServerLog:
+    """The server's JSON lines, indexed for the attempts that wait on them."""
+
+    requests: dict[str, dict[str, Any]] = field(default_factory=dict)
+    losers: list[dict[str, Any]] = field(default_factory=list)
+    cond: threading.Condition = field(default_factory=threading.Condition)
+    closed: bool = False
+
+    def follow(self, stream: Any) -> None:
+        """Reader thread body: parse lines until the server exits."""
+        for line in stream:
+            if not line.startswith("{"):
+                continue
+            record = json.loads(line)
+            with self.cond:
+                if record["event"] == "request":
+                    self.requests[record["conn"]] = record
+                elif record["event"] == "loser":
+                    self.losers.append(record)
+                self.cond.notify_all()
+        with self.cond:
+            self.closed = True
+            self.cond.notify_all()
+
+    def wait_request(self, conn_id: str, timeout_s: float) -> dict[str, Any] | None:
+        """The server's record of ``conn_id``, waiting up to ``timeout_s``."""
+        with self.cond:
+            self.cond.wait_for(lambda: conn_id in self.requests or self.closed, timeout_s)
+            return self.requests.pop(conn_id, None)
+
+    def take_losers(self, peers: set[str]) -> int:
+        """Count (and forget) loser sockets from the given client address:port pairs."""
+        with self.cond:
+            mine = [r for r in self.losers if r["peer"] in peers]
+            self.losers = [r for r in self.losers if r["peer"] not in peers]
+            return len(mine)
+
+
+class Worker:
+    """One Figure 3 network with a running ``robe serve``; runs attempts sequentially."""
+
+    def __init__(self, index: int, net: Fig3Network, profile: Experiment1Profile, timeout_s: float | None) -> None:
+        self.index = index
+        self.net = net
+        self.profile = profile
+        self.timeout_s = timeout_s
+        self.current: subprocess.Popen[str] | None = None
+        self.loss: float | None = None
+        self.log = ServerLog()
+        env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+        argv = [sys.executable, "-m", "robe", "serve", "--bind", SERVER_B1, "--port", str(SERVER_PORT)]
+        self.server = net.popen(net.server, argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=env, cwd=PROJECT_ROOT)  # fmt: skip
+        assert self.server.stdout is not None
+        first = self.server.stdout.readline()
+        if not first.startswith("LISTENING"):
+            err = self.server.stderr.read() if self.server.stderr else ""
+            raise ExperimentError(f"worker {index}: robe serve did not start: {first.strip()} {err.strip()}")
+        self.reader = threading.Thread(target=self.log.follow, args=(self.server.stdout,), daemon=True)
+        self.reader.start()
+        syn_retries = profile.tcp_syn_retries or int(
+            net.describe()["sysctls"]["client"].get("net.ipv4.tcp_syn_retries", "6")
+        )
+        # The client process must end on its own (--timeout, or the kernel giving up on the SYN
+        # and then on the request's retransmissions); this cap only catches a hung process and is
+        # reported as an error row, never as a result.
+        kernel_limit = kernel_give_up_s(syn_retries) + DATA_GIVE_UP_S
+        self.hard_cap_s = (timeout_s or kernel_limit) + profile.hold_ms / 1000 + 60
+
+    def run(self, spec: RunSpec) -> dict[str, Any]:
+        """One attempt: set the loss, reseed the links, connect, join both logs into a row."""
+        if self.loss != spec.loss_pct:
+            self.net.set_path(1, self.profile.path1_config(spec.loss_pct))
+            self.loss = spec.loss_pct
+        for path in (1, 2):
+            self.net.path_link(path).reseed(spec.seed + path)
+        self.net.check_links()
+        conn_id = f"{spec.run_id}-{uuid.uuid4().hex[:8]}"
+        started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+        argv = connect_command(self.profile, spec, conn_id, self.timeout_s)
+        self.current = self.net.popen(self.net.client, argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True, env=env, cwd=PROJECT_ROOT)  # fmt: skip
+        try:
+            out, err = self.current.communicate(timeout=self.hard_cap_s)
+        except subprocess.TimeoutExpired:
+            self.current.kill()
+            self.current.communicate()
+            client = {"status": "error", "error": f"robe connect hung for {self.hard_cap_s:.0f} s", "conn_id": conn_id}
+            return build_row(spec, self.index, started, client, None, 0)
+        finally:
+            self.current = None
+        lines = [line for line in out.splitlines() if line.startswith("{")]
+        if not lines:
+            client = {"status": "error", "conn_id": conn_id, "error": f"robe connect: {err.strip()[-500:]}"}
+            return build_row(spec, self.index, started, client, None, 0)
+        client = json.loads(lines[-1])
+        server = self.log.wait_request(conn_id, 5.0) if client["status"] == "ok" else None
+        peers = {f"{client['sources'][int(p)]}:{port}" for p, port in client["local_ports"].items()}
+        losers = self.log.take_losers(peers)
+        return build_row(spec, self.index, started, client, server, losers)
+
+    def interrupt(self) -> None:
+        """Kill the attempt in flight (Ctrl-C)."""
+        proc = self.current
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+
+
+def preflight(net: Fig3Network, profile: Experiment1Profile, probes: int = 100) -> dict[str, Any]:
+    """RTT of both paths at 0 % loss before the sweep; ExperimentError if off by more than 1 ms."""
+    net.set_path(1, profile.path1_config(0.0))
+    rounds = ProbeRound(net)
+    try:
+        results = {p: ProbeRound.result(rounds.send(p, 20 + p, probes, 5.0)) for p in (1, 2)}
+    finally:
+        rounds.received()
+    report: dict[str, Any] = {}
+    for path, configured in ((1, profile.path1.rtt_ms), (2, profile.path2.rtt_ms)):
+        rtts = results[path]["rtt_ms"]
+        if len(rtts) < probes * 0.9:
+            raise ExperimentError(f"pre-flight: path {path} answered {len(rtts)}/{probes} probes at 0 % loss")
+        p50 = percentile(rtts, 50)
+        report[f"path{path}"] = {"configured_rtt_ms": configured, "p50_ms": round(p50, 3),
+                                 "p99_ms": round(percentile(rtts, 99), 3), "replies": len(rtts)}  # fmt: skip
+        if abs(p50 - configured) > 1.0:
+            raise ExperimentError(f"pre-flight: path {path} RTT p50 {p50:.2f} ms, configured {configured} ms")
+    return report
+
+
+# ---------------------------------------------------------------------------------------------
+# The sweep.
+
+
+@dataclass
+class Options:
+    """Command-line options after validation."""
+
+    profile: Experiment1Profile
+    out: Path
+    jobs: int
+    timeout_s: float | None
+    limit: int | None
+
+
+def latest_link_validation(backend: str) -> dict[str, Any] | None:
+    """The newest stored ``make validate-links`` result for ``backend`` (figures and folder)."""
+    folders = sorted((PROJECT_ROOT / "results" / "link-validation").glob(f"*-{backend}"))
+    for folder in reversed(folders):
+        try:
+            checks = json.loads((folder / "validation.json").read_text())
+        except (OSError, ValueError):
+            continue
+        return {
+            "folder": str(folder.relative_to(PROJECT_ROOT)),
+            "passed": all(c["ok"] for c in checks),
+            "checks": {f"L{c['loss_level']:g}/path{c['path']}/{c['metric']}": round(c["measured"], 3) for c in checks},
+        }
+    return None
+
+
+def check_before_building(options: Options) -> None:
+    """Everything that can be checked without a network: root, MPTCP, results folder."""
+    if os.geteuid() != 0:
+        raise ExperimentError("experiment 1 builds network namespaces and needs root: run 'sudo make experiment1'")
+    enabled = Path("/proc/sys/net/mptcp/enabled")
+    if not enabled.exists():
+        raise ExperimentError("this kernel has no MPTCP (no /proc/sys/net/mptcp): Linux >= 5.6 with CONFIG_MPTCP")
+    try:
+        options.out.mkdir(parents=True, exist_ok=True)
+        probe = options.out / f".write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise ExperimentError(f"results folder {options.out}: not writable ({err.strerror})") from None
+    meta_file = options.out / "metadata.json"
+    if meta_file.exists():
+        previous = json.loads(meta_file.read_text())
+        if previous.get("profile_fingerprint") != options.profile.fingerprint():
+            raise ExperimentError(
+                f"results folder {options.out} holds runs of a different profile "
+                f"(fingerprint {previous.get('profile_fingerprint')} != {options.profile.fingerprint()}); "
+                "choose another --out or move that folder away"
+            )
+
+
+def append_row(runs_csv: Path, row: dict[str, Any], lock: threading.Lock) -> None:
+    """Append one row and flush it to disk (a crash loses nothing already written)."""
+    with lock:
+        new = not runs_csv.exists() or runs_csv.stat().st_size == 0
+        with runs_csv.open("a", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=ROW_FIELDS)
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+def run_sweep(options: Options) -> int:
+    """Build the workers, run every pending attempt, write metadata; exit status."""
+    check_before_building(options)
+    profile = options.profile
+    runs_csv = options.out / "runs.csv"
+    done = finished_run_ids(runs_csv)
+    pending = [spec for spec in expand_runs(profile) if spec.run_id not in done]
+    if options.limit is not None:
+        pending = pending[: options.limit]
+    total = len(expand_runs(profile))
+    print(f"experiment 1, profile {profile.name}: {total} runs, {len(done)} already in {runs_csv}, "
+          f"{len(pending)} to run with {options.jobs} worker(s)", flush=True)  # fmt: skip
+    meta_file = options.out / "metadata.json"
+    metadata = json.loads(meta_file.read_text()) if meta_file.exists() else {}
+    invocation = base_metadata("experiment1", {"jobs": options.jobs, "timeout_s": options.timeout_s,
+                                               "limit": options.limit, "out": str(options.out)})  # fmt: skip
+    if not pending:
+        print("nothing to do: every run is stored", flush=True)
+        return 0
+    backend = choose_backend()
+    allow_congestion_control("cubic")
+    started = time.monotonic()
+    interrupted = False
+    lock = threading.Lock()
+    todo: queue.Queue[RunSpec] = queue.Queue()
+    for spec in pending:
+        todo.put(spec)
+    counts = {"ok": 0, "failed": 0, "censored": 0, "error": 0}
+    stop = threading.Event()
+    with ExitStack() as stack:
+        workers: list[Worker] = []
+        networks = []
+        for index in range(min(options.jobs, len(pending))):
+            net = stack.enter_context(Fig3Network(profile.fig3_config(0.0), backend))
+            networks.append(net)
+            report = preflight(net, profile)
+            workers.append(Worker(index, net, profile, options.timeout_s))
+            print(f"worker {index}: network {net.run_tag} ready, pre-flight RTT p50 "
+                  f"{report['path1']['p50_ms']} / {report['path2']['p50_ms']} ms", flush=True)  # fmt: skip
+            invocation.setdefault("preflight", {})[f"worker{index}"] = report
+        metadata.update({
+            "kind": "experiment1",
+            "profile": profile.to_dict(),
+            "profile_fingerprint": profile.fingerprint(),
+            "network": networks[0].describe(),
+            "link_backend": backend.to_dict(),
+            "link_validation": latest_link_validation(backend.backend.value),
+            "seeds": {"profile": profile.seed, "per_run": "sha256(profile seed : run_id), column 'seed'"},
+            "git": invocation["git"],
+        })  # fmt: skip
+        metadata.setdefault("invocations", []).append(invocation)
+        write_json(meta_file, metadata)
+        bar = tqdm(total=len(pending), unit="run", dynamic_ncols=True, desc=f"experiment1/{profile.name}")
+
+        def work(worker: Worker) -> None:
+            while not stop.is_set():
+                try:
+                    spec = todo.get_nowait()
+                except queue.Empty:
+                    return
+                try:
+                    row = worker.run(spec)
+                except Exception as err:  # a broken worker must not lose the others' rows
+                    if stop.is_set():
+                        return
+                    row = build_row(spec, worker.index, "", {"status": "error", "error": repr(err)}, None, 0)
+                if stop.is_set() and row["status"] == "error":
+                    return  # killed by Ctrl-C: not a result
+                append_row(runs_csv, row, lock)
+                with lock:
+                    counts[row["status"]] = counts.get(row["status"], 0) + 1
+                    bar.set_postfix(counts, refresh=False)
+                    bar.update(1)
+
+        threads = [threading.Thread(target=work, args=(w,), name=f"worker{w.index}") for w in workers]
+        for thread in threads:
+            thread.start()
+        try:
+            while any(t.is_alive() for t in threads):
+                for thread in threads:
+                    thread.join(timeout=0.5)
+        except KeyboardInterrupt:
+            interrupted = True
+            stop.set()
+            print("\ninterrupted: stopping attempts in flight, keeping every finished row ...", flush=True)
+            for worker in workers:
+                worker.interrupt()
+            for thread in threads:
+                thread.join(timeout=10)
+        finally:
+            bar.close()
+            invocation.update(
+                wall_time_s=round(time.monotonic() - started, 1), interrupted=interrupted, counts=dict(counts)
+            )
+            metadata["complete"] = not interrupted and len(finished_run_ids(runs_csv)) == total
+            write_json(meta_file, metadata)
+    print(f"runs: {counts}; results in {options.out}", flush=True)
+    if interrupted:
+        print("rerun the same command to resume", flush=True)
+        return 130
+    return 0 if counts["error"] == 0 else 1
+
+
+def parse_args(argv: list[str] | None = None) -> Options:
+    """Command line -> validated Options (errors name the bad option and value)."""
+    parser = argparse.ArgumentParser(prog="python -m experiments.experiment1", description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default="paper", help="profile name (experiments/profiles) or .toml path")
+    parser.add_argument("-j", "--jobs", type=int, default=4, help="parallel workers (Figure 3 networks)")
+    parser.add_argument("--out", type=Path, default=None, help="results folder (default results/experiment1/<profile>)")
+    parser.add_argument("--timeout", type=float, default=None,
+                        help="mark attempts not connected after this many seconds as censored")  # fmt: skip
+    parser.add_argument("--limit", type=int, default=None, help="run at most this many pending attempts")
+    args = parser.parse_args(argv)
+    try:
+        profile = load_profile(args.profile)
+    except ProfileError as err:
+        parser.error(str(err))
+    if not 1 <= args.jobs <= 64:
+        parser.error(f"--jobs={args.jobs}: must be 1..64")
+    if args.timeout is not None and not (math.isfinite(args.timeout) and args.timeout > 0):
+        parser.error(f"--timeout={args.timeout}: must be a positive number of seconds")
+    if args.limit is not None and args.limit < 1:
+        parser.error(f"--limit={args.limit}: must be >= 1")
+    out = args.out if args.out is not None else RESULTS_BASE / profile.name
+    return Options(profile, out, args.jobs, args.timeout, args.limit)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: parse, check, run; clear one-line errors for every expected failure."""
+    options = parse_args(argv)
+    # SIGTERM (e.g. from a CI runner) unwinds exactly like Ctrl-C.
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        return run_sweep(options)
+    except ExperimentError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted before the sweep started; nothing was left behind", file=sys.stderr)
+        return 130
+
+
+def _raise_interrupt(signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+if __name__ == "__main__":
+    sys.exit(main())

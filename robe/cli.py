@@ -1,0 +1,111 @@
+"""``robe serve`` and ``robe connect``: the endpoints as commands that experiments start in hosts.
+
+``robe serve --bind ADDR --port N`` prints ``LISTENING {json}`` once ready, then one JSON line per
+accepted socket (see ``robe.server``); SIGTERM or Ctrl-C stop it.
+
+``robe connect --strategy S --server ADDR:PORT --source A1 [--source A2 ...]`` opens one connection
+(the first source is the default path) and prints its record as one JSON line (see
+``robe.client.ConnectionRecord``). Exit status: 0 connected, 1 failed or censored, 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import uuid
+from types import FrameType
+from typing import Any
+
+from robe.client import ConnectError, connect
+from robe.kernel import MptcpUnavailableError
+from robe.server import Server
+from robe.strategies import STRATEGIES, StrategyError, get_strategy
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be > 0")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be >= 0")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line."""
+    parser = argparse.ArgumentParser(prog="robe", description="RobE endpoints on kernel sockets")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="accept connections and log their timing")
+    serve.add_argument("--bind", required=True, help="address to listen on")
+    serve.add_argument("--port", type=int, required=True)
+    con = sub.add_parser("connect", help="open one connection and print its timing record")
+    strategies = "; ".join(f"{s.name}: {s.summary}" for s in STRATEGIES.values())
+    con.add_argument("--strategy", required=True, help=strategies)
+    con.add_argument("--server", required=True, help="ADDRESS:PORT")
+    con.add_argument("--source", action="append", required=True,
+                     help="source address of a path; repeat per path, default path first")  # fmt: skip
+    con.add_argument("--timer", type=_positive, default=1.0, help="RobE_TIMER timer in seconds (default 1)")
+    con.add_argument("--hold", type=_non_negative, default=0.3, help="seconds to watch subflows after the reply")
+    con.add_argument("--timeout", type=_positive, default=None,
+                     help="give up (status censored) after this many seconds; default: the kernel decides")  # fmt: skip
+    con.add_argument("--conn-id", default=None, help="id sent in the request (default: random)")
+    return parser
+
+
+def _raise_interrupt(signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def _serve(args: argparse.Namespace) -> int:
+    def emit(record: dict[str, Any]) -> None:
+        sys.stdout.write(json.dumps(record, sort_keys=True) + "\n")
+        sys.stdout.flush()
+
+    try:
+        server = Server(args.bind, args.port, emit)
+    except (OSError, MptcpUnavailableError) as err:
+        print(f"robe serve: cannot listen on {args.bind}:{args.port}: {err}", file=sys.stderr)
+        return 2
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    print("LISTENING " + json.dumps({"bind": args.bind, "port": server.address[1]}), flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()
+    return 0
+
+
+def _connect(args: argparse.Namespace) -> int:
+    try:
+        strategy = get_strategy(args.strategy)
+        record = connect(
+            conn_id=args.conn_id or uuid.uuid4().hex,
+            strategy=strategy,
+            server=args.server,
+            sources=args.source,
+            timer_s=args.timer,
+            hold_s=args.hold,
+            timeout_s=args.timeout,
+        )
+    except (StrategyError, ConnectError, MptcpUnavailableError) as err:
+        print(f"robe connect: {err}", file=sys.stderr)
+        return 2
+    print(record.to_json(), flush=True)
+    return 0 if record.status == "ok" else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m robe``."""
+    args = build_parser().parse_args(argv)
+    if args.command == "serve":
+        return _serve(args)
+    return _connect(args)
