@@ -3,13 +3,16 @@
 
 PYTHON := .venv/bin/python
 PROFILE ?= paper
+JOBS ?= 8
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: help setup test lint unit-test integration-test validate-links clean-net clean
+.PHONY: help setup test lint unit-test integration-test validate-links experiment1 plots clean-net clean
 
 help:
 	@echo "robe-lab make targets:"
 	@echo "  sudo make validate-links   build Figure 3 and measure link fidelity (RTT, loss, rate) on both paths"
+	@echo "  sudo make experiment1      experiment 1 (loss sweep on the default path); PROFILE=paper|quick|asymmetric JOBS=8"
+	@echo "  make plots                 regenerate every figure and report from stored results (no root)"
 	@echo "  make test                  ruff, mypy, unit tests; and, when root, the integration tests"
 	@echo "  sudo make clean-net        remove every namespace, process and temp folder robe-lab created (rl-*)"
 	@echo "  make setup                 install missing Debian packages and build .venv (every target does this)"
@@ -43,6 +46,13 @@ test: lint unit-test
 validate-links: setup
 	$(call require_root)
 	$(PYTHON) -m experiments.validate_links $(ARGS)
+
+experiment1: setup
+	$(call require_root)
+	$(PYTHON) -m experiments.experiment1 --profile $(PROFILE) -j $(JOBS) $(ARGS)
+
+plots: setup
+	$(PYTHON) -m analysis.plots $(ARGS)
 
 clean-net: setup
 	$(call require_root)
