@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import statistics
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +52,9 @@ class Point:
     model_low_ms: float
     model_high_ms: float
     model_success: float
+    path2_win_share: float
+    losers_accepted: int
+    fallbacks: int
 
     @property
     def failed_share(self) -> float:
@@ -64,20 +68,52 @@ def read_runs(folder: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-def model_for(strategy: str, loss_pct: float, profile: dict[str, Any], n: int) -> tuple[float, float, float, float]:
-    """(mean, low, high, success) of the analytic expectation in ms for ``n`` successful runs."""
-    rtt1 = profile["path1"]["rtt_ms"] / 1000
-    rtt2 = profile["path2"]["rtt_ms"] / 1000
+@dataclass(frozen=True)
+class ModelSettings:
+    """What the analytic model needs to know about a result folder's kernel and profile."""
+
+    rtt1_s: float
+    rtt2_s: float
+    timer_s: float
+    syn_retries: int
+    applicable: bool  # False: loss not on the client's egress only, or linear SYN timeouts
+    reason: str = ""
+
+
+def model_settings(metadata: dict[str, Any]) -> ModelSettings:
+    """Read RTTs, the timer and the client's SYN settings from a folder's metadata."""
+    profile = metadata["profile"]
+    client = metadata.get("network", {}).get("sysctls", {}).get("client", {})
+    syn_retries = int(profile.get("tcp_syn_retries") or client.get("net.ipv4.tcp_syn_retries", model.TCP_SYN_RETRIES))
+    linear = client.get("net.ipv4.tcp_syn_linear_timeouts", "0")
+    applicable, reason = True, ""
+    if profile.get("loss_direction", "up") != "up":
+        applicable, reason = False, "model covers loss on the client's egress (loss_direction = up) only"
+    elif str(linear) != "0":
+        applicable, reason = False, f"model assumes exponential SYN back-off; tcp_syn_linear_timeouts = {linear}"
+    return ModelSettings(
+        profile["path1"]["rtt_ms"] / 1000, profile["path2"]["rtt_ms"] / 1000, profile["timer_s"], syn_retries,
+        applicable, reason,
+    )  # fmt: skip
+
+
+def expectation(strategy: str, loss_pct: float, settings: ModelSettings) -> model.Expectation | None:
+    """The analytic expectation of one (strategy, loss) cell, or None where no model applies."""
+    if not settings.applicable:
+        return None
     loss = loss_pct / 100
     if strategy in ("tcp", "mptcp"):
-        expect = model.single_path(rtt1, loss)
-    elif strategy == "robe-sim":
-        expect = model.robe_sim([rtt1, rtt2], [loss < 1, True])
-    elif loss >= 1:
-        expect = model.robe_timer_dead_default(profile["timer_s"], rtt2)
-    elif loss == 0:
-        expect = model.single_path(rtt1, 0.0)
-    else:
+        return model.single_path(settings.rtt1_s, loss, syn_retries=settings.syn_retries)
+    if strategy in ("robe-sim", "robe-timer"):
+        start2 = 0.0 if strategy == "robe-sim" else settings.timer_s
+        return model.two_path_race(settings.rtt1_s, loss, settings.rtt2_s, start2, syn_retries=settings.syn_retries)
+    return None
+
+
+def model_for(strategy: str, loss_pct: float, settings: ModelSettings, n: int) -> tuple[float, float, float, float]:
+    """(mean, low, high, success) of the analytic expectation in ms for ``n`` successful runs."""
+    expect = expectation(strategy, loss_pct, settings)
+    if expect is None:
         return (math.nan, math.nan, math.nan, math.nan)
     low, high = expect.interval(max(n, 1))
     if expect.sd_s == 0:
@@ -85,21 +121,27 @@ def model_for(strategy: str, loss_pct: float, profile: dict[str, Any], n: int) -
     return (1000 * expect.mean_s, 1000 * low, 1000 * high, expect.success)
 
 
-def summarise(rows: list[dict[str, str]], profile: dict[str, Any]) -> list[Point]:
-    """One Point per (strategy, loss) cell."""
+def summarise(rows: list[dict[str, str]], metadata: dict[str, Any]) -> list[Point]:
+    """One Point per (strategy, loss) cell; ``error`` rows (broken attempts, rerun on resume) are left out."""
+    settings = model_settings(metadata)
     cells: dict[tuple[str, float], list[dict[str, str]]] = defaultdict(list)
     for row in rows:
-        cells[(row["strategy"], float(row["loss_pct"]))].append(row)
+        if row["status"] in ("ok", "failed", "censored"):
+            cells[(row["strategy"], float(row["loss_pct"]))].append(row)
     points = []
     for (strategy, loss), members in sorted(cells.items()):
-        times = [float(r["setup_ms"]) for r in members if r["status"] == "ok" and r["setup_ms"]]
+        ok = [r for r in members if r["status"] == "ok" and r["setup_ms"]]
+        times = [float(r["setup_ms"]) for r in ok]
         mean, low, high = mean_ci(times) if len(times) >= 2 else (times[0] if times else math.nan,) * 3
-        median = sorted(times)[len(times) // 2] if times else math.nan
-        m_mean, m_low, m_high, m_success = model_for(strategy, loss, profile, len(times))
+        median = statistics.median(times) if times else math.nan
+        m_mean, m_low, m_high, m_success = model_for(strategy, loss, settings, len(times))
+        path2_wins = sum(r["winner_path"] == "2" for r in ok) / len(ok) if ok else math.nan
         points.append(Point(
             strategy, loss, len(members), len(times),
             sum(r["status"] == "failed" for r in members), sum(r["status"] == "censored" for r in members),
             mean, low, high, median, m_mean, m_low, m_high, m_success,
+            path2_wins, sum(int(r["losers_accepted"] or 0) for r in members),
+            sum(r["fallback_tcp"] == "1" for r in members),
         ))  # fmt: skip
     return points
 
@@ -131,6 +173,9 @@ def plot(points: list[Point], metadata: dict[str, Any], out_stem: Path) -> list[
             top.plot([p.loss_pct for p in modeled], [p.model_mean_ms for p in modeled], linestyle="--",
                      color=color, alpha=0.8, label=f"{strategy} (model)")  # fmt: skip
         bottom.plot([p.loss_pct for p in mine], [100 * p.failed_share for p in mine], marker=marker, color=color)
+        if modeled:
+            bottom.plot([p.loss_pct for p in modeled], [100 * (1 - p.model_success) for p in modeled],
+                        linestyle="--", color=color, alpha=0.8)  # fmt: skip
     top.set_yscale("log")
     top.set_ylabel("connect() → request at server [ms]\n(mean of successful runs, 95 % CI)")
     top.grid(True, which="both", alpha=0.3)
@@ -143,7 +188,7 @@ def plot(points: list[Point], metadata: dict[str, Any], out_stem: Path) -> list[
         fontsize=9,
     )
     bottom.set_xlabel("packet loss on the default path [%]")
-    bottom.set_ylabel("failed [%]")
+    bottom.set_ylabel("failed [%]\n(dashed: model)")
     bottom.set_ylim(-5, 105)
     bottom.grid(True, alpha=0.3)
     fig.tight_layout()
@@ -157,6 +202,6 @@ def plot(points: list[Point], metadata: dict[str, Any], out_stem: Path) -> list[
 def render(folder: Path) -> list[Path]:
     """Regenerate Figure 8 and summary.csv in one result folder."""
     metadata = json.loads((folder / "metadata.json").read_text())
-    points = summarise(read_runs(folder), metadata["profile"])
+    points = summarise(read_runs(folder), metadata)
     write_summary(points, folder / "summary.csv")
     return [*plot(points, metadata, folder / "figure8"), folder / "summary.csv"]

@@ -116,3 +116,57 @@ def robe_timer_dead_default(timer_s: float, path2_rtt_s: float) -> Expectation:
 def acceleration(rtt_default_s: float, rtt_fastest_s: float) -> float:
     """The paper's eq. 4: A_i = RTT of the default path / RTT of the fastest path."""
     return rtt_default_s / rtt_fastest_s
+
+
+def two_path_race(
+    rtt1_s: float,
+    loss1: float,
+    rtt2_s: float,
+    start2_s: float,
+    *,
+    tie_share: float = 0.5,
+    syn_rto_s: float = SYN_RTO_S,
+    syn_retries: int = TCP_SYN_RETRIES,
+) -> Expectation:
+    """RobE over a lossy default path (egress loss ``loss1``) and a clean path 2 started at ``start2_s``.
+
+    RobE_SIM is ``start2_s = 0``; RobE_TIMER is ``start2_s = timer``. Path 1's SYNs leave on the
+    kernel's schedule; the first SYN/ACK to return wins (a dead heat goes to path 1 with
+    probability ``tie_share``). If path 1 wins, its request is lost with probability ``loss1`` and
+    retransmitted on the data RTO schedule (the kernel joins path 2 only after the request is
+    acknowledged, so path 2 cannot carry it); if path 2 wins, the request arrives 0.5 x RTT2 later.
+    """
+    if not 0 <= loss1 <= 1:
+        raise ValueError(f"loss1={loss1!r}: must be within 0..1")
+    if not 0 <= tie_share <= 1:
+        raise ValueError(f"tie_share={tie_share!r}: must be within 0..1")
+    syn_times = syn_send_times(syn_rto_s, syn_retries)
+    data_delays = data_retransmit_delays(rtt1_s)
+    p_data = _truncated_geometric(loss1, len(data_delays))
+    path2_time = start2_s + 1.5 * rtt2_s
+    outcomes: list[tuple[float, float]] = []  # (probability, set-up time) of successful cases
+    failure = 0.0
+
+    def path1_wins(weight: float, established: float) -> None:
+        nonlocal failure
+        for pd, d in zip(p_data, data_delays, strict=True):
+            outcomes.append((weight * pd, established + d + 0.5 * rtt1_s))
+        failure += weight * (1 - sum(p_data))
+
+    never = 1.0
+    for k, send in enumerate(syn_times):
+        weight = (loss1**k) * (1 - loss1)
+        never -= weight
+        path1_back, path2_back = send + rtt1_s, start2_s + rtt2_s
+        if math.isclose(path1_back, path2_back, abs_tol=1e-9):
+            path1_wins(weight * tie_share, path1_back)
+            outcomes.append((weight * (1 - tie_share), path2_time))
+        elif path1_back < path2_back:
+            path1_wins(weight, path1_back)
+        else:
+            outcomes.append((weight, path2_time))
+    outcomes.append((max(never, 0.0), path2_time))
+    success = sum(w for w, _ in outcomes)
+    mean = sum(w * t for w, t in outcomes) / success
+    variance = max(sum(w * t * t for w, t in outcomes) / success - mean * mean, 0.0)
+    return Expectation(mean, math.sqrt(variance), success)

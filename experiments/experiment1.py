@@ -24,6 +24,7 @@ import json
 import math
 import os
 import queue
+import select
 import signal
 import subprocess
 import sys
@@ -66,16 +67,19 @@ class ExperimentError(RuntimeError):
 # Pure pieces: command lines, row building, resume bookkeeping.
 
 
-def connect_command(profile: Experiment1Profile, spec: RunSpec, conn_id: str, timeout_s: float | None) -> list[str]:
-    """The ``robe connect`` command of one attempt."""
-    argv = [
-        sys.executable, "-m", "robe", "connect", "--strategy", spec.strategy,
-        "--server", f"{SERVER_B1}:{SERVER_PORT}", "--source", CLIENT_A1, "--source", CLIENT_A2,
-        "--timer", f"{profile.timer_s:g}", "--hold", f"{profile.hold_ms / 1000:g}", "--conn-id", conn_id,
-    ]  # fmt: skip
-    if timeout_s is not None:
-        argv += ["--timeout", f"{timeout_s:g}"]
-    return argv
+def connect_request(
+    profile: Experiment1Profile, spec: RunSpec, conn_id: str, timeout_s: float | None
+) -> dict[str, Any]:
+    """The ``robe agent`` request of one attempt (the keyword arguments of ``robe.client.connect``)."""
+    return {
+        "conn_id": conn_id,
+        "strategy": spec.strategy,
+        "server": f"{SERVER_B1}:{SERVER_PORT}",
+        "sources": [CLIENT_A1, CLIENT_A2],
+        "timer_s": profile.timer_s,
+        "hold_s": profile.hold_ms / 1000,
+        "timeout_s": timeout_s,
+    }
 
 
 def kernel_give_up_s(syn_retries: int) -> float:
@@ -186,17 +190,65 @@ class ServerLog:
             return len(mine)
 
 
+class ClientAgent:
+    """A long-lived ``robe agent`` in the client host: one request line in, one record line out."""
+
+    def __init__(self, net: Fig3Network) -> None:
+        self.net = net
+        self.proc: subprocess.Popen[str] | None = None
+        self._buffer = b""
+
+    def _start(self) -> subprocess.Popen[str]:
+        env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+        self._buffer = b""
+        return self.net.popen(self.net.client, [sys.executable, "-m", "robe", "agent"], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
+                              cwd=PROJECT_ROOT)  # fmt: skip
+
+    def request(self, message: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+        """Send one request; its record, or TimeoutError/RuntimeError (the agent is then restarted)."""
+        if self.proc is None or self.proc.poll() is not None:
+            self.proc = self._start()
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        try:
+            self.proc.stdin.write(json.dumps(message) + "\n")
+            self.proc.stdin.flush()
+            fd = self.proc.stdout.fileno()
+            deadline = time.monotonic() + timeout_s
+            while b"\n" not in self._buffer:
+                left = deadline - time.monotonic()
+                if left <= 0 or not select.select([fd], [], [], left)[0]:
+                    raise TimeoutError(f"robe agent gave no answer within {timeout_s:.0f} s")
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    raise RuntimeError("robe agent exited")
+                self._buffer += chunk
+        except (OSError, TimeoutError, RuntimeError):
+            self.kill()
+            raise
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        record: dict[str, Any] = json.loads(line)
+        return record
+
+    def kill(self) -> None:
+        """Stop the agent (a connection in flight dies with it)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+        self.proc = None
+
+
 class Worker:
-    """One Figure 3 network with a running ``robe serve``; runs attempts sequentially."""
+    """One Figure 3 network with a running ``robe serve`` and ``robe agent``; runs attempts in turn."""
 
     def __init__(self, index: int, net: Fig3Network, profile: Experiment1Profile, timeout_s: float | None) -> None:
         self.index = index
         self.net = net
         self.profile = profile
         self.timeout_s = timeout_s
-        self.current: subprocess.Popen[str] | None = None
         self.loss: float | None = None
         self.log = ServerLog()
+        self.agent = ClientAgent(net)
         env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
         argv = [sys.executable, "-m", "robe", "serve", "--bind", SERVER_B1, "--port", str(SERVER_PORT)]
         self.server = net.popen(net.server, argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -211,9 +263,9 @@ class Worker:
         syn_retries = profile.tcp_syn_retries or int(
             net.describe()["sysctls"]["client"].get("net.ipv4.tcp_syn_retries", "6")
         )
-        # The client process must end on its own (--timeout, or the kernel giving up on the SYN
-        # and then on the request's retransmissions); this cap only catches a hung process and is
-        # reported as an error row, never as a result.
+        # The attempt must end on its own (--timeout, or the kernel giving up on the SYN and then on
+        # the request's retransmissions); this cap only catches a hung agent and is reported as an
+        # error row, never as a result.
         kernel_limit = kernel_give_up_s(syn_retries) + DATA_GIVE_UP_S
         self.hard_cap_s = (timeout_s or kernel_limit) + profile.hold_ms / 1000 + 60
 
@@ -227,24 +279,13 @@ class Worker:
         self.net.check_links()
         conn_id = f"{spec.run_id}-{uuid.uuid4().hex[:8]}"
         started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-        env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
-        argv = connect_command(self.profile, spec, conn_id, self.timeout_s)
-        self.current = self.net.popen(self.net.client, argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                      text=True, env=env, cwd=PROJECT_ROOT)  # fmt: skip
         try:
-            out, err = self.current.communicate(timeout=self.hard_cap_s)
-        except subprocess.TimeoutExpired:
-            self.current.kill()
-            self.current.communicate()
-            client = {"status": "error", "error": f"robe connect hung for {self.hard_cap_s:.0f} s", "conn_id": conn_id}
-            return build_row(spec, self.index, started, client, None, 0)
-        finally:
-            self.current = None
-        lines = [line for line in out.splitlines() if line.startswith("{")]
-        if not lines:
-            client = {"status": "error", "conn_id": conn_id, "error": f"robe connect: {err.strip()[-500:]}"}
-            return build_row(spec, self.index, started, client, None, 0)
-        client = json.loads(lines[-1])
+            client = self.agent.request(connect_request(self.profile, spec, conn_id, self.timeout_s), self.hard_cap_s)
+        except (TimeoutError, RuntimeError, OSError) as err:
+            return build_row(spec, self.index, started, {"status": "error", "error": str(err), "conn_id": conn_id},
+                             None, 0)  # fmt: skip
+        if client.get("status") == "error":
+            return build_row(spec, self.index, started, {**client, "conn_id": conn_id}, None, 0)
         server = self.log.wait_request(conn_id, 5.0) if client["status"] == "ok" else None
         peers = {f"{client['sources'][int(p)]}:{port}" for p, port in client["local_ports"].items()}
         losers = self.log.take_losers(peers)
@@ -252,9 +293,7 @@ class Worker:
 
     def interrupt(self) -> None:
         """Kill the attempt in flight (Ctrl-C)."""
-        proc = self.current
-        if proc is not None and proc.poll() is None:
-            proc.kill()
+        self.agent.kill()
 
 
 def preflight(net: Fig3Network, profile: Experiment1Profile, probes: int = 100) -> dict[str, Any]:
@@ -477,8 +516,10 @@ def parse_args(argv: list[str] | None = None) -> Options:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: parse, check, run; clear one-line errors for every expected failure."""
     options = parse_args(argv)
-    # SIGTERM (e.g. from a CI runner) unwinds exactly like Ctrl-C.
+    # SIGTERM (e.g. from a CI runner) unwinds exactly like Ctrl-C; SIGINT is set explicitly because
+    # a shell starting us in the background makes us inherit it ignored.
     signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGINT, _raise_interrupt)
     try:
         return run_sweep(options)
     except ExperimentError as err:

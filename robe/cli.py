@@ -6,6 +6,12 @@ accepted socket (see ``robe.server``); SIGTERM or Ctrl-C stop it.
 ``robe connect --strategy S --server ADDR:PORT --source A1 [--source A2 ...]`` opens one connection
 (the first source is the default path) and prints its record as one JSON line (see
 ``robe.client.ConnectionRecord``). Exit status: 0 connected, 1 failed or censored, 2 bad usage.
+
+``robe agent`` opens connections on request: each stdin line is a JSON object with the keyword
+arguments of ``robe.client.connect`` (``conn_id``, ``strategy``, ``server``, ``sources``,
+``timer_s``, ``hold_s``, ``timeout_s``); each answer is the record as one JSON line, or
+``{"status": "error", "error": ...}`` for a bad request. Experiments keep one agent per client
+host, so no interpreter start-up competes for the CPU with another connection's timing.
 """
 
 from __future__ import annotations
@@ -56,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     con.add_argument("--timeout", type=_positive, default=None,
                      help="give up (status censored) after this many seconds; default: the kernel decides")  # fmt: skip
     con.add_argument("--conn-id", default=None, help="id sent in the request (default: random)")
+    sub.add_parser("agent", help="open connections requested as JSON lines on stdin, answer records on stdout")
     return parser
 
 
@@ -103,9 +110,41 @@ def _connect(args: argparse.Namespace) -> int:
     return 0 if record.status == "ok" else 1
 
 
+AGENT_KEYS = {"conn_id", "strategy", "server", "sources", "timer_s", "hold_s", "timeout_s"}
+
+
+def agent_answer(line: str) -> str:
+    """The JSON answer of the agent to one request line."""
+    try:
+        request = json.loads(line)
+        if not isinstance(request, dict):
+            raise ConnectError("request must be a JSON object")
+        unknown = sorted(set(request) - AGENT_KEYS)
+        if unknown:
+            raise ConnectError(f"{unknown[0]}: unknown key (known: {', '.join(sorted(AGENT_KEYS))})")
+        request["strategy"] = get_strategy(str(request.get("strategy")))
+        record = connect(**request)
+    except (ValueError, TypeError, StrategyError, ConnectError, MptcpUnavailableError) as err:
+        return json.dumps({"status": "error", "error": f"bad request: {err}"})
+    return record.to_json()
+
+
+def _agent() -> int:
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        for line in sys.stdin:
+            if line.strip():
+                print(agent_answer(line), flush=True)
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m robe``."""
     args = build_parser().parse_args(argv)
     if args.command == "serve":
         return _serve(args)
+    if args.command == "agent":
+        return _agent()
     return _connect(args)

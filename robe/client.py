@@ -24,6 +24,7 @@ from robe.race import Action, Race, Step
 from robe.strategies import Protocol, Strategy
 
 POLL_INTERVAL_S = 0.001
+MAX_WAIT_SLICE_S = 0.05
 MAX_REPLY = 4096
 
 
@@ -86,7 +87,9 @@ class _Driver:
         self.record = record
         self.server = server
         self.protocol = protocol
-        self.selector = selectors.DefaultSelector()
+        # select(2) takes its timeout in microseconds; epoll's and poll's milliseconds would make
+        # RobE_TIMER fire up to 1 ms late.
+        self.selector = selectors.SelectSelector()
         self.attempts: dict[int, _Attempt] = {}
         self.won: _Attempt | None = None
         self.gave_up = False
@@ -155,7 +158,9 @@ class _Driver:
         while self.won is None and not self.gave_up:
             now = time.monotonic_ns()
             waits = [t for t in (self.race.timer_due_ns, deadline_ns) if t is not None]
-            timeout = max(0.0, (min(waits) - now) / 1e9) if waits else None
+            # Linux lets a select() wake up late by 0.1 % of its timeout (1 ms for RobE_TIMER's 1 s):
+            # short slices keep the timer within ~0.1 ms.
+            timeout = min(max(0.0, (min(waits) - now) / 1e9), MAX_WAIT_SLICE_S) if waits else MAX_WAIT_SLICE_S
             if deadline_ns is not None and now >= deadline_ns:
                 return
             if self.immediate_failures:
@@ -251,7 +256,9 @@ def connect(
     request = json.dumps({"conn": conn_id}).encode() + b"\n"
     driver = _Driver(race, record, address, strategy.protocol, request)
     try:
-        driver.prepare(race.initial_paths())
+        # RobE_TIMER's later paths are prepared too: opening a socket when the timer fires would
+        # delay that attempt by the socket set-up.
+        driver.prepare(list(range(len(sources))) if strategy.staggered else race.initial_paths())
         record.connect_ns = time.monotonic_ns()
         deadline = None if timeout_s is None else record.connect_ns + int(timeout_s * 1e9)
         try:

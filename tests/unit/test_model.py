@@ -73,3 +73,39 @@ def test_bad_input():
         single_path(0.02, 1.5)
     with pytest.raises(ValueError, match="rtt_s=-1"):
         single_path(-1, 0.1)
+
+
+def test_race_reduces_to_the_papers_formulas():
+    from analysis.model import two_path_race
+
+    # SIM without loss: 1.5 x RTT whichever path wins the dead heat.
+    assert two_path_race(0.02, 0.0, 0.02, 0.0).mean_s == pytest.approx(0.03)
+    # SIM with a dead default path: 1.5 x RTT of path 2; TIMER: timer + 1.5 x RTT of path 2.
+    assert two_path_race(0.04, 1.0, 0.02, 0.0).mean_s == pytest.approx(0.03)
+    timer = two_path_race(0.02, 1.0, 0.02, 1.0)
+    assert timer.mean_s == pytest.approx(1.03) and timer.success == pytest.approx(1.0)
+    # Asymmetric, no loss: SIM sets up over the faster path 2 (eq. 2).
+    assert two_path_race(0.04, 0.0, 0.02, 0.0).mean_s == pytest.approx(0.03)
+
+
+def test_race_matches_a_monte_carlo_of_the_same_process():
+    from analysis.model import two_path_race
+
+    rng = random.Random(5)
+    loss, r, timer = 0.4, 0.02, 1.0
+    syn, data = syn_send_times(), data_retransmit_delays(r)
+    samples = []
+    for _ in range(100_000):
+        k = next((i for i in range(len(syn)) if rng.random() >= loss), None)
+        back1 = None if k is None else syn[k] + r
+        back2 = timer + r
+        if back1 is not None and (back1 < back2 or (back1 == back2 and rng.random() < 0.5)):
+            j = next((i for i in range(len(data)) if rng.random() >= loss), None)
+            if j is None:
+                continue
+            samples.append(back1 + data[j] + 0.5 * r)
+        else:
+            samples.append(back2 + 0.5 * r)
+    expected = two_path_race(r, loss, r, timer)
+    # The data back-off makes the tail heavy: allow four standard errors of the sample mean.
+    assert sum(samples) / len(samples) == pytest.approx(expected.mean_s, abs=4 * expected.sd_s / len(samples) ** 0.5)
