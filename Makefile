@@ -3,7 +3,7 @@
 
 PYTHON := .venv/bin/python
 PROFILE ?= paper
-JOBS ?= 8
+JOBS ?= 16
 export PYTHONPATH := $(CURDIR)
 
 .PHONY: help setup test lint unit-test integration-test validate-links experiment1 plots clean-net clean
@@ -11,7 +11,7 @@ export PYTHONPATH := $(CURDIR)
 help:
 	@echo "robe-lab make targets:"
 	@echo "  sudo make validate-links   build Figure 3 and measure link fidelity (RTT, loss, rate) on both paths"
-	@echo "  sudo make experiment1      experiment 1 (loss sweep on the default path); PROFILE=paper|quick|asymmetric JOBS=8"
+	@echo "  sudo make experiment1      experiment 1 (loss sweep on the default path); PROFILE=paper|quick|asymmetric JOBS=16"
 	@echo "  make plots                 regenerate every figure and report from stored results (no root)"
 	@echo "  make test                  ruff, mypy, unit tests; and, when root, the integration tests"
 	@echo "  sudo make clean-net        remove every namespace, process and temp folder robe-lab created (rl-*)"

@@ -166,20 +166,23 @@ def plot(points: list[Point], metadata: dict[str, Any], out_stem: Path) -> list[
         xs = [p.loss_pct for p in mine if not math.isnan(p.mean_ms)]
         ys = [p.mean_ms for p in mine if not math.isnan(p.mean_ms)]
         top.plot(xs, ys, marker=marker, color=color, label=f"{strategy} (measured mean)")
-        top.fill_between(xs, [p.ci_low_ms for p in mine if not math.isnan(p.mean_ms)],
-                         [p.ci_high_ms for p in mine if not math.isnan(p.mean_ms)], color=color, alpha=0.2)  # fmt: skip
+        # A t-interval of heavy-tailed times can reach below zero; the log axis shows it from 1 ms.
+        lows = [max(p.ci_low_ms, 1.0) for p in mine if not math.isnan(p.mean_ms)]
+        top.fill_between(xs, lows, [p.ci_high_ms for p in mine if not math.isnan(p.mean_ms)], color=color,
+                         alpha=0.15)  # fmt: skip
         modeled = [p for p in mine if not math.isnan(p.model_mean_ms)]
         if modeled:
             top.plot([p.loss_pct for p in modeled], [p.model_mean_ms for p in modeled], linestyle="--",
                      color=color, alpha=0.8, label=f"{strategy} (model)")  # fmt: skip
         bottom.plot([p.loss_pct for p in mine], [100 * p.failed_share for p in mine], marker=marker, color=color)
-        if modeled:
-            bottom.plot([p.loss_pct for p in modeled], [100 * (1 - p.model_success) for p in modeled],
+        with_model = [p for p in mine if not math.isnan(p.model_success)]
+        if with_model:
+            bottom.plot([p.loss_pct for p in with_model], [100 * (1 - p.model_success) for p in with_model],
                         linestyle="--", color=color, alpha=0.8)  # fmt: skip
     top.set_yscale("log")
     top.set_ylabel("connect() → request at server [ms]\n(mean of successful runs, 95 % CI)")
     top.grid(True, which="both", alpha=0.3)
-    top.legend(fontsize=7, ncol=2)
+    top.legend(fontsize=7, ncol=2, loc="upper left")
     profile = metadata.get("profile", {})
     top.set_title(
         f"Experiment 1 ({profile.get('name', '?')}): RTT {profile.get('path1', {}).get('rtt_ms')} / "

@@ -198,35 +198,44 @@ class ClientAgent:
         self.proc: subprocess.Popen[str] | None = None
         self._buffer = b""
 
-    def _start(self) -> subprocess.Popen[str]:
+    def start(self) -> None:
+        """Start the agent and wait until it is ready (so start-up never overlaps a timed attempt)."""
         env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
         self._buffer = b""
-        return self.net.popen(self.net.client, [sys.executable, "-m", "robe", "agent"], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
-                              cwd=PROJECT_ROOT)  # fmt: skip
+        self.proc = self.net.popen(self.net.client, [sys.executable, "-m", "robe", "agent"], stdin=subprocess.PIPE,
+                                   stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
+                                   cwd=PROJECT_ROOT)  # fmt: skip
+        if self._read_line(30.0) != b"READY":
+            self.kill()
+            raise RuntimeError("robe agent did not start")
+
+    def _read_line(self, timeout_s: float) -> bytes:
+        assert self.proc is not None and self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        deadline = time.monotonic() + timeout_s
+        while b"\n" not in self._buffer:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                raise TimeoutError(f"robe agent gave no answer within {timeout_s:.0f} s")
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                raise RuntimeError("robe agent exited")
+            self._buffer += chunk
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        return line
 
     def request(self, message: dict[str, Any], timeout_s: float) -> dict[str, Any]:
         """Send one request; its record, or TimeoutError/RuntimeError (the agent is then restarted)."""
         if self.proc is None or self.proc.poll() is not None:
-            self.proc = self._start()
-        assert self.proc.stdin is not None and self.proc.stdout is not None
+            self.start()
+        assert self.proc is not None and self.proc.stdin is not None
         try:
             self.proc.stdin.write(json.dumps(message) + "\n")
             self.proc.stdin.flush()
-            fd = self.proc.stdout.fileno()
-            deadline = time.monotonic() + timeout_s
-            while b"\n" not in self._buffer:
-                left = deadline - time.monotonic()
-                if left <= 0 or not select.select([fd], [], [], left)[0]:
-                    raise TimeoutError(f"robe agent gave no answer within {timeout_s:.0f} s")
-                chunk = os.read(fd, 65536)
-                if not chunk:
-                    raise RuntimeError("robe agent exited")
-                self._buffer += chunk
+            line = self._read_line(timeout_s)
         except (OSError, TimeoutError, RuntimeError):
             self.kill()
             raise
-        line, self._buffer = self._buffer.split(b"\n", 1)
         record: dict[str, Any] = json.loads(line)
         return record
 
@@ -249,6 +258,7 @@ class Worker:
         self.loss: float | None = None
         self.log = ServerLog()
         self.agent = ClientAgent(net)
+        self.agent.start()
         env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
         argv = [sys.executable, "-m", "robe", "serve", "--bind", SERVER_B1, "--port", str(SERVER_PORT)]
         self.server = net.popen(net.server, argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

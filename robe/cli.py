@@ -131,6 +131,7 @@ def agent_answer(line: str) -> str:
 
 def _agent() -> int:
     signal.signal(signal.SIGTERM, _raise_interrupt)
+    print("READY", flush=True)  # imports are done: the caller's first request is timed cleanly
     try:
         for line in sys.stdin:
             if line.strip():

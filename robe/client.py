@@ -286,7 +286,11 @@ def connect(
                 time.sleep(hold_s)
             record.status = "ok"
         except TimeoutError as err:
-            record.status, record.error = "censored", str(err)
+            # Python maps the kernel's ETIMEDOUT (it gave up retransmitting the request) to
+            # TimeoutError too: that is a failure, only our own deadline censors.
+            reached_deadline = deadline is not None and time.monotonic_ns() >= deadline
+            record.status = "censored" if reached_deadline else "failed"
+            record.error = str(err) if reached_deadline else f"after establishment: {err}"
         except OSError as err:
             record.status, record.error = "failed", f"after establishment: {err}"
         finally:

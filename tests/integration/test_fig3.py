@@ -31,6 +31,15 @@ def _fig3(loss1=0.0, direction="both"):
     )
 
 
+def _listener(net, port, then):
+    """A TCP listener on the server running ``then`` (Python) after listen()."""
+    code = ("import socket,time\ns=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
+            f"s.bind(('{SERVER_B1}',{port}));s.listen(16)\n{then}")  # fmt: skip
+    server = net.popen(net.server, [sys.executable, "-c", code])
+    time.sleep(0.3)
+    return server
+
+
 def test_rtt_and_loss_fidelity_on_both_paths():
     with Fig3Network(_fig3(loss1=10.0)) as net:
         checks = measure_level(net, SMALL, 10.0)
@@ -92,10 +101,7 @@ def test_killing_the_emulator_makes_the_link_fail_not_pass_unshaped():
 
 def test_syn_only_loss_rule_blocks_connection_on_one_path():
     with Fig3Network(_fig3()) as net:
-        server = net.popen(net.server, [sys.executable, "-c", (
-            "import socket,time\ns=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
-            f"s.bind(('{SERVER_B1}',7000));s.listen(16);time.sleep(30)")])  # fmt: skip
-        time.sleep(0.3)
+        server = _listener(net, 7000, "time.sleep(30)")
         rule = LossRule(chain="OUTPUT", loss_pct=100, match="tcp-syn", out_interface="a1", comment="rl-test-syn")
         add_loss_rule(net.client.pid, rule)
         code = ("import socket,sys\ns=socket.socket();s.settimeout(1.5);s.bind((sys.argv[1],0))\n"
@@ -147,10 +153,7 @@ def test_interrupt_leaves_no_namespace_interface_or_process(sig):
 
 def test_tcp_connects_over_both_paths():
     with Fig3Network(_fig3()) as net:
-        server = net.popen(net.server, [sys.executable, "-c", (
-            "import socket\ns=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
-            f"s.bind(('{SERVER_B1}',7001));s.listen(4)\nfor _ in range(2):\n  c,_=s.accept();c.close()")])  # fmt: skip
-        time.sleep(0.3)
+        server = _listener(net, 7001, "for _ in range(2):\n  c,_=s.accept();c.close()")
         for address in (CLIENT_A1, CLIENT_A2):
             code = (f"import socket\ns=socket.create_connection(('{SERVER_B1}',7001),timeout=3,"
                     f"source_address=('{address}',0));print('ok')")  # fmt: skip
