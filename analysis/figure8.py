@@ -3,7 +3,7 @@
 Reads ``runs.csv`` (one row per connection attempt) and ``metadata.json`` of a result folder and
 writes ``figure8.png``/``figure8.pdf`` and ``summary.csv`` beside them. Top panel: mean
 connect()->request-at-server time of successful runs per strategy with its 95 % confidence band
-(Student t), and the analytic expectation (``analysis.model``) as dashed lines with its 95 %
+(percentile bootstrap), and the analytic expectation (``analysis.model``) as dashed lines with its 95 %
 interval for the same number of runs. Bottom panel: share of failed (and censored) attempts.
 """
 
@@ -24,7 +24,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from analysis import model
-from analysis.stats import mean_ci
+from analysis.stats import bootstrap_mean_ci
 
 STYLE = {
     "tcp": ("tab:gray", "s"),
@@ -132,7 +132,7 @@ def summarise(rows: list[dict[str, str]], metadata: dict[str, Any]) -> list[Poin
     for (strategy, loss), members in sorted(cells.items()):
         ok = [r for r in members if r["status"] == "ok" and r["setup_ms"]]
         times = [float(r["setup_ms"]) for r in ok]
-        mean, low, high = mean_ci(times) if len(times) >= 2 else (times[0] if times else math.nan,) * 3
+        mean, low, high = bootstrap_mean_ci(times) if times else (math.nan,) * 3
         median = statistics.median(times) if times else math.nan
         m_mean, m_low, m_high, m_success = model_for(strategy, loss, settings, len(times))
         path2_wins = sum(r["winner_path"] == "2" for r in ok) / len(ok) if ok else math.nan
@@ -166,8 +166,7 @@ def plot(points: list[Point], metadata: dict[str, Any], out_stem: Path) -> list[
         xs = [p.loss_pct for p in mine if not math.isnan(p.mean_ms)]
         ys = [p.mean_ms for p in mine if not math.isnan(p.mean_ms)]
         top.plot(xs, ys, marker=marker, color=color, label=f"{strategy} (measured mean)")
-        # A t-interval of heavy-tailed times can reach below zero; the log axis shows it from 1 ms.
-        lows = [max(p.ci_low_ms, 1.0) for p in mine if not math.isnan(p.mean_ms)]
+        lows = [p.ci_low_ms for p in mine if not math.isnan(p.mean_ms)]
         top.fill_between(xs, lows, [p.ci_high_ms for p in mine if not math.isnan(p.mean_ms)], color=color,
                          alpha=0.15)  # fmt: skip
         modeled = [p for p in mine if not math.isnan(p.model_mean_ms)]
@@ -180,7 +179,7 @@ def plot(points: list[Point], metadata: dict[str, Any], out_stem: Path) -> list[
             bottom.plot([p.loss_pct for p in with_model], [100 * (1 - p.model_success) for p in with_model],
                         linestyle="--", color=color, alpha=0.8)  # fmt: skip
     top.set_yscale("log")
-    top.set_ylabel("connect() → request at server [ms]\n(mean of successful runs, 95 % CI)")
+    top.set_ylabel("connect() → request at server [ms]\n(mean of successful runs, 95 % bootstrap CI)")
     top.grid(True, which="both", alpha=0.3)
     top.legend(fontsize=7, ncol=2, loc="upper left")
     profile = metadata.get("profile", {})

@@ -8,9 +8,10 @@ egress of the default path (the paper's ``tc`` on the client), RTT ``R``:
   ``1 + tcp_syn_retries`` of them; each is lost with probability p. If all are lost the kernel
   gives up (the run fails).
 - The SYN/ACK (not lossy in the ``up`` case) returns R after the SYN that got through; the client
-  then sends its request, lost with probability p; a lost request is retransmitted after the
-  data RTO, ``R + tcp_rto_min`` (Linux's first RTO after an RTT sample of R: srtt + max(2R, 200 ms)),
-  doubling, capped at 120 s; the request arrives 0.5 R after the transmission that got through.
+  then sends its request, lost with probability p; a lost request is retransmitted first as a
+  tail loss probe (PTO = 1.5 R + 200 ms for one packet in flight), then after the data RTO
+  (srtt + max(2R, 200 ms), doubling, capped at 120 s); the request arrives 0.5 R after the
+  transmission that got through.
 
 So T = S_K + R + D_J + 0.5 R, with K, J independent truncated geometric counts of losses. The
 model returns the mean and standard deviation of T given success, and the success probability.
@@ -23,10 +24,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 #: Linux defaults that shape the curve.
 SYN_RTO_S = 1.0
 TCP_SYN_RETRIES = 6
 TCP_RTO_MIN_S = 0.2
+TCP_DELACK_MAX_S = 0.2
 TCP_RTO_MAX_S = 120.0
 TCP_RETRIES2 = 15
 
@@ -39,18 +43,44 @@ class Expectation:
         mean_s: expected set-up time of successful connections (nan if none can succeed).
         sd_s: its standard deviation.
         success: probability that the connection is made before the kernel gives up.
+        outcomes: the distribution of successful set-up times: (probability, seconds) pairs whose
+            probabilities sum to ``success`` (empty when nothing succeeds).
     """
 
     mean_s: float
     sd_s: float
     success: float
+    outcomes: tuple[tuple[float, float], ...] = ()
 
-    def interval(self, n: int, z: float = 1.96) -> tuple[float, float]:
-        """Where the mean of ``n`` successful runs falls with ~95 % probability (normal approximation)."""
+    @classmethod
+    def from_outcomes(cls, outcomes: list[tuple[float, float]]) -> Expectation:
+        """Moments and success of a discrete distribution of successful set-up times."""
+        kept = tuple((w, t) for w, t in outcomes if w > 0)
+        success = math.fsum(w for w, _ in kept)
+        if success <= 0:
+            return cls(math.nan, math.nan, 0.0)
+        mean = math.fsum(w * t for w, t in kept) / success
+        variance = max(math.fsum(w * t * t for w, t in kept) / success - mean * mean, 0.0)
+        return cls(mean, math.sqrt(variance), success, kept)
+
+    def interval(self, n: int, confidence: float = 0.95, draws: int = 20_000) -> tuple[float, float]:
+        """Where the mean of ``n`` successful runs falls with probability ``confidence``.
+
+        Computed by drawing ``draws`` samples of n set-up times from the model's own distribution
+        (seeded, so figures are reproducible): the times are heavy-tailed, and a normal
+        approximation would give intervals reaching below zero.
+        """
         if n <= 0 or math.isnan(self.mean_s):
             return (math.nan, math.nan)
-        half = z * self.sd_s / math.sqrt(n)
-        return (self.mean_s - half, self.mean_s + half)
+        if not self.outcomes or self.sd_s == 0:
+            return (self.mean_s, self.mean_s)
+        weights = np.array([w for w, _ in self.outcomes])
+        times = np.array([t for _, t in self.outcomes])
+        rng = np.random.default_rng(8684)
+        means = rng.choice(times, size=(draws, n), p=weights / weights.sum()).mean(axis=1)
+        tail = (1 - confidence) / 2
+        low, high = np.quantile(means, [tail, 1 - tail])
+        return (float(low), float(high))
 
 
 def syn_send_times(syn_rto_s: float = SYN_RTO_S, syn_retries: int = TCP_SYN_RETRIES) -> list[float]:
@@ -59,10 +89,16 @@ def syn_send_times(syn_rto_s: float = SYN_RTO_S, syn_retries: int = TCP_SYN_RETR
 
 
 def data_retransmit_delays(rtt_s: float, retries: int = TCP_RETRIES2) -> list[float]:
-    """Delay after the first request transmission of transmission j (0-based), exponential back-off."""
+    """Delay after the first request transmission of transmission j (0-based).
+
+    Linux sends a lone lost segment's first retransmission as a tail loss probe, after
+    PTO = max(2 srtt, 1.5 srtt + 200 ms) (one packet in flight), then re-arms the RTO,
+    srtt + max(2 srtt, 200 ms), and backs it off (doubling, capped at 120 s).
+    """
+    pto = max(2 * rtt_s, 1.5 * rtt_s + TCP_DELACK_MAX_S)
     rto = rtt_s + max(2 * rtt_s, TCP_RTO_MIN_S)
-    delays, t, step = [0.0], 0.0, rto
-    for _ in range(retries):
+    delays, t, step = [0.0, pto], pto, rto
+    for _ in range(retries - 1):
         t += min(step, TCP_RTO_MAX_S)
         delays.append(t)
         step *= 2
@@ -85,19 +121,12 @@ def single_path(rtt_s: float, loss: float, *, syn_rto_s: float = SYN_RTO_S,
     data_delays = data_retransmit_delays(rtt_s)
     p_syn = _truncated_geometric(loss, len(syn_times))
     p_data = _truncated_geometric(loss, len(data_delays))
-    success = sum(p_syn) * sum(p_data)
-    if success <= 0:
-        return Expectation(math.nan, math.nan, 0.0)
-    first = second = 0.0
-    for ps, s in zip(p_syn, syn_times, strict=True):
-        for pd, d in zip(p_data, data_delays, strict=True):
-            t = s + rtt_s + d + 0.5 * rtt_s
-            weight = ps * pd
-            first += weight * t
-            second += weight * t * t
-    mean = first / success
-    variance = max(second / success - mean * mean, 0.0)
-    return Expectation(mean, math.sqrt(variance), success)
+    outcomes = [
+        (ps * pd, s + rtt_s + d + 0.5 * rtt_s)
+        for ps, s in zip(p_syn, syn_times, strict=True)
+        for pd, d in zip(p_data, data_delays, strict=True)
+    ]
+    return Expectation.from_outcomes(outcomes)
 
 
 def robe_sim(path_rtts_s: list[float], working: list[bool]) -> Expectation:
@@ -145,13 +174,11 @@ def two_path_race(
     p_data = _truncated_geometric(loss1, len(data_delays))
     path2_time = start2_s + 1.5 * rtt2_s
     outcomes: list[tuple[float, float]] = []  # (probability, set-up time) of successful cases
-    failure = 0.0
 
     def path1_wins(weight: float, established: float) -> None:
-        nonlocal failure
+        # The request may still be lost every time (the kernel then gives up): not an outcome.
         for pd, d in zip(p_data, data_delays, strict=True):
             outcomes.append((weight * pd, established + d + 0.5 * rtt1_s))
-        failure += weight * (1 - sum(p_data))
 
     never = 1.0
     for k, send in enumerate(syn_times):
@@ -166,7 +193,4 @@ def two_path_race(
         else:
             outcomes.append((weight, path2_time))
     outcomes.append((max(never, 0.0), path2_time))
-    success = sum(w for w, _ in outcomes)
-    mean = sum(w * t for w, t in outcomes) / success
-    variance = max(sum(w * t * t for w, t in outcomes) / success - mean * mean, 0.0)
-    return Expectation(mean, math.sqrt(variance), success)
+    return Expectation.from_outcomes(outcomes)

@@ -66,9 +66,11 @@ def acceptance(points: list[Point], profile: dict[str, Any]) -> list[tuple[str, 
     judged = [(p, ok) for p, ok in modeled if ok is not None]
     if judged:
         outside = [f"{p.strategy}@{p.loss_pct:g}%" for p, ok in judged if not ok]
+        chance = 0.05 * len(judged)
         checks.append((f"measured mean inside the model's 95 % interval (+-{MODEL_SLACK_MS:g} ms) in every cell",
                        not outside, f"{len(judged) - len(outside)}/{len(judged)} cells inside"
-                       + (f"; outside: {', '.join(outside)}" if outside else "")))  # fmt: skip
+                       + (f"; outside: {', '.join(outside)}" if outside else "")
+                       + f" (by chance alone about {chance:.1f} cells fall outside a 95 % interval)"))  # fmt: skip
     return checks
 
 

@@ -180,3 +180,15 @@ def test_mean_ci_coverage_by_simulation():
 def test_mean_ci_rejects_too_few_values():
     with pytest.raises(ValueError, match="at least 2"):
         mean_ci([1.0])
+
+
+def test_bootstrap_interval_stays_within_the_data_and_is_reproducible():
+    from analysis.stats import bootstrap_mean_ci
+
+    data = [30.0] * 25 + [255.0, 1030.0, 3060.0, 15000.0]
+    mean, low, high = bootstrap_mean_ci(data)
+    assert min(data) <= low < mean < high <= max(data)
+    assert bootstrap_mean_ci(data) == (mean, low, high)
+    assert bootstrap_mean_ci([5.0]) == (5.0, 5.0, 5.0)
+    with pytest.raises(ValueError, match="empty"):
+        bootstrap_mean_ci([])
