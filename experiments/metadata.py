@@ -24,11 +24,13 @@ TOOL_VERSION_COMMANDS: dict[str, list[str]] = {
 
 
 def git_summary(root: Path = PROJECT_ROOT) -> dict[str, Any]:
-    """Commit, branch and whether the work tree differs from it (dirty), or the reason it is unknown."""
+    """Commit and whether the code differs from it (dirty; ``results/`` does not count), or why unknown."""
     head = run(["git", "-C", str(root), "rev-parse", "HEAD"], check=False)
     if head.returncode != 0:
         return {"commit": None, "dirty": None, "error": head.stderr.strip()}
-    status = run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"], check=False)
+    # Stored results are data, not code: a run made while results/ holds new files is not "dirty".
+    status = run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "--", ".", ":!results"],
+                 check=False)  # fmt: skip
     return {"commit": head.stdout.strip(), "dirty": bool(status.stdout.strip())}
 
 
