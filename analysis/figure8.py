@@ -197,8 +197,8 @@ def plot(points: list[Point], metadata: dict[str, Any], out_stem: Path) -> list[
     files = [out_stem.with_suffix(".png"), out_stem.with_suffix(".pdf")]
     for file in files:
         # No creation date in the PDF: regenerating a figure from the same results gives the same bytes.
-        metadata = {"CreationDate": None} if file.suffix == ".pdf" else None
-        fig.savefig(file, dpi=150, metadata=metadata)
+        file_metadata = {"CreationDate": None} if file.suffix == ".pdf" else None
+        fig.savefig(file, dpi=150, metadata=file_metadata)
     plt.close(fig)
     return files
 
