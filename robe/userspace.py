@@ -1,0 +1,347 @@
+"""Thin asyncio adapters for the userspace RobE transport: subflows are ordinary kernel TCP
+connections, the protocol is ``robe.protocol.connection``.
+
+``UserspaceClient.connect`` opens one connection and returns once it is established; ``write``,
+``read`` and ``close`` move application bytes. ``UserspaceServer`` accepts subflows and hands each
+established connection to a callback. Both log every protocol event with ``time.monotonic_ns()``
+(the clock the kernel endpoints use), so experiments read both backends alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import struct
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from robe.protocol.connection import (
+    ClientConnection,
+    CloseSubflow,
+    DataReceived,
+    Endpoint,
+    Established,
+    OpenSubflow,
+    Output,
+    Server,
+    ServerConnection,
+    StreamEnded,
+    SubflowFailed,
+    SubflowReady,
+    Transmit,
+)
+from robe.protocol.frames import ResetReason
+
+READ_CHUNK = 65_536
+
+
+def _abort(transport: asyncio.Transport) -> None:
+    """Close with a TCP RST (SO_LINGER 0), as the kernel strategies reset losers."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
+
+
+class _SubflowProtocol(asyncio.Protocol):
+    """One TCP subflow; everything goes to the owner."""
+
+    def __init__(self, owner: _Driver, sid: int, path: int) -> None:
+        self.owner, self.sid, self.path = owner, sid, path
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.owner.subflow_up(self.sid, self.path, transport)
+
+    def data_received(self, data: bytes) -> None:
+        self.owner.subflow_data(self.sid, data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.owner.subflow_down(self.sid)
+
+    def pause_writing(self) -> None:
+        self.owner.set_writable(self.sid, False)
+
+    def resume_writing(self) -> None:
+        self.owner.set_writable(self.sid, True)
+
+
+@dataclass
+class _Driver:
+    """Carries out a state machine's outputs on asyncio transports and logs its events."""
+
+    transports: dict[int, asyncio.Transport] = field(default_factory=dict)
+    paths: dict[int, int] = field(default_factory=dict)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    inbox: bytearray = field(default_factory=bytearray)
+    data_ready: asyncio.Event = field(default_factory=asyncio.Event)
+    progress: asyncio.Event = field(default_factory=asyncio.Event)
+    ended: bool = False
+
+    def log(self, what: str, **detail: Any) -> None:
+        self.events.append({"t_ns": time.monotonic_ns(), "what": what, **detail})
+
+    def machine(self, sid: int) -> Endpoint | None:
+        raise NotImplementedError
+
+    def subflow_up(self, sid: int, path: int, transport: asyncio.Transport) -> None:
+        raise NotImplementedError
+
+    def subflow_data(self, sid: int, data: bytes) -> None:
+        raise NotImplementedError
+
+    def subflow_down(self, sid: int) -> None:
+        raise NotImplementedError
+
+    def set_writable(self, sid: int, writable: bool) -> None:
+        machine = self.machine(sid)
+        if machine is not None:
+            machine.set_path_info(sid, self._srtt_us(sid), writable)
+            if writable:
+                self.apply(machine.pump())
+
+    def _srtt_us(self, sid: int) -> int:
+        transport = self.transports.get(sid)
+        sock = transport.get_extra_info("socket") if transport else None
+        if sock is None:
+            return 1_000_000
+        with contextlib.suppress(OSError):
+            info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+            return int(struct.unpack_from("I", info, 68)[0])
+        return 1_000_000
+
+    def apply(self, outputs: list[Output]) -> None:
+        # Anything that happened may have freed send-buffer space (a data-ack): wake writers.
+        self.progress.set()
+        for out in outputs:
+            if isinstance(out, Transmit):
+                transport = self.transports.get(out.sid)
+                if transport is not None and not transport.is_closing():
+                    transport.write(out.data)
+            elif isinstance(out, CloseSubflow):
+                transport = self.transports.pop(out.sid, None)
+                self.log("subflow_closed", sid=out.sid, reason=out.reason.name if out.reason else None)
+                if transport is not None:
+                    _abort(transport) if out.reason is not None else transport.close()
+            elif isinstance(out, OpenSubflow):
+                self.open_subflow(out.path)
+            elif isinstance(out, Established):
+                self.log("established", sid=out.sid, path=out.path)
+            elif isinstance(out, SubflowReady):
+                self.log("subflow_ready", sid=out.sid, path=out.path)
+                machine = self.machine(out.sid)
+                if machine is not None:
+                    machine.set_path_info(out.sid, self._srtt_us(out.sid), True)
+            elif isinstance(out, DataReceived):
+                if not self.inbox:
+                    self.log("data", bytes=len(out.data))
+                self.inbox += out.data
+                self.data_ready.set()
+            elif isinstance(out, StreamEnded):
+                self.ended = True
+                self.data_ready.set()
+            elif isinstance(out, SubflowFailed):
+                self.log("subflow_failed", sid=out.sid, reason=out.reason.name, detail=out.detail)
+
+    def open_subflow(self, path: int) -> None:
+        raise NotImplementedError
+
+    def write(self, data: bytes) -> int:
+        raise NotImplementedError
+
+    async def send_all(self, data: bytes) -> None:
+        """Write all of ``data``, waiting for acknowledgements whenever the send buffer is full."""
+        view = memoryview(data)
+        while view:
+            taken = self.write(bytes(view[: READ_CHUNK * 4]))
+            view = view[taken:]
+            if view and not taken:
+                # Full: wait for the next thing the network tells us (a data-ack frees space).
+                self.progress.clear()
+                await self.progress.wait()
+
+    async def read(self, max_bytes: int = READ_CHUNK) -> bytes:
+        """Up to ``max_bytes`` in-order bytes; b"" once the peer's stream ended."""
+        while not self.inbox and not self.ended:
+            self.data_ready.clear()
+            await self.data_ready.wait()
+        chunk = bytes(self.inbox[:max_bytes])
+        del self.inbox[:max_bytes]
+        return chunk
+
+
+@dataclass
+class UserspaceClient(_Driver):
+    """A client connection over one TCP subflow per path (``sources``: one address per path)."""
+
+    strategy: str = "mptcp-user"
+    server: tuple[str, int] = ("127.0.0.1", 0)
+    sources: list[str] = field(default_factory=list)
+    conn: ClientConnection = field(init=False)
+    established: asyncio.Future[int] | None = None
+    next_sid: int = 0
+
+    def __post_init__(self) -> None:
+        self.conn = ClientConnection(strategy=self.strategy, paths=len(self.sources))
+
+    def machine(self, sid: int) -> Endpoint | None:
+        return self.conn
+
+    async def connect(self, first_data: bytes = b"") -> int:
+        """Open the connection (``first_data`` rides with the CAP); return the initial path."""
+        self.established = asyncio.get_running_loop().create_future()
+        if first_data:
+            self.conn.write(first_data)
+        self.log("connect_called")
+        self.apply(self.conn.start())
+        return await self.established
+
+    def apply(self, outputs: list[Output]) -> None:
+        super().apply(outputs)
+        for out in outputs:
+            if isinstance(out, Established) and self.established and not self.established.done():
+                self.established.set_result(out.path)
+
+    def open_subflow(self, path: int) -> None:
+        self.next_sid += 1
+        sid = self.next_sid
+        self.paths[sid] = path
+        self.log("attempt", sid=sid, path=path)
+        asyncio.get_running_loop().create_task(self._open(sid, path))
+
+    async def _open(self, sid: int, path: int) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.create_connection(lambda: _SubflowProtocol(self, sid, path), *self.server,
+                                         local_addr=(self.sources[path], 0))  # fmt: skip
+        except OSError as err:
+            self.log("attempt_failed", sid=sid, path=path, error=err.strerror)
+            self.apply(self.conn.subflow_closed(sid))
+
+    def subflow_up(self, sid: int, path: int, transport: asyncio.Transport) -> None:
+        sock = transport.get_extra_info("socket")
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.transports[sid] = transport
+        self.log("tcp_connected", sid=sid, path=path, local="{}:{}".format(*sock.getsockname()[:2]))
+        self.apply(self.conn.subflow_connected(sid, path))
+
+    def subflow_data(self, sid: int, data: bytes) -> None:
+        self.apply(self.conn.receive(sid, data))
+
+    def subflow_down(self, sid: int) -> None:
+        if self.transports.pop(sid, None) is not None:
+            self.log("subflow_down", sid=sid)
+        self.apply(self.conn.subflow_closed(sid))
+
+    def write(self, data: bytes) -> int:
+        """Queue bytes and send what the scheduler allows; returns how many were taken."""
+        taken = self.conn.write(data)
+        self.apply(self.conn.pump())
+        return taken
+
+    def close(self) -> None:
+        """Send DATA_FIN after the data, then close the subflows."""
+        self.conn.close()
+        self.apply(self.conn.pump())
+
+    def abort(self) -> None:
+        """Drop every subflow at once."""
+        for transport in list(self.transports.values()):
+            _abort(transport)
+        self.transports.clear()
+
+
+@dataclass
+class UserspaceServer(_Driver):
+    """Accepts subflows; calls ``on_connection(server_connection_handle)`` for each new connection."""
+
+    on_connection: Callable[[ServerHandle], Coroutine[Any, Any, None]] | None = None
+    robe: bool = True
+    server: Server = field(init=False)
+    next_sid: int = 0
+    handles: dict[int, ServerHandle] = field(default_factory=dict)  # by Key-A
+
+    def __post_init__(self) -> None:
+        self.server = Server(robe=self.robe)
+
+    def machine(self, sid: int) -> Endpoint | None:
+        return self.server.owner.get(sid)
+
+    async def listen(self, host: str, port: int) -> asyncio.AbstractServer:
+        """Start accepting on ``host:port``."""
+        loop = asyncio.get_running_loop()
+        return await loop.create_server(self._new_protocol, host, port, reuse_address=True)
+
+    def _new_protocol(self) -> _SubflowProtocol:
+        self.next_sid += 1
+        return _SubflowProtocol(self, self.next_sid, -1)
+
+    def open_subflow(self, path: int) -> None:
+        raise RuntimeError("the server never opens subflows")
+
+    def subflow_up(self, sid: int, path: int, transport: asyncio.Transport) -> None:
+        sock = transport.get_extra_info("socket")
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.transports[sid] = transport
+        peer = transport.get_extra_info("peername")
+        self.log("accepted", sid=sid, peer=f"{peer[0]}:{peer[1]}")
+        self.server.subflow_accepted(sid)
+
+    def subflow_data(self, sid: int, data: bytes) -> None:
+        conn, outputs = self.server.receive(sid, data)
+        handle = None
+        if conn is not None:
+            handle = self.handles.get(conn.key_a)
+            if handle is None:
+                handle = ServerHandle(self, conn)
+                self.handles[conn.key_a] = handle
+                if self.on_connection is not None:
+                    asyncio.get_running_loop().create_task(self.on_connection(handle))
+        (handle or self).apply(outputs)
+
+    def subflow_down(self, sid: int) -> None:
+        conn = self.server.owner.get(sid)
+        self.transports.pop(sid, None)
+        outputs = self.server.subflow_closed(sid)
+        handle = self.handles.get(conn.key_a) if conn is not None else None
+        (handle or self).apply(outputs)
+        if conn is not None and not conn.subflows:
+            self.handles.pop(conn.key_a, None)
+
+
+@dataclass
+class ServerHandle(_Driver):
+    """One server-side connection: read and write application bytes, see its event log."""
+
+    owner: UserspaceServer | None = None
+    conn: ServerConnection | None = None
+
+    def __init__(self, owner: UserspaceServer, conn: ServerConnection) -> None:
+        super().__init__(transports=owner.transports)
+        self.owner, self.conn = owner, conn
+
+    def machine(self, sid: int) -> Endpoint | None:
+        return self.conn
+
+    def open_subflow(self, path: int) -> None:
+        raise RuntimeError("the server never opens subflows")
+
+    def write(self, data: bytes) -> int:
+        """Queue bytes and send what the scheduler allows."""
+        assert self.conn is not None
+        taken = self.conn.write(data)
+        self.apply(self.conn.pump())
+        return taken
+
+    def close(self) -> None:
+        """DATA_FIN after the data."""
+        assert self.conn is not None
+        self.conn.close()
+        self.apply(self.conn.pump())
+
+
+__all__ = ["ResetReason", "ServerHandle", "UserspaceClient", "UserspaceServer"]
