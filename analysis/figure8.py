@@ -31,6 +31,9 @@ STYLE = {
     "mptcp": ("tab:blue", "o"),
     "robe-sim": ("tab:green", "^"),
     "robe-timer": ("tab:orange", "v"),
+    "mptcp-user": ("tab:purple", "D"),
+    "robe-downgrade": ("tab:red", "P"),
+    "robe-bbm": ("tab:brown", "X"),
 }
 
 
@@ -102,10 +105,10 @@ def expectation(strategy: str, loss_pct: float, settings: ModelSettings) -> mode
     if not settings.applicable:
         return None
     loss = loss_pct / 100
-    if strategy in ("tcp", "mptcp"):
+    if strategy in ("tcp", "mptcp", "mptcp-user"):
         return model.single_path(settings.rtt1_s, loss, syn_retries=settings.syn_retries)
-    if strategy in ("robe-sim", "robe-timer"):
-        start2 = 0.0 if strategy == "robe-sim" else settings.timer_s
+    if strategy in ("robe-sim", "robe-timer", "robe-downgrade", "robe-bbm"):
+        start2 = settings.timer_s if strategy == "robe-timer" else 0.0
         return model.two_path_race(settings.rtt1_s, loss, settings.rtt2_s, start2, syn_retries=settings.syn_retries)
     return None
 

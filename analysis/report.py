@@ -37,7 +37,8 @@ def agrees_with_model(point: Point) -> bool | None:
 def expected_zero_loss_ms(strategy: str, profile: dict[str, Any]) -> float:
     """1.5 x RTT of the path the strategy sets up over when nothing is lost."""
     rtt1, rtt2 = float(profile["path1"]["rtt_ms"]), float(profile["path2"]["rtt_ms"])
-    return 1.5 * (min(rtt1, rtt2) if strategy == "robe-sim" else rtt1)
+    fastest = strategy in ("robe-sim", "robe-downgrade", "robe-bbm")
+    return 1.5 * (min(rtt1, rtt2) if fastest else rtt1)
 
 
 def acceptance(points: list[Point], profile: dict[str, Any]) -> list[tuple[str, bool, str]]:
@@ -50,7 +51,7 @@ def acceptance(points: list[Point], profile: dict[str, Any]) -> list[tuple[str, 
                        abs(error) <= ZERO_LOSS_TOLERANCE_MS,
                        f"median {p.median_ms:.2f} ms, 1.5 x RTT = {target:.1f} ms, error {error:+.2f} ms"))  # fmt: skip
     for p in (p for p in points if p.loss_pct == 100):
-        if p.strategy in ("tcp", "mptcp"):
+        if p.strategy in ("tcp", "mptcp", "mptcp-user"):
             checks.append((f"100 % loss, {p.strategy}: every run fails", p.ok == 0, f"{p.ok}/{p.runs} connected"))
         else:
             checks.append((f"100 % loss, {p.strategy}: every run connects", p.ok == p.runs,

@@ -43,11 +43,13 @@ from analysis.stats import percentile
 from experiments.metadata import PROJECT_ROOT, base_metadata, write_json
 from experiments.profile import Experiment1Profile, ProfileError, RunSpec, expand_runs, load_profile
 from experiments.validate_links import ProbeRound
+from robe.userspace_endpoints import is_userspace
 from topologies.fig3 import CLIENT_A1, CLIENT_A2, SERVER_B1, Fig3Network, allow_congestion_control
 from topologies.links import choose_backend
 
 RESULTS_BASE = PROJECT_ROOT / "results" / "experiment1"
 SERVER_PORT = 5001
+USERSPACE_PORT = 5003
 #: Linux gives up retransmitting data after tcp_retries2=15 back-offs: about 924.6 s.
 DATA_GIVE_UP_S = 925.0
 FINAL_STATUSES = ("ok", "failed", "censored")
@@ -74,7 +76,7 @@ def connect_request(
     return {
         "conn_id": conn_id,
         "strategy": spec.strategy,
-        "server": f"{SERVER_B1}:{SERVER_PORT}",
+        "server": f"{SERVER_B1}:{USERSPACE_PORT if is_userspace(spec.strategy) else SERVER_PORT}",
         "sources": [CLIENT_A1, CLIENT_A2],
         "timer_s": profile.timer_s,
         "hold_s": profile.hold_ms / 1000,
@@ -259,17 +261,10 @@ class Worker:
         self.log = ServerLog()
         self.agent = ClientAgent(net)
         self.agent.start()
-        env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
-        argv = [sys.executable, "-m", "robe", "serve", "--bind", SERVER_B1, "--port", str(SERVER_PORT)]
-        self.server = net.popen(net.server, argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                env=env, cwd=PROJECT_ROOT)  # fmt: skip
-        assert self.server.stdout is not None
-        first = self.server.stdout.readline()
-        if not first.startswith("LISTENING"):
-            err = self.server.stderr.read() if self.server.stderr else ""
-            raise ExperimentError(f"worker {index}: robe serve did not start: {first.strip()} {err.strip()}")
-        self.reader = threading.Thread(target=self.log.follow, args=(self.server.stdout,), daemon=True)
-        self.reader.start()
+        # Both servers log into the same ServerLog: connection ids are unique.
+        self.servers = [self._start_server(index, "serve", SERVER_PORT)]
+        if any(is_userspace(s) for s in profile.strategies):
+            self.servers.append(self._start_server(index, "serve-user", USERSPACE_PORT))
         syn_retries = profile.tcp_syn_retries or int(
             net.describe()["sysctls"]["client"].get("net.ipv4.tcp_syn_retries", "6")
         )
@@ -278,6 +273,19 @@ class Worker:
         # error row, never as a result.
         kernel_limit = kernel_give_up_s(syn_retries) + DATA_GIVE_UP_S
         self.hard_cap_s = (timeout_s or kernel_limit) + profile.hold_ms / 1000 + 60
+
+    def _start_server(self, index: int, command: str, port: int) -> subprocess.Popen[str]:
+        env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+        argv = [sys.executable, "-m", "robe", command, "--bind", SERVER_B1, "--port", str(port)]
+        server = self.net.popen(self.net.server, argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=env, cwd=PROJECT_ROOT)  # fmt: skip
+        assert server.stdout is not None
+        first = server.stdout.readline()
+        if not first.startswith("LISTENING"):
+            err = server.stderr.read() if server.stderr else ""
+            raise ExperimentError(f"worker {index}: robe {command} did not start: {first.strip()} {err.strip()}")
+        threading.Thread(target=self.log.follow, args=(server.stdout,), daemon=True).start()
+        return server
 
     def run(self, spec: RunSpec) -> dict[str, Any]:
         """One attempt: set the loss, reseed the links, connect, join both logs into a row."""

@@ -21,8 +21,9 @@ from topologies.linkparams import LinkConfigError
 
 PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
 
-#: Strategies the kernel-socket endpoints implement (robe.strategies defines their behaviour).
-KNOWN_STRATEGIES = ("tcp", "mptcp", "robe-sim", "robe-timer")
+#: Strategies of the kernel-socket endpoints (robe.strategies) and of the userspace transport
+#: (robe.protocol.connection).
+KNOWN_STRATEGIES = ("tcp", "mptcp", "robe-sim", "robe-timer", "mptcp-user", "robe-downgrade", "robe-bbm")
 
 
 class ProfileError(ValueError):

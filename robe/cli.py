@@ -24,10 +24,11 @@ import uuid
 from types import FrameType
 from typing import Any
 
-from robe.client import ConnectError, connect
+from robe.client import ConnectError, ConnectionRecord, connect
 from robe.kernel import MptcpUnavailableError
 from robe.server import Server
 from robe.strategies import STRATEGIES, StrategyError, get_strategy
+from robe.userspace_endpoints import connect_userspace, is_userspace, serve_userspace
 
 
 def _positive(text: str) -> float:
@@ -63,7 +64,20 @@ def build_parser() -> argparse.ArgumentParser:
                      help="give up (status censored) after this many seconds; default: the kernel decides")  # fmt: skip
     con.add_argument("--conn-id", default=None, help="id sent in the request (default: random)")
     sub.add_parser("agent", help="open connections requested as JSON lines on stdin, answer records on stdout")
+    user = sub.add_parser(
+        "serve-user", help="accept userspace-transport connections (mptcp-user, robe-downgrade, robe-bbm)"
+    )
+    user.add_argument("--bind", required=True)
+    user.add_argument("--port", type=int, required=True)
     return parser
+
+
+def open_connection(**request: Any) -> ConnectionRecord:
+    """One connection with any strategy: kernel sockets or the userspace transport."""
+    name = str(request.get("strategy"))
+    if is_userspace(name):
+        return connect_userspace(**{**request, "strategy": name})
+    return connect(**{**request, "strategy": get_strategy(name)})
 
 
 def _raise_interrupt(signum: int, _frame: FrameType | None) -> None:
@@ -93,10 +107,9 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _connect(args: argparse.Namespace) -> int:
     try:
-        strategy = get_strategy(args.strategy)
-        record = connect(
+        record = open_connection(
             conn_id=args.conn_id or uuid.uuid4().hex,
-            strategy=strategy,
+            strategy=args.strategy,
             server=args.server,
             sources=args.source,
             timer_s=args.timer,
@@ -108,6 +121,25 @@ def _connect(args: argparse.Namespace) -> int:
         return 2
     print(record.to_json(), flush=True)
     return 0 if record.status == "ok" else 1
+
+
+def _serve_user(args: argparse.Namespace) -> int:
+    def emit(record: dict[str, Any]) -> None:
+        sys.stdout.write(json.dumps(record, sort_keys=True) + "\n")
+        sys.stdout.flush()
+
+    def ready(port: int) -> None:
+        print("LISTENING " + json.dumps({"bind": args.bind, "port": port}), flush=True)
+
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        serve_userspace(args.bind, args.port, emit, ready)
+    except OSError as err:
+        print(f"robe serve-user: cannot listen on {args.bind}:{args.port}: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        pass
+    return 0
 
 
 AGENT_KEYS = {"conn_id", "strategy", "server", "sources", "timer_s", "hold_s", "timeout_s"}
@@ -122,8 +154,7 @@ def agent_answer(line: str) -> str:
         unknown = sorted(set(request) - AGENT_KEYS)
         if unknown:
             raise ConnectError(f"{unknown[0]}: unknown key (known: {', '.join(sorted(AGENT_KEYS))})")
-        request["strategy"] = get_strategy(str(request.get("strategy")))
-        record = connect(**request)
+        record = open_connection(**request)
     except (ValueError, TypeError, StrategyError, ConnectError, MptcpUnavailableError) as err:
         return json.dumps({"status": "error", "error": f"bad request: {err}"})
     return record.to_json()
@@ -148,4 +179,6 @@ def main(argv: list[str] | None = None) -> int:
         return _serve(args)
     if args.command == "agent":
         return _agent()
+    if args.command == "serve-user":
+        return _serve_user(args)
     return _connect(args)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 import struct
 import time
@@ -184,6 +185,8 @@ class UserspaceClient(_Driver):
     conn: ClientConnection = field(init=False)
     established: asyncio.Future[int] | None = None
     next_sid: int = 0
+    pending: set[int] = field(default_factory=set)
+    failures: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.conn = ClientConnection(strategy=self.strategy, paths=len(self.sources))
@@ -215,12 +218,21 @@ class UserspaceClient(_Driver):
 
     async def _open(self, sid: int, path: int) -> None:
         loop = asyncio.get_running_loop()
+        self.pending.add(sid)
         try:
             await loop.create_connection(lambda: _SubflowProtocol(self, sid, path), *self.server,
                                          local_addr=(self.sources[path], 0))  # fmt: skip
         except OSError as err:
-            self.log("attempt_failed", sid=sid, path=path, error=err.strerror)
+            # asyncio words every failure "Connect call failed": the errno says what happened.
+            reason = os.strerror(err.errno) if err.errno else str(err)
+            self.log("attempt_failed", sid=sid, path=path, error=reason)
+            self.failures.append(f"path {path}: {reason}")
             self.apply(self.conn.subflow_closed(sid))
+        finally:
+            self.pending.discard(sid)
+        if self.established and not self.established.done() and not self.pending and not self.transports:
+            # Every attempt failed before one was established: the kernel gave up on each.
+            self.established.set_exception(ConnectionError("; ".join(self.failures) or "no attempt connected"))
 
     def subflow_up(self, sid: int, path: int, transport: asyncio.Transport) -> None:
         sock = transport.get_extra_info("socket")

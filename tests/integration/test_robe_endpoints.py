@@ -101,3 +101,27 @@ def test_a_malformed_request_is_rejected_and_logged(endpoints):
     endpoints.net.client.cmd(f'{sys.executable} -c "{code}"')
     lines = endpoints.server_lines()
     assert any(line["event"] == "rejected" and "not JSON" in line["reason"] for line in lines), lines
+
+
+def test_userspace_strategies_on_figure3(endpoints):
+    server = endpoints.net.popen(endpoints.net.server, [sys.executable, "-m", "robe", "serve-user", "--bind",
+                                 SERVER_B1, "--port", "5004"], stdout=subprocess.PIPE, text=True,
+                                 cwd=PROJECT_ROOT)  # fmt: skip
+    assert server.stdout is not None and server.stdout.readline().startswith("LISTENING")
+
+    def connect(strategy: str) -> dict[str, Any]:
+        argv = [sys.executable, "-m", "robe", "connect", "--strategy", strategy, "--server", f"{SERVER_B1}:5004",
+                "--source", CLIENT_A1, "--source", CLIENT_A2, "--hold", "0.2"]  # fmt: skip
+        proc = endpoints.net.popen(endpoints.net.client, argv, stdout=subprocess.PIPE, text=True, cwd=PROJECT_ROOT)
+        out, _ = proc.communicate(timeout=60)
+        record: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+        return record
+
+    downgrade = connect("robe-downgrade")
+    assert downgrade["status"] == "ok" and len(downgrade["subflows"]) == 2
+    endpoints.net.set_path(1, PathConfig(rtt_ms=20, loss_pct=100))
+    dead = connect("robe-downgrade")
+    assert dead["status"] == "ok" and dead["winner"] == 1 and _ms(dead, "established_ns") < 25
+    classic = connect("mptcp-user")  # tcp_syn_retries=1: the kernel gives up on path 1 after 3 s
+    assert classic["status"] == "failed" and "timed out" in classic["error"]
+    server.terminate()

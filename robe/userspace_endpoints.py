@@ -1,0 +1,121 @@
+"""The userspace strategies behind the same CLI and timing records as the kernel ones.
+
+``connect_userspace`` opens one connection with ``mptcp-user``, ``robe-downgrade`` or ``robe-bbm``
+(sending the one-line request with the CAP, as a browser's request rides with MP_CAPABLE's third
+ACK), waits for the reply, watches the subflows for ``hold_s`` and returns a
+``robe.client.ConnectionRecord``. ``serve_userspace`` accepts connections and emits the same JSON
+lines as ``robe.server`` (``request`` with ``accept_ns`` and ``first_bytes_ns``, ``closed``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+from robe.client import ConnectError, ConnectionRecord, _parse_server
+from robe.protocol.connection import USER_STRATEGIES
+from robe.server import REPLY, parse_request
+from robe.userspace import ServerHandle, UserspaceClient, UserspaceServer
+
+
+def is_userspace(strategy: str) -> bool:
+    """Whether ``strategy`` runs on the userspace transport."""
+    return strategy in USER_STRATEGIES
+
+
+async def _client(record: ConnectionRecord, hold_s: float, timeout_s: float | None) -> None:
+    host, port = _parse_server(record.server)
+    client = UserspaceClient(strategy=record.strategy, server=(host, port), sources=record.sources)
+    request = json.dumps({"conn": record.conn_id}).encode() + b"\n"
+    try:
+        record.winner = await asyncio.wait_for(client.connect(request), timeout_s)
+        established = next(e for e in client.events if e["what"] == "established")
+        record.established_ns = record.request_sent_ns = established["t_ns"]
+        reply = b""
+        while b"\n" not in reply:
+            chunk = await asyncio.wait_for(client.read(), timeout_s)
+            if not chunk:
+                raise ConnectionError("server closed before replying")
+            reply += chunk
+        record.reply_ns = time.monotonic_ns()
+        await asyncio.sleep(hold_s)
+        record.status = "ok"
+    except TimeoutError:
+        record.status, record.error = "censored", f"no connection within --timeout {timeout_s} s"
+    except OSError as err:
+        record.status, record.error = "failed", str(err)
+    finally:
+        client.abort()
+        for event in client.events:
+            if event["what"] == "tcp_connected":
+                record.local_ports[event["path"]] = int(event["local"].rsplit(":", 1)[1])
+            if event["what"] == "subflow_ready":
+                local = next((e["local"] for e in client.events
+                              if e["what"] == "tcp_connected" and e["sid"] == event["sid"]), "?")  # fmt: skip
+                record.subflows.append({"t_ns": event["t_ns"], "local": local, "remote": record.server})
+        record.events = [{"t_ns": e["t_ns"], "what": e["what"], "path": e.get("path"),
+                          "detail": str(e.get("reason") or e.get("error") or "")} for e in client.events]  # fmt: skip
+
+
+def connect_userspace(
+    *,
+    conn_id: str,
+    strategy: str,
+    server: str,
+    sources: list[str],
+    timer_s: float = 1.0,
+    hold_s: float = 0.3,
+    timeout_s: float | None = None,
+) -> ConnectionRecord:
+    """One connection with a userspace strategy; ``timer_s`` is unused (no timer strategy here)."""
+    if not is_userspace(strategy):
+        raise ConnectError(f"strategy={strategy!r}: not a userspace strategy ({', '.join(USER_STRATEGIES)})")
+    _parse_server(server)
+    if not sources:
+        raise ConnectError("sources=[]: give at least one source address (the default path first)")
+    if strategy == "mptcp-user" and len(sources) < 1:
+        raise ConnectError("mptcp-user needs the default path")
+    record = ConnectionRecord(conn_id, strategy, server, list(sources))
+    record.connect_ns = time.monotonic_ns()
+    asyncio.run(_client(record, hold_s, timeout_s))
+    if record.connect_ns and record.events:
+        record.connect_ns = record.events[0]["t_ns"]  # connect_called, taken inside the loop
+    return record
+
+
+def serve_userspace(bind: str, port: int, emit: Callable[[dict[str, Any]], None], ready: Callable[[int], None]) -> None:
+    """Accept userspace connections until cancelled; one ``request`` line per connection."""
+
+    async def handle(conn: ServerHandle) -> None:
+        line = b""
+        while b"\n" not in line:
+            chunk = await conn.read()
+            if not chunk:
+                return
+            line += chunk
+        first = next(e for e in conn.events if e["what"] == "data")
+        established = [e for e in server.events if e["what"] == "accepted"]
+        try:
+            conn_id = parse_request(line.split(b"\n", 1)[0])
+        except ValueError as err:
+            emit({"event": "rejected", "reason": str(err)})
+            return
+        assert conn.conn is not None
+        initial = next(iter(conn.conn.subflows.values()), None)
+        accept = next((e["t_ns"] for e in established if initial and e["sid"] == initial.sid), first["t_ns"])
+        emit({"event": "request", "conn": conn_id, "accept_ns": accept, "first_bytes_ns": first["t_ns"],
+              "request_done_ns": time.monotonic_ns(), "mptcp": True, "userspace": True,
+              "peer": next((e["peer"] for e in established if initial and e["sid"] == initial.sid), "?")})  # fmt: skip
+        conn.write(REPLY)
+
+    server = UserspaceServer(on_connection=handle)
+
+    async def main() -> None:
+        listener = await server.listen(bind, port)
+        ready(listener.sockets[0].getsockname()[1])  # type: ignore[attr-defined]
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
