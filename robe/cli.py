@@ -84,13 +84,15 @@ def _raise_interrupt(signum: int, _frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-def _serve(args: argparse.Namespace) -> int:
-    def emit(record: dict[str, Any]) -> None:
-        sys.stdout.write(json.dumps(record, sort_keys=True) + "\n")
-        sys.stdout.flush()
+def _emit(record: dict[str, Any]) -> None:
+    """One JSON line on stdout, flushed (the experiment reads it as it comes)."""
+    sys.stdout.write(json.dumps(record, sort_keys=True) + "\n")
+    sys.stdout.flush()
 
+
+def _serve(args: argparse.Namespace) -> int:
     try:
-        server = Server(args.bind, args.port, emit)
+        server = Server(args.bind, args.port, _emit)
     except (OSError, MptcpUnavailableError) as err:
         print(f"robe serve: cannot listen on {args.bind}:{args.port}: {err}", file=sys.stderr)
         return 2
@@ -124,16 +126,12 @@ def _connect(args: argparse.Namespace) -> int:
 
 
 def _serve_user(args: argparse.Namespace) -> int:
-    def emit(record: dict[str, Any]) -> None:
-        sys.stdout.write(json.dumps(record, sort_keys=True) + "\n")
-        sys.stdout.flush()
-
     def ready(port: int) -> None:
         print("LISTENING " + json.dumps({"bind": args.bind, "port": port}), flush=True)
 
     signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        serve_userspace(args.bind, args.port, emit, ready)
+        serve_userspace(args.bind, args.port, _emit, ready)
     except OSError as err:
         print(f"robe serve-user: cannot listen on {args.bind}:{args.port}: {err}", file=sys.stderr)
         return 2

@@ -58,6 +58,19 @@ class ConnectionRecord:
         return json.dumps(asdict(self), sort_keys=True)
 
 
+def check_endpoints(server: str, sources: list[str]) -> tuple[str, int]:
+    """Validate ``ADDRESS:PORT`` and the per-path source addresses; return the server address."""
+    address = _parse_server(server)
+    if not sources:
+        raise ConnectError("sources=[]: give at least one source address (the default path first)")
+    for source in sources:
+        try:
+            socket.inet_aton(source)
+        except OSError:
+            raise ConnectError(f"sources: {source!r} is not an IPv4 address") from None
+    return address
+
+
 def _parse_server(server: str) -> tuple[str, int]:
     host, sep, port = server.rpartition(":")
     if not sep or not port.isdigit() or not 0 < int(port) < 65536:
@@ -239,14 +252,7 @@ def connect(
     timeout_s: float | None = None,
 ) -> ConnectionRecord:
     """Open one connection with ``strategy``; never raises for network outcomes (see ``status``)."""
-    address = _parse_server(server)
-    if not sources:
-        raise ConnectError("sources=[]: give at least one source address (the default path first)")
-    for source in sources:
-        try:
-            socket.inet_aton(source)
-        except OSError:
-            raise ConnectError(f"sources: {source!r} is not an IPv4 address") from None
+    address = check_endpoints(server, sources)
     if strategy.protocol is Protocol.TCP or not (strategy.start_all_at_once or strategy.staggered):
         sources = sources[:1]  # single-path strategies use the default path only
     if timeout_s is not None and timeout_s <= 0:

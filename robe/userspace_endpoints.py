@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from robe.client import ConnectError, ConnectionRecord, _parse_server
+from robe.client import ConnectError, ConnectionRecord, _parse_server, check_endpoints
 from robe.protocol.connection import USER_STRATEGIES
 from robe.server import REPLY, parse_request
 from robe.userspace import ServerHandle, UserspaceClient, UserspaceServer
@@ -73,11 +73,7 @@ def connect_userspace(
     """One connection with a userspace strategy; ``timer_s`` is unused (no timer strategy here)."""
     if not is_userspace(strategy):
         raise ConnectError(f"strategy={strategy!r}: not a userspace strategy ({', '.join(USER_STRATEGIES)})")
-    _parse_server(server)
-    if not sources:
-        raise ConnectError("sources=[]: give at least one source address (the default path first)")
-    if strategy == "mptcp-user" and len(sources) < 1:
-        raise ConnectError("mptcp-user needs the default path")
+    check_endpoints(server, sources)
     record = ConnectionRecord(conn_id, strategy, server, list(sources))
     record.connect_ns = time.monotonic_ns()
     asyncio.run(_client(record, hold_s, timeout_s))
