@@ -14,9 +14,10 @@ egress of the default path (the paper's ``tc`` on the client), RTT ``R``:
   transmission that got through.
 
 So T = S_K + R + D_J + 0.5 R, with K, J independent truncated geometric counts of losses. The
-model returns the mean and standard deviation of T given success, and the success probability.
-RobE_SIM: 1.5 x RTT of the fastest working path (the paper's eq. 2); RobE_TIMER with a dead
-default path: timer + 1.5 x RTT of path 2.
+model returns the distribution of T given success (mean, standard deviation, the interval of a
+sample mean) and the success probability. ``two_path_race`` models RobE_SIM and RobE_TIMER as a
+race of path 1's SYN schedule against a clean path 2; it reduces to the paper's figures: 1.5 x RTT
+of the fastest working path (eq. 2) and, with a dead default path, timer + 1.5 x RTT of path 2.
 """
 
 from __future__ import annotations
@@ -127,24 +128,6 @@ def single_path(rtt_s: float, loss: float, *, syn_rto_s: float = SYN_RTO_S,
         for pd, d in zip(p_data, data_delays, strict=True)
     ]
     return Expectation.from_outcomes(outcomes)
-
-
-def robe_sim(path_rtts_s: list[float], working: list[bool]) -> Expectation:
-    """RobE_SIM: 1.5 x RTT of the fastest working path (eq. 2); fails only if no path works."""
-    rtts = [r for r, ok in zip(path_rtts_s, working, strict=True) if ok]
-    if not rtts:
-        return Expectation(math.nan, math.nan, 0.0)
-    return Expectation(1.5 * min(rtts), 0.0, 1.0)
-
-
-def robe_timer_dead_default(timer_s: float, path2_rtt_s: float) -> Expectation:
-    """RobE_TIMER when the default path is dead: the timer, then a clean handshake on path 2."""
-    return Expectation(timer_s + 1.5 * path2_rtt_s, 0.0, 1.0)
-
-
-def acceleration(rtt_default_s: float, rtt_fastest_s: float) -> float:
-    """The paper's eq. 4: A_i = RTT of the default path / RTT of the fastest path."""
-    return rtt_default_s / rtt_fastest_s
 
 
 def two_path_race(

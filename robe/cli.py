@@ -26,6 +26,7 @@ from typing import Any
 
 from robe.client import ConnectError, ConnectionRecord, connect
 from robe.kernel import MptcpUnavailableError
+from robe.protocol.connection import USER_STRATEGIES
 from robe.server import Server
 from robe.strategies import STRATEGIES, StrategyError, get_strategy
 from robe.userspace_endpoints import connect_userspace, is_userspace, serve_userspace
@@ -53,7 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--bind", required=True, help="address to listen on")
     serve.add_argument("--port", type=int, required=True)
     con = sub.add_parser("connect", help="open one connection and print its timing record")
-    strategies = "; ".join(f"{s.name}: {s.summary}" for s in STRATEGIES.values())
+    strategies = "; ".join(f"{s.name}: {s.summary}" for s in STRATEGIES.values()) + (
+        f"; userspace transport (server: robe serve-user): {', '.join(USER_STRATEGIES)}"
+    )
     con.add_argument("--strategy", required=True, help=strategies)
     con.add_argument("--server", required=True, help="ADDRESS:PORT")
     con.add_argument("--source", action="append", required=True,

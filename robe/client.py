@@ -60,7 +60,7 @@ class ConnectionRecord:
 
 def check_endpoints(server: str, sources: list[str]) -> tuple[str, int]:
     """Validate ``ADDRESS:PORT`` and the per-path source addresses; return the server address."""
-    address = _parse_server(server)
+    address = parse_server(server)
     if not sources:
         raise ConnectError("sources=[]: give at least one source address (the default path first)")
     for source in sources:
@@ -71,7 +71,8 @@ def check_endpoints(server: str, sources: list[str]) -> tuple[str, int]:
     return address
 
 
-def _parse_server(server: str) -> tuple[str, int]:
+def parse_server(server: str) -> tuple[str, int]:
+    """``ADDRESS:PORT`` (IPv4) -> (address, port), or ConnectError naming the bad value."""
     host, sep, port = server.rpartition(":")
     if not sep or not port.isdigit() or not 0 < int(port) < 65536:
         raise ConnectError(f"server={server!r}: expected ADDRESS:PORT")

@@ -34,7 +34,6 @@ from robe.protocol.connection import (
     SubflowReady,
     Transmit,
 )
-from robe.protocol.frames import ResetReason
 
 READ_CHUNK = 65_536
 
@@ -325,16 +324,13 @@ class UserspaceServer(_Driver):
             self.handles.pop(conn.key_a, None)
 
 
-@dataclass
 class ServerHandle(_Driver):
     """One server-side connection: read and write application bytes, see its event log."""
 
-    owner: UserspaceServer | None = None
-    conn: ServerConnection | None = None
-
     def __init__(self, owner: UserspaceServer, conn: ServerConnection) -> None:
         super().__init__(transports=owner.transports)
-        self.owner, self.conn = owner, conn
+        self.owner: UserspaceServer = owner
+        self.conn: ServerConnection = conn
 
     def machine(self, sid: int) -> Endpoint | None:
         return self.conn
@@ -344,16 +340,11 @@ class ServerHandle(_Driver):
 
     def write(self, data: bytes) -> int:
         """Queue bytes and send what the scheduler allows."""
-        assert self.conn is not None
         taken = self.conn.write(data)
         self.apply(self.conn.pump())
         return taken
 
     def close(self) -> None:
         """DATA_FIN after the data."""
-        assert self.conn is not None
         self.conn.close()
         self.apply(self.conn.pump())
-
-
-__all__ = ["ResetReason", "ServerHandle", "UserspaceClient", "UserspaceServer"]

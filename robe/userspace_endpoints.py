@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from robe.client import ConnectError, ConnectionRecord, _parse_server, check_endpoints
+from robe.client import ConnectError, ConnectionRecord, check_endpoints, parse_server
 from robe.protocol.connection import USER_STRATEGIES
 from robe.server import REPLY, parse_request
 from robe.userspace import ServerHandle, UserspaceClient, UserspaceServer
@@ -27,7 +27,7 @@ def is_userspace(strategy: str) -> bool:
 
 
 async def _client(record: ConnectionRecord, hold_s: float, timeout_s: float | None) -> None:
-    host, port = _parse_server(record.server)
+    host, port = parse_server(record.server)
     client = UserspaceClient(strategy=record.strategy, server=(host, port), sources=record.sources)
     request = json.dumps({"conn": record.conn_id}).encode() + b"\n"
     try:

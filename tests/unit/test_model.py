@@ -7,10 +7,7 @@ import random
 import pytest
 
 from analysis.model import (
-    acceleration,
     data_retransmit_delays,
-    robe_sim,
-    robe_timer_dead_default,
     single_path,
     syn_send_times,
 )
@@ -52,14 +49,6 @@ def test_matches_monte_carlo_of_the_same_process(loss):
     mc_mean = sum(samples) / len(samples)
     assert len(samples) / 200_000 == pytest.approx(e.success, abs=0.01)
     assert mc_mean == pytest.approx(e.mean_s, rel=0.08)
-
-
-def test_robe_formulas():
-    assert robe_sim([0.04, 0.02], [True, True]).mean_s == pytest.approx(0.03)
-    assert robe_sim([0.04, 0.02], [True, False]).mean_s == pytest.approx(0.06)
-    assert robe_sim([0.04, 0.02], [False, False]).success == 0
-    assert robe_timer_dead_default(1.0, 0.02).mean_s == pytest.approx(1.03)
-    assert acceleration(0.04, 0.02) == 2.0
 
 
 def test_interval_shrinks_with_n():
