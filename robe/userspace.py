@@ -32,6 +32,7 @@ from robe.protocol.connection import (
     StreamEnded,
     SubflowFailed,
     SubflowReady,
+    Superseded,
     Transmit,
 )
 
@@ -304,6 +305,12 @@ class UserspaceServer(_Driver):
 
     def subflow_data(self, sid: int, data: bytes) -> None:
         conn, outputs = self.server.receive(sid, data)
+        for out in outputs:
+            if isinstance(out, Superseded):  # an eSIM loser merged into another connection: it ends
+                loser = self.handles.pop(out.key_a, None)
+                if loser is not None:
+                    loser.ended = True
+                    loser.data_ready.set()
         handle = None
         if conn is not None:
             handle = self.handles.get(conn.key_a)

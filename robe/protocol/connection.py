@@ -15,6 +15,9 @@ Strategies on the client (the server follows the frames it receives):
   and is attached at once as a subsequent subflow on both ends (at most one per declared path).
 * ``robe-bbm`` (Proposal 2, break before make): the first completed attempt wins, the others are
   reset at once; once the CAP_ACK arrives the other paths join as in ``mptcp-user``.
+* ``robe-esim`` (the drafts' RobE_eSIM): every later attempt sends a CAP with its own Key-A'; once
+  it has its own Key-B' and the winner's Key-B it is recycled with JOIN_CAP(Key-A, HMAC over
+  Key-A, Key-B, Key-B') instead of being reset, and carries data at once.
 
 Data sequence numbers are unbounded integers here, starting at the sender's IDSN (RFC 8684); on the
 wire they travel modulo 2^64 and are expanded against the receiver's position.
@@ -38,6 +41,7 @@ from robe.protocol.frames import (
     FrameError,
     Join,
     JoinAck,
+    JoinCap,
     JoinFin,
     ResetReason,
     Rst,
@@ -47,7 +51,7 @@ from robe.protocol.sending import SendBuffer, SubflowView, lowest_rtt_first
 
 VERSION = 1
 WRAP = 1 << 64
-USER_STRATEGIES = ("mptcp-user", "robe-downgrade", "robe-bbm")
+USER_STRATEGIES = ("mptcp-user", "robe-downgrade", "robe-bbm", "robe-esim")
 
 
 def expand(wire: int, reference: int) -> int:
@@ -110,6 +114,13 @@ class StreamEnded:
 
 
 @dataclass(frozen=True)
+class Superseded:
+    """Server: the connection keyed ``key_a`` was a losing eSIM attempt, now merged into another."""
+
+    key_a: int
+
+
+@dataclass(frozen=True)
 class SubflowFailed:
     """Subflow ``sid`` was reset, for ``reason`` (logged by the I/O layer)."""
 
@@ -118,7 +129,17 @@ class SubflowFailed:
     detail: str
 
 
-Output = Transmit | OpenSubflow | CloseSubflow | Established | SubflowReady | DataReceived | StreamEnded | SubflowFailed
+Output = (
+    Transmit
+    | OpenSubflow
+    | CloseSubflow
+    | Established
+    | SubflowReady
+    | DataReceived
+    | StreamEnded
+    | SubflowFailed
+    | Superseded
+)
 
 
 class SubflowState(enum.StrEnum):
@@ -145,6 +166,7 @@ class Subflow:
     nonce_peer: int = 0
     srtt_us: int = 1_000_000
     writable: bool = True
+    key_b_prime: int | None = None  # eSIM: the key the server answered this losing attempt with
 
 
 @dataclass
@@ -334,6 +356,11 @@ class ClientConnection(Endpoint):
             # Attached at once as a subsequent subflow: same Key-A, the server matches it.
             self.subflows[sid] = Subflow(sid, path, SubflowState.READY)
             return [Transmit(sid, Cap(VERSION, path, self.key_a).encode()), SubflowReady(sid, path), *self.pump()]
+        if self.strategy == "robe-esim":
+            # A potentially initial attempt of its own (own Key-A'); recycled once both keys are known.
+            flow = Subflow(sid, path, SubflowState.CAP_SENT)
+            self.subflows[sid] = flow
+            return [Transmit(sid, Cap(VERSION, path, crypto.new_key()).encode())]
         # Break before make: the loser is aborted now (TCP RST) and joins after the CAP_ACK.
         self.losers.add(path)
         out: list[Output] = [CloseSubflow(sid, ResetReason.LOSER)]
@@ -344,7 +371,7 @@ class ClientConnection(Endpoint):
     def _open_joins(self) -> list[Output]:
         """After the first data-ack: a join on every path without a subflow (RFC 8684 section 3.2)."""
         used = {f.path for f in self.subflows.values()}
-        if self.strategy == "robe-downgrade":
+        if self.strategy in ("robe-downgrade", "robe-esim"):
             return []
         wanted = [p for p in range(self.paths) if p not in used and p not in self.joined_paths]
         if self.strategy == "robe-bbm":
@@ -404,14 +431,30 @@ class ClientConnection(Endpoint):
             return self.on_data_fin(frame)
         return self.reset_subflow(flow, ResetReason.OUT_OF_STATE, f"{type(frame).__name__} in {flow.state}")
 
+    def _recycle(self) -> list[Output]:
+        """eSIM: every losing attempt that has its Key-B' joins the connection with JOIN_CAP."""
+        out: list[Output] = []
+        if self.key_b is None:
+            return out
+        for flow in self.subflows.values():
+            if flow.state is SubflowState.CAP_SENT and flow.key_b_prime is not None:
+                proof = crypto.join_cap_hmac(self.key_a, self.key_b, flow.key_b_prime)
+                flow.state = SubflowState.READY  # data may follow: the server checks the proof first
+                out += [Transmit(flow.sid, JoinCap(flow.path, self.key_a, proof).encode()),
+                        SubflowReady(flow.sid, flow.path)]  # fmt: skip
+        return out
+
     def _on_cap_ack(self, flow: Subflow, frame: CapAck) -> list[Output]:
+        if flow.state is SubflowState.CAP_SENT and flow.key_b_prime is None:
+            flow.key_b_prime = frame.key_b
+            return self._recycle()
         if flow.state is not SubflowState.READY or (self.key_b is not None and frame.key_b != self.key_b):
             return self.reset_subflow(flow, ResetReason.OUT_OF_STATE, "unexpected CAP_ACK")
         if self.key_b is not None:
             return self.on_data_ack(flow, frame.data_ack)  # a downgraded subflow's CAP_ACK: same connection
         self.key_b = frame.key_b
         self.recv = Reassembly(next_dsn=crypto.idsn(self.key_b), window=self.window)
-        return self.on_data_ack(flow, frame.data_ack) or self._open_joins()
+        return self.on_data_ack(flow, frame.data_ack) or [*self._open_joins(), *self._recycle()]
 
 
 @dataclass
@@ -478,6 +521,7 @@ class Server:
             if flow.state is SubflowState.CLOSED:
                 break
             out += self._on_frame(conn, flow, frame)
+            conn = self.owner.get(sid, conn)  # a JOIN_CAP moves the subflow to another connection
         if flow.state is SubflowState.CLOSED:
             self.owner.pop(sid, None)
         return conn, out + conn.pump()
@@ -556,7 +600,29 @@ class Server:
         hmac_b = crypto.join_ack_hmac(conn.key_b, conn.key_a, flow.nonce_self, flow.nonce_peer)
         return conn, [Transmit(flow.sid, JoinAck(hmac_b, flow.nonce_self).encode())]
 
+    def _on_join_cap(self, loser: ServerConnection, flow: Subflow, frame: JoinCap) -> list[Output]:
+        """eSIM: move the losing attempt's only subflow into the connection keyed ``frame.key_a``."""
+        target = self.connections.get(frame.key_a)
+        assert loser.recv is not None
+        if target is None or target is loser:
+            return loser.reset_subflow(flow, ResetReason.UNKNOWN_TOKEN, "JOIN_CAP for an unknown connection")
+        if len(loser.subflows) != 1 or loser.recv.next_dsn != crypto.idsn(loser.key_a):
+            return loser.reset_subflow(flow, ResetReason.OUT_OF_STATE, "JOIN_CAP on a connection that carried data")
+        if not crypto.verify(crypto.join_cap_hmac(target.key_a, target.key_b, loser.key_b), frame.hmac):
+            return loser.reset_subflow(flow, ResetReason.BAD_HMAC, "JOIN_CAP HMAC does not verify")
+        if len(target.subflows) >= target.max_subflows or frame.addr_id in {f.path for f in target.subflows.values()}:
+            return loser.reset_subflow(flow, ResetReason.TOO_MANY_SUBFLOWS, f"path {frame.addr_id} already attached")
+        loser.subflows.pop(flow.sid)
+        self.connections.pop(loser.key_a, None)
+        self.by_token.pop(loser.token, None)
+        flow.path = frame.addr_id
+        target.subflows[flow.sid] = flow
+        self.owner[flow.sid] = target
+        return [Superseded(loser.key_a), SubflowReady(flow.sid, flow.path)]
+
     def _on_frame(self, conn: ServerConnection, flow: Subflow, frame: Frame) -> list[Output]:
+        if isinstance(frame, JoinCap) and flow.state is SubflowState.READY:
+            return self._on_join_cap(conn, flow, frame)
         if isinstance(frame, Rst):
             conn.drop_subflow(flow.sid)
             return [CloseSubflow(flow.sid, None), SubflowFailed(flow.sid, ResetReason(frame.reason), "reset by client")]

@@ -77,3 +77,14 @@ def join_fin_hmac(key_a: int, key_b: int, nonce_a: int, nonce_b: int) -> bytes:
 def verify(expected: bytes, received: bytes) -> bool:
     """Constant-time comparison of two MACs."""
     return hmac.compare_digest(expected, received)
+
+
+JOIN_CAP_HMAC_BYTES = 16
+
+
+def join_cap_hmac(key_a: int, key_b: int, key_b_prime: int) -> bytes:
+    """RobE_eSIM's proof for recycling a losing attempt into the connection (Key-A, Key-B): it knows
+    both keys and received Key-B' on the losing path. The draft leaves the split open; here
+    HMAC-SHA256(key = Key-A || Key-B, msg = Key-B'), leftmost 128 bits."""
+    digest = hmac.new(_key_bytes(key_a) + _key_bytes(key_b), _key_bytes(key_b_prime), hashlib.sha256).digest()
+    return digest[:JOIN_CAP_HMAC_BYTES]

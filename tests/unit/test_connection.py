@@ -20,10 +20,11 @@ from robe.protocol.connection import (
     StreamEnded,
     SubflowFailed,
     SubflowReady,
+    Superseded,
     Transmit,
     expand,
 )
-from robe.protocol.frames import Cap, Data, DataAck, DataFin, Join, JoinFin, ResetReason
+from robe.protocol.frames import Cap, Data, DataAck, DataFin, Join, JoinCap, JoinFin, ResetReason
 
 
 class Net:
@@ -107,7 +108,7 @@ def _connect(strategy, dead_paths=(), robe=True, paths=2):
     return net
 
 
-@pytest.mark.parametrize("strategy", ["mptcp-user", "robe-downgrade", "robe-bbm"])
+@pytest.mark.parametrize("strategy", ["mptcp-user", "robe-downgrade", "robe-bbm", "robe-esim"])
 def test_handshake_then_both_paths_carry_data_both_ways(strategy):
     net = _connect(strategy)
     net.client.write(b"GET /\n")
@@ -278,6 +279,26 @@ def test_server_survives_any_sequence_of_frames(script):
             continue
         _, out = server.receive(sid, blob)  # never raises
         assert all(isinstance(o, (Transmit, CloseSubflow, Established, SubflowReady, DataReceived, StreamEnded,
-                                  SubflowFailed)) for o in out)  # fmt: skip
+                                  SubflowFailed, Superseded)) for o in out)  # fmt: skip
     for conn in server.connections.values():
         assert conn.recv is not None and conn.recv.buffered <= 4096
+
+
+def test_esim_recycles_the_loser_and_rejects_a_forged_proof():
+    net = _connect("robe-esim")
+    net.client.write(b"hi")
+    net.from_client(net.client.pump())
+    net.run()
+    assert net.received["server"] == b"hi"
+    assert any(isinstance(e, Superseded) for e in net.server_events)
+    assert len(net.server.connections) == 1  # the losing attempt's connection is gone
+    # A JOIN_CAP whose proof does not verify is reset.
+    server, _, key_a = _server_with_connection()
+    server.subflow_accepted(2)
+    server.receive(2, Cap(1, 1, crypto.new_key()).encode())
+    _, out = server.receive(2, JoinCap(1, key_a, b"\x00" * 16).encode())
+    assert any(isinstance(o, SubflowFailed) and o.reason is ResetReason.BAD_HMAC for o in out)
+    server.subflow_accepted(3)
+    server.receive(3, Cap(1, 2, crypto.new_key()).encode())
+    _, out = server.receive(3, JoinCap(2, crypto.new_key(), b"\x00" * 16).encode())
+    assert any(isinstance(o, SubflowFailed) and o.reason is ResetReason.UNKNOWN_TOKEN for o in out)

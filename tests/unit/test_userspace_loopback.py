@@ -42,7 +42,7 @@ async def _transfer(strategy: str, size: int) -> tuple[UserspaceClient, bytes, l
     return client, bytes(received), server.events + server_events
 
 
-@pytest.mark.parametrize("strategy", ["mptcp-user", "robe-downgrade", "robe-bbm"])
+@pytest.mark.parametrize("strategy", ["mptcp-user", "robe-downgrade", "robe-bbm", "robe-esim"])
 def test_a_large_transfer_arrives_byte_identical_over_both_subflows(strategy):
     client, received, _ = asyncio.run(_transfer(strategy, 3_000_000))
     assert hashlib.sha256(received).digest() == hashlib.sha256(random.Random(3_000_000).randbytes(3_000_000)).digest()
