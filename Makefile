@@ -6,13 +6,14 @@ PROFILE ?= paper
 JOBS ?= 16
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: help setup test lint unit-test integration-test validate-links experiment1 plots clean-net clean
+.PHONY: help setup test lint unit-test integration-test validate-links experiment1 plots bench clean-net clean
 
 help:
 	@echo "robe-lab make targets:"
 	@echo "  sudo make validate-links   build Figure 3 and measure link fidelity (RTT, loss, rate) on both paths"
 	@echo "  sudo make experiment1      experiment 1 (loss sweep on the default path); PROFILE=paper|quick|asymmetric JOBS=16"
 	@echo "  make plots                 regenerate every figure and report from stored results (no root)"
+	@echo "  sudo make bench            userspace RobE transport against kernel MPTCP: goodput, CPU per set-up, memory"
 	@echo "  make test                  ruff, mypy, unit tests; and, when root, the integration tests"
 	@echo "  sudo make clean-net        remove every namespace, process and temp folder robe-lab created (rl-*)"
 	@echo "  make setup                 install missing Debian packages and build .venv (every target does this)"
@@ -50,6 +51,10 @@ validate-links: setup
 experiment1: setup
 	$(call require_root)
 	$(PYTHON) -m experiments.experiment1 --profile $(PROFILE) -j $(JOBS) $(ARGS)
+
+bench: setup
+	$(call require_root)
+	$(PYTHON) -m experiments.bench_transport $(ARGS)
 
 plots: setup
 	$(PYTHON) -m analysis.plots $(ARGS)
