@@ -151,8 +151,22 @@ class _Driver:
     def open_subflow(self, path: int) -> None:
         raise NotImplementedError
 
-    def write(self, data: bytes) -> int:
+    def endpoint(self) -> Endpoint:
+        """The one connection this driver reads and writes (client, or one server connection)."""
         raise NotImplementedError
+
+    def write(self, data: bytes) -> int:
+        """Queue bytes and send what the scheduler allows; returns how many were taken."""
+        endpoint = self.endpoint()
+        taken = endpoint.write(data)
+        self.apply(endpoint.pump())
+        return taken
+
+    def close(self) -> None:
+        """End our stream: DATA_FIN once everything written is sent."""
+        endpoint = self.endpoint()
+        endpoint.close()
+        self.apply(endpoint.pump())
 
     async def send_all(self, data: bytes) -> None:
         """Write all of ``data``, waiting for acknowledgements whenever the send buffer is full."""
@@ -249,16 +263,8 @@ class UserspaceClient(_Driver):
             self.log("subflow_down", sid=sid)
         self.apply(self.conn.subflow_closed(sid))
 
-    def write(self, data: bytes) -> int:
-        """Queue bytes and send what the scheduler allows; returns how many were taken."""
-        taken = self.conn.write(data)
-        self.apply(self.conn.pump())
-        return taken
-
-    def close(self) -> None:
-        """Send DATA_FIN after the data, then close the subflows."""
-        self.conn.close()
-        self.apply(self.conn.pump())
+    def endpoint(self) -> Endpoint:
+        return self.conn
 
     def abort(self) -> None:
         """Drop every subflow at once."""
@@ -345,13 +351,5 @@ class ServerHandle(_Driver):
     def open_subflow(self, path: int) -> None:
         raise RuntimeError("the server never opens subflows")
 
-    def write(self, data: bytes) -> int:
-        """Queue bytes and send what the scheduler allows."""
-        taken = self.conn.write(data)
-        self.apply(self.conn.pump())
-        return taken
-
-    def close(self) -> None:
-        """DATA_FIN after the data."""
-        self.conn.close()
-        self.apply(self.conn.pump())
+    def endpoint(self) -> Endpoint:
+        return self.conn

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from robe.client import ConnectError, ConnectionRecord, check_endpoints, parse_server
+from robe.client import ConnectError, ConnectionRecord, check_endpoints
 from robe.protocol.connection import USER_STRATEGIES
 from robe.server import REPLY, parse_request
 from robe.userspace import ServerHandle, UserspaceClient, UserspaceServer
@@ -26,9 +26,8 @@ def is_userspace(strategy: str) -> bool:
     return strategy in USER_STRATEGIES
 
 
-async def _client(record: ConnectionRecord, hold_s: float, timeout_s: float | None) -> None:
-    host, port = parse_server(record.server)
-    client = UserspaceClient(strategy=record.strategy, server=(host, port), sources=record.sources)
+async def _client(record: ConnectionRecord, server: tuple[str, int], hold_s: float, timeout_s: float | None) -> None:
+    client = UserspaceClient(strategy=record.strategy, server=server, sources=record.sources)
     request = json.dumps({"conn": record.conn_id}).encode() + b"\n"
     try:
         record.winner = await asyncio.wait_for(client.connect(request), timeout_s)
@@ -73,10 +72,10 @@ def connect_userspace(
     """One connection with a userspace strategy; ``timer_s`` is unused (no timer strategy here)."""
     if not is_userspace(strategy):
         raise ConnectError(f"strategy={strategy!r}: not a userspace strategy ({', '.join(USER_STRATEGIES)})")
-    check_endpoints(server, sources)
+    address = check_endpoints(server, sources)
     record = ConnectionRecord(conn_id, strategy, server, list(sources))
     record.connect_ns = time.monotonic_ns()
-    asyncio.run(_client(record, hold_s, timeout_s))
+    asyncio.run(_client(record, address, hold_s, timeout_s))
     if record.connect_ns and record.events:
         record.connect_ns = record.events[0]["t_ns"]  # connect_called, taken inside the loop
     return record
