@@ -11,8 +11,8 @@ cd "$here"
 
 # What the project runs: Mininet (mnexec + its Python module for /usr/bin/python3), iproute2
 # (ip, tc, ip mptcp), iptables (kernel loss rules), iperf3 (throughput checks), tcpdump,
-# wget, ethtool, procps (sysctl), iputils-ping, util-linux (nsenter), python3-venv (.venv from /usr/bin/python3).
-DEB_PACKAGES=(mininet iproute2 iptables iperf3 tcpdump wget ethtool procps iputils-ping util-linux python3-venv python3-pip)
+# wget (experiment 2 page loads), dnsmasq-base (experiment 2 DNS), ethtool, procps (sysctl), iputils-ping, util-linux (nsenter), python3-venv (.venv from /usr/bin/python3).
+DEB_PACKAGES=(mininet iproute2 iptables iperf3 tcpdump wget dnsmasq-base ethtool procps iputils-ping util-linux python3-venv python3-pip)
 
 missing=()
 for pkg in "${DEB_PACKAGES[@]}"; do
