@@ -6,11 +6,12 @@ PROFILE ?= paper
 JOBS ?= 16
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: help setup test lint unit-test integration-test validate-links experiment1 plots bench clean-net clean
+.PHONY: help setup test lint unit-test integration-test validate-links validate-transport experiment1 plots bench clean-net clean
 
 help:
 	@echo "robe-lab make targets:"
 	@echo "  sudo make validate-links   build Figure 3 and measure link fidelity (RTT, loss, rate) on both paths"
+	@echo "  sudo make validate-transport  set-up and join times of every strategy vs the paper's formulas; mptcp-user vs kernel"
 	@echo "  sudo make experiment1      experiment 1 (loss sweep on the default path); PROFILE=paper|quick|asymmetric JOBS=16"
 	@echo "  make plots                 regenerate every figure and report from stored results (no root)"
 	@echo "  sudo make bench            userspace RobE transport against kernel MPTCP: goodput, CPU per set-up, memory"
@@ -47,6 +48,10 @@ test: lint unit-test
 validate-links: setup
 	$(call require_root)
 	$(PYTHON) -m experiments.validate_links $(ARGS)
+
+validate-transport: setup
+	$(call require_root)
+	$(PYTHON) -m experiments.validate_transport -j $(or $(VJOBS),8) $(ARGS)
 
 experiment1: setup
 	$(call require_root)

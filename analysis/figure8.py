@@ -34,6 +34,7 @@ STYLE = {
     "mptcp-user": ("tab:purple", "D"),
     "robe-downgrade": ("tab:red", "P"),
     "robe-bbm": ("tab:brown", "X"),
+    "robe-esim": ("tab:pink", "*"),
 }
 
 
@@ -107,7 +108,7 @@ def expectation(strategy: str, loss_pct: float, settings: ModelSettings) -> mode
     loss = loss_pct / 100
     if strategy in ("tcp", "mptcp", "mptcp-user"):
         return model.single_path(settings.rtt1_s, loss, syn_retries=settings.syn_retries)
-    if strategy in ("robe-sim", "robe-timer", "robe-downgrade", "robe-bbm"):
+    if strategy in ("robe-sim", "robe-timer", "robe-downgrade", "robe-bbm", "robe-esim"):
         start2 = settings.timer_s if strategy == "robe-timer" else 0.0
         return model.two_path_race(settings.rtt1_s, loss, settings.rtt2_s, start2, syn_retries=settings.syn_retries)
     return None

@@ -37,7 +37,7 @@ def agrees_with_model(point: Point) -> bool | None:
 def expected_zero_loss_ms(strategy: str, profile: dict[str, Any]) -> float:
     """1.5 x RTT of the path the strategy sets up over when nothing is lost."""
     rtt1, rtt2 = float(profile["path1"]["rtt_ms"]), float(profile["path2"]["rtt_ms"])
-    fastest = strategy in ("robe-sim", "robe-downgrade", "robe-bbm")
+    fastest = strategy in ("robe-sim", "robe-downgrade", "robe-bbm", "robe-esim")
     return 1.5 * (min(rtt1, rtt2) if fastest else rtt1)
 
 

@@ -57,7 +57,7 @@ ROW_FIELDS = [
     "run_id", "conn_id", "strategy", "loss_pct", "repetition", "seed", "worker", "status", "setup_ms",
     "accept_ms", "established_ms", "reply_ms", "winner_path", "fallback_tcp", "server_mptcp",
     "syn_retransmits_path1", "syn_retransmits_path2", "joined_subflows", "subflow_ready_ms",
-    "losers_accepted", "error", "started_utc",
+    "losers_accepted", "error", "started_utc", "server_subflow_ready_ms",
 ]  # fmt: skip
 
 
@@ -102,8 +102,13 @@ def build_row(
     client: dict[str, Any],
     server: dict[str, Any] | None,
     losers: int,
+    server_closed: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """One tidy runs.csv row from the client's record and the server's log of the same connection."""
+    """One tidy runs.csv row from the client's record and the server's log of the same connection.
+
+    ``server_closed`` is the userspace server's record of the connection's end, with the time each
+    subflow became ready for data at the server (the kernel server cannot see its subflows).
+    """
     t0 = client.get("connect_ns")
     status = client.get("status", "error")
     error = client.get("error", "")
@@ -138,6 +143,11 @@ def build_row(
         "losers_accepted": losers,
         "error": error,
         "started_utc": started_utc,
+        "server_subflow_ready_ms": ";".join(
+            _ms(s["t_ns"], t0)
+            for s in (server_closed or {}).get("subflows_ready", [])
+            if server and s["peer"] != server.get("peer")
+        ),
     }
 
 
@@ -158,6 +168,7 @@ class ServerLog:
     """The server's JSON lines, indexed for the attempts that wait on them."""
 
     requests: dict[str, dict[str, Any]] = field(default_factory=dict)
+    ends: dict[str, dict[str, Any]] = field(default_factory=dict)  # userspace "closed" records
     losers: list[dict[str, Any]] = field(default_factory=list)
     cond: threading.Condition = field(default_factory=threading.Condition)
     closed: bool = False
@@ -173,6 +184,8 @@ class ServerLog:
                     self.requests[record["conn"]] = record
                 elif record["event"] == "loser":
                     self.losers.append(record)
+                elif record["event"] == "closed" and "subflows_ready" in record:
+                    self.ends[record["conn"]] = record
                 self.cond.notify_all()
         with self.cond:
             self.closed = True
@@ -183,6 +196,12 @@ class ServerLog:
         with self.cond:
             self.cond.wait_for(lambda: conn_id in self.requests or self.closed, timeout_s)
             return self.requests.pop(conn_id, None)
+
+    def wait_end(self, conn_id: str, timeout_s: float) -> dict[str, Any] | None:
+        """The userspace server's end-of-connection record of ``conn_id``, waiting up to ``timeout_s``."""
+        with self.cond:
+            self.cond.wait_for(lambda: conn_id in self.ends or self.closed, timeout_s)
+            return self.ends.pop(conn_id, None)
 
     def take_losers(self, peers: set[str]) -> int:
         """Count (and forget) loser sockets from the given client address:port pairs."""
@@ -307,7 +326,9 @@ class Worker:
         server = self.log.wait_request(conn_id, 5.0) if client["status"] == "ok" else None
         peers = {f"{client['sources'][int(p)]}:{port}" for p, port in client["local_ports"].items()}
         losers = self.log.take_losers(peers)
-        return build_row(spec, self.index, started, client, server, losers)
+        # The client aborts its subflows after the hold: the server's end record follows within an RTT.
+        end = self.log.wait_end(conn_id, 2.0) if server is not None and server.get("userspace") else None
+        return build_row(spec, self.index, started, client, server, losers, end)
 
     def interrupt(self) -> None:
         """Kill the attempt in flight (Ctrl-C)."""

@@ -23,7 +23,7 @@ PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
 
 #: Strategies of the kernel-socket endpoints (robe.strategies) and of the userspace transport
 #: (robe.protocol.connection).
-KNOWN_STRATEGIES = ("tcp", "mptcp", "robe-sim", "robe-timer", "mptcp-user", "robe-downgrade", "robe-bbm")
+KNOWN_STRATEGIES = ("tcp", "mptcp", "robe-sim", "robe-timer", "mptcp-user", "robe-downgrade", "robe-bbm", "robe-esim")
 
 
 class ProfileError(ValueError):
@@ -55,6 +55,9 @@ class Experiment1Profile:
     hold_ms: int = 300
     tcp_syn_retries: int | None = None
     tcp_syn_linear_timeouts: int | None = 0
+    # Common random numbers: every strategy's repetition r at a loss level gets the same link seed,
+    # so strategies face the same loss pattern (variance reduction when comparing them).
+    paired_seeds: bool = False
     path1: PathSpec = field(default_factory=PathSpec)
     path2: PathSpec = field(default_factory=PathSpec)
 
@@ -75,6 +78,8 @@ class Experiment1Profile:
             raise ProfileError(f"loss_direction={self.loss_direction!r}: must be up, down or both")
         if isinstance(self.repetitions, bool) or not isinstance(self.repetitions, int) or self.repetitions < 1:
             raise ProfileError(f"repetitions={self.repetitions!r}: must be a whole number >= 1")
+        if not isinstance(self.paired_seeds, bool):
+            raise ProfileError(f"paired_seeds={self.paired_seeds!r}: must be true or false")
         if self.order not in ("random", "sequential"):
             raise ProfileError(f"order={self.order!r}: must be random or sequential")
         if not 0 < self.timer_s <= 60:
@@ -116,8 +121,11 @@ class Experiment1Profile:
         return self.fig3_config(loss_pct).path1
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain dict (metadata)."""
-        return asdict(self)
+        """Plain dict (metadata); ``paired_seeds`` only when set, so older profiles keep their fingerprint."""
+        values = asdict(self)
+        if not self.paired_seeds:
+            del values["paired_seeds"]
+        return values
 
     def fingerprint(self) -> str:
         """Hash of everything that defines the runs' conditions (a resumed sweep must match it)."""
@@ -191,7 +199,8 @@ def expand_runs(profile: Experiment1Profile) -> list[RunSpec]:
         for strategy in profile.strategies:
             for rep in range(profile.repetitions):
                 run_id = f"{strategy}-L{loss:g}-r{rep:02d}"
-                seed = int.from_bytes(hashlib.sha256(f"{profile.seed}:{run_id}".encode()).digest()[:4], "big")
+                key = f"L{loss:g}-r{rep:02d}" if profile.paired_seeds else run_id
+                seed = int.from_bytes(hashlib.sha256(f"{profile.seed}:{key}".encode()).digest()[:4], "big")
                 runs.append(RunSpec(run_id, strategy, float(loss), rep, seed))
     if profile.order == "random":
         random.Random(profile.seed).shuffle(runs)

@@ -118,35 +118,50 @@ class _Driver:
     def apply(self, outputs: list[Output]) -> None:
         # Anything that happened may have freed send-buffer space (a data-ack): wake writers.
         self.progress.set()
+        # Frames for the same subflow go out in one write, so that (with TCP_NODELAY) a CAP and the
+        # first data share one segment, as MP_CAPABLE and the request share the kernel's.
+        pending: dict[int, bytearray] = {}
         for out in outputs:
             if isinstance(out, Transmit):
-                transport = self.transports.get(out.sid)
-                if transport is not None and not transport.is_closing():
-                    transport.write(out.data)
-            elif isinstance(out, CloseSubflow):
-                transport = self.transports.pop(out.sid, None)
-                self.log("subflow_closed", sid=out.sid, reason=out.reason.name if out.reason else None)
-                if transport is not None:
-                    _abort(transport) if out.reason is not None else transport.close()
-            elif isinstance(out, OpenSubflow):
-                self.open_subflow(out.path)
-            elif isinstance(out, Established):
-                self.log("established", sid=out.sid, path=out.path)
-            elif isinstance(out, SubflowReady):
-                self.log("subflow_ready", sid=out.sid, path=out.path)
-                machine = self.machine(out.sid)
-                if machine is not None:
-                    machine.set_path_info(out.sid, self._srtt_us(out.sid), True)
-            elif isinstance(out, DataReceived):
-                if not self.inbox:
-                    self.log("data", bytes=len(out.data))
-                self.inbox += out.data
-                self.data_ready.set()
-            elif isinstance(out, StreamEnded):
-                self.ended = True
-                self.data_ready.set()
-            elif isinstance(out, SubflowFailed):
-                self.log("subflow_failed", sid=out.sid, reason=out.reason.name, detail=out.detail)
+                pending.setdefault(out.sid, bytearray()).extend(out.data)
+                continue
+            if isinstance(out, CloseSubflow):
+                self._flush(pending, out.sid)
+            self._apply_one(out)
+        for sid in list(pending):
+            self._flush(pending, sid)
+
+    def _flush(self, pending: dict[int, bytearray], sid: int) -> None:
+        data = pending.pop(sid, None)
+        transport = self.transports.get(sid)
+        if data and transport is not None and not transport.is_closing():
+            transport.write(bytes(data))
+
+    def _apply_one(self, out: Output) -> None:
+        if isinstance(out, CloseSubflow):
+            transport = self.transports.pop(out.sid, None)
+            self.log("subflow_closed", sid=out.sid, reason=out.reason.name if out.reason else None)
+            if transport is not None:
+                _abort(transport) if out.reason is not None else transport.close()
+        elif isinstance(out, OpenSubflow):
+            self.open_subflow(out.path)
+        elif isinstance(out, Established):
+            self.log("established", sid=out.sid, path=out.path)
+        elif isinstance(out, SubflowReady):
+            self.log("subflow_ready", sid=out.sid, path=out.path)
+            machine = self.machine(out.sid)
+            if machine is not None:
+                machine.set_path_info(out.sid, self._srtt_us(out.sid), True)
+        elif isinstance(out, DataReceived):
+            if not self.inbox:
+                self.log("data", bytes=len(out.data))
+            self.inbox += out.data
+            self.data_ready.set()
+        elif isinstance(out, StreamEnded):
+            self.ended = True
+            self.data_ready.set()
+        elif isinstance(out, SubflowFailed):
+            self.log("subflow_failed", sid=out.sid, reason=out.reason.name, detail=out.detail)
 
     def open_subflow(self, path: int) -> None:
         raise NotImplementedError
@@ -334,7 +349,10 @@ class UserspaceServer(_Driver):
         handle = self.handles.get(conn.key_a) if conn is not None else None
         (handle or self).apply(outputs)
         if conn is not None and not conn.subflows:
-            self.handles.pop(conn.key_a, None)
+            gone = self.handles.pop(conn.key_a, None)
+            if gone is not None:  # no subflow left: the connection is over for its reader
+                gone.ended = True
+                gone.data_ready.set()
 
 
 class ServerHandle(_Driver):

@@ -4,7 +4,9 @@
 (sending the one-line request with the CAP, as a browser's request rides with MP_CAPABLE's third
 ACK), waits for the reply, watches the subflows for ``hold_s`` and returns a
 ``robe.client.ConnectionRecord``. ``serve_userspace`` accepts connections and emits the same JSON
-lines as ``robe.server`` (``request`` with ``accept_ns`` and ``first_bytes_ns``, ``closed``).
+lines as ``robe.server`` (``request`` with ``accept_ns`` and ``first_bytes_ns``), and ``closed``
+when the client's subflows are gone, with ``subflows_ready``: when each subflow became ready for
+data at the server.
 """
 
 from __future__ import annotations
@@ -105,6 +107,12 @@ def serve_userspace(bind: str, port: int, emit: Callable[[dict[str, Any]], None]
               "request_done_ns": time.monotonic_ns(), "mptcp": True, "userspace": True,
               "peer": next((e["peer"] for e in established if initial and e["sid"] == initial.sid), "?")})  # fmt: skip
         conn.write(REPLY)
+        while await conn.read():  # until the client ends the connection (its subflows are gone)
+            pass
+        peers = {e["sid"]: e["peer"] for e in server.events if e["what"] == "accepted"}
+        emit({"event": "closed", "conn": conn_id, "closed_ns": time.monotonic_ns(), "userspace": True,
+              "subflows_ready": [{"t_ns": e["t_ns"], "peer": peers.get(e["sid"], "?"), "path": e["path"]}
+                                 for e in conn.events if e["what"] == "subflow_ready"]})  # fmt: skip
 
     server = UserspaceServer(on_connection=handle)
 

@@ -10,9 +10,11 @@ Strategies on the client (the server follows the frames it receives):
 * ``mptcp-user``: classic RFC 8684 timing. CAP on the default path; joins start only after the
   CAP_ACK (the first data-ack); a joined subflow carries data only after its fourth ACK (the
   server's DATA_ACK answering JOIN_FIN).
-* ``robe-downgrade`` (the paper's Proposal 1): CAP with the same Key-A on every path at once; the
-  first TCP connection to complete becomes the initial subflow; each later one sends the same CAP
-  and is attached at once as a subsequent subflow on both ends (at most one per declared path).
+* ``robe-downgrade`` (the paper's Proposal 1): a potentially initial subflow on every path at once;
+  the first TCP connection to complete sends the CAP and becomes the initial subflow; each later
+  one is attached as a subsequent subflow on both ends with CAP_ATTACH(Key-A, HMAC over Key-A,
+  Key-B): at once when Key-B is known, else as soon as the CAP_ACK brings it (at most one per
+  declared path). The server attaches only on a valid HMAC, so guessing Key-A is not enough.
 * ``robe-bbm`` (Proposal 2, break before make): the first completed attempt wins, the others are
   reset at once; once the CAP_ACK arrives the other paths join as in ``mptcp-user``.
 * ``robe-esim`` (the drafts' RobE_eSIM): every later attempt sends a CAP with its own Key-A'; once
@@ -33,6 +35,7 @@ from robe.protocol.frames import (
     MAX_DATA,
     Cap,
     CapAck,
+    CapAttach,
     Data,
     DataAck,
     DataFin,
@@ -52,6 +55,7 @@ from robe.protocol.sending import SendBuffer, SubflowView, lowest_rtt_first
 VERSION = 1
 WRAP = 1 << 64
 USER_STRATEGIES = ("mptcp-user", "robe-downgrade", "robe-bbm", "robe-esim")
+MAX_REJOINS = 32  # per path and connection: a path that keeps dying is given up
 
 
 def expand(wire: int, reference: int) -> int:
@@ -147,6 +151,7 @@ class SubflowState(enum.StrEnum):
 
     CONNECTING = "connecting"  # client: TCP connect in progress
     CAP_SENT = "cap_sent"  # potentially initial: CAP sent, no CAP_ACK yet
+    ATTACH_WAIT = "attach_wait"  # downgrade: connected, waiting for Key-B to send CAP_ATTACH
     JOIN_SENT = "join_sent"  # JOIN sent, waiting for JOIN_ACK
     JOIN_FIN_SENT = "join_fin_sent"  # JOIN_FIN sent, waiting for the fourth ACK
     JOIN_ACK_SENT = "join_ack_sent"  # server: JOIN_ACK sent, waiting for JOIN_FIN
@@ -180,6 +185,7 @@ class Endpoint:
     recv: Reassembly | None = None
     fin_at: int | None = None
     fin_sent: bool = False
+    fin_sid: int | None = None  # the subflow that carried our DATA_FIN
     closing: bool = False
     ended: bool = False
     pending_writes: bytearray = field(default_factory=bytearray)
@@ -236,7 +242,7 @@ class Endpoint:
             sid = lowest_rtt_first(views)
             if sid is not None:
                 out.append(Transmit(sid, DataFin(self.send.end_dsn % WRAP).encode()))
-                self.fin_sent = True
+                self.fin_sent, self.fin_sid = True, sid
         return out
 
     def on_data(self, flow: Subflow, frame: Data) -> list[Output]:
@@ -294,6 +300,8 @@ class Endpoint:
             flow.state = SubflowState.CLOSED
             if self.send is not None:
                 self.send.subflow_died(sid)
+            if sid == self.fin_sid:  # the DATA_FIN may have died with it: send it again (idempotent)
+                self.fin_sent, self.fin_sid = False, None
 
     def decode(self, flow: Subflow, data: bytes) -> tuple[list[Frame], list[Output]]:
         """Frames in ``data``; a malformed stream resets the subflow."""
@@ -319,6 +327,7 @@ class ClientConnection(Endpoint):
     losers: set[int] = field(default_factory=set)
     awaiting_initial: set[int] = field(default_factory=set)  # paths with a potentially initial attempt
     awaiting_join: dict[int, int] = field(default_factory=dict)  # path -> join attempts opened
+    rejoins: dict[int, int] = field(default_factory=dict)  # path -> joins opened after a subflow loss
 
     def __post_init__(self) -> None:
         if self.strategy not in USER_STRATEGIES:
@@ -353,9 +362,9 @@ class ClientConnection(Endpoint):
                                    SubflowReady(sid, path)]  # fmt: skip
             return first + self.pump()
         if self.strategy == "robe-downgrade":
-            # Attached at once as a subsequent subflow: same Key-A, the server matches it.
-            self.subflows[sid] = Subflow(sid, path, SubflowState.READY)
-            return [Transmit(sid, Cap(VERSION, path, self.key_a).encode()), SubflowReady(sid, path), *self.pump()]
+            # Attached as a subsequent subflow, with the proof of Key-B (as soon as it is known).
+            self.subflows[sid] = Subflow(sid, path, SubflowState.ATTACH_WAIT)
+            return self._attach()
         if self.strategy == "robe-esim":
             # A potentially initial attempt of its own (own Key-A'); recycled once both keys are known.
             flow = Subflow(sid, path, SubflowState.CAP_SENT)
@@ -382,9 +391,22 @@ class ClientConnection(Endpoint):
         return [OpenSubflow(p) for p in wanted]
 
     def subflow_closed(self, sid: int) -> list[Output]:
-        """The TCP connection ``sid`` ended or its connect failed; its data goes to the others."""
+        """The TCP connection ``sid`` ended or its connect failed; its data goes to the others.
+
+        A ready subflow lost while the connection goes on is replaced by a join on its path (as
+        the kernel's path manager re-creates subflows), at most ``MAX_REJOINS`` times per path.
+        """
+        flow = self.subflows.get(sid)
+        was_ready = flow is not None and flow.state is SubflowState.READY
         self.drop_subflow(sid)
-        return self.pump()
+        out: list[Output] = []
+        if (flow is not None and was_ready and self.key_b is not None and self.subflows
+                and not self.closing and self.rejoins.get(flow.path, 0) < MAX_REJOINS
+                and flow.path not in {f.path for f in self.subflows.values()}):  # fmt: skip
+            self.rejoins[flow.path] = self.rejoins.get(flow.path, 0) + 1
+            self.awaiting_join[flow.path] = self.awaiting_join.get(flow.path, 0) + 1
+            out.append(OpenSubflow(flow.path))
+        return out + self.pump()
 
     def receive(self, sid: int, data: bytes) -> list[Output]:
         """Bytes arrived on subflow ``sid``."""
@@ -431,6 +453,19 @@ class ClientConnection(Endpoint):
             return self.on_data_fin(frame)
         return self.reset_subflow(flow, ResetReason.OUT_OF_STATE, f"{type(frame).__name__} in {flow.state}")
 
+    def _attach(self) -> list[Output]:
+        """Downgrade: every later subflow waiting for Key-B sends CAP_ATTACH and carries data at once."""
+        out: list[Output] = []
+        if self.key_b is None:
+            return out
+        for flow in self.subflows.values():
+            if flow.state is SubflowState.ATTACH_WAIT:
+                proof = crypto.attach_hmac(self.key_a, self.key_b, flow.path)
+                flow.state = SubflowState.READY  # the proof precedes any data in the subflow's byte stream
+                out += [Transmit(flow.sid, CapAttach(flow.path, self.key_a, proof).encode()),
+                        SubflowReady(flow.sid, flow.path)]  # fmt: skip
+        return out + (self.pump() if out else [])
+
     def _recycle(self) -> list[Output]:
         """eSIM: every losing attempt that has its Key-B' joins the connection with JOIN_CAP."""
         out: list[Output] = []
@@ -451,10 +486,10 @@ class ClientConnection(Endpoint):
         if flow.state is not SubflowState.READY or (self.key_b is not None and frame.key_b != self.key_b):
             return self.reset_subflow(flow, ResetReason.OUT_OF_STATE, "unexpected CAP_ACK")
         if self.key_b is not None:
-            return self.on_data_ack(flow, frame.data_ack)  # a downgraded subflow's CAP_ACK: same connection
+            return self.reset_subflow(flow, ResetReason.OUT_OF_STATE, "second CAP_ACK")
         self.key_b = frame.key_b
         self.recv = Reassembly(next_dsn=crypto.idsn(self.key_b), window=self.window)
-        return self.on_data_ack(flow, frame.data_ack) or [*self._open_joins(), *self._recycle()]
+        return self.on_data_ack(flow, frame.data_ack) or [*self._open_joins(), *self._recycle(), *self._attach()]
 
 
 @dataclass
@@ -545,6 +580,8 @@ class Server:
             return None, []
         if isinstance(first, Cap):
             conn, out = self._on_cap(flow, first)
+        elif isinstance(first, CapAttach):
+            conn, out = self._on_cap_attach(flow, first)
         elif isinstance(first, Join):
             conn, out = self._on_join(flow, first)
         else:
@@ -569,22 +606,34 @@ class Server:
     def _on_cap(self, flow: Subflow, frame: Cap) -> tuple[ServerConnection | None, list[Output]]:
         if frame.version != VERSION:
             return None, self._reject(flow, ResetReason.MALFORMED, f"CAP version {frame.version}")
-        conn = self.connections.get(frame.key_a)
-        out: list[Output] = []
-        if conn is None:
-            conn = ServerConnection(window=self.window, key_a=frame.key_a, max_subflows=self.max_subflows)
-            self.connections[frame.key_a] = conn
-            self.by_token[conn.token] = conn
-            out.append(Established(flow.sid, frame.addr_id))
-        elif not self.robe:
-            return None, self._reject(flow, ResetReason.NO_ROBE, "second CAP of a known key: no RobE here")
-        elif len(conn.subflows) >= conn.max_subflows or frame.addr_id in {f.path for f in conn.subflows.values()}:
-            return None, self._reject(flow, ResetReason.TOO_MANY_SUBFLOWS, f"path {frame.addr_id} already attached")
-        flow.path, flow.state = frame.addr_id, SubflowState.READY
+        if frame.key_a in self.connections:
+            # Attaching needs the proof of Key-B (CAP_ATTACH); a bare CAP could come from a guess.
+            reason = ResetReason.NO_ROBE if not self.robe else ResetReason.BAD_HMAC
+            return None, self._reject(flow, reason, "CAP of a known Key-A (attaching needs CAP_ATTACH)")
+        conn = ServerConnection(window=self.window, key_a=frame.key_a, max_subflows=self.max_subflows)
+        self.connections[frame.key_a] = conn
+        self.by_token[conn.token] = conn
+        return conn, [Established(flow.sid, frame.addr_id), *self._adopt(conn, flow, frame.addr_id)]
+
+    def _adopt(self, conn: ServerConnection, flow: Subflow, path: int) -> list[Output]:
+        flow.path, flow.state = path, SubflowState.READY
         self.unclassified.pop(flow.sid, None)
         conn.subflows[flow.sid] = flow
         self.owner[flow.sid] = conn
-        return conn, [*out, SubflowReady(flow.sid, flow.path)]
+        return [SubflowReady(flow.sid, flow.path)]
+
+    def _on_cap_attach(self, flow: Subflow, frame: CapAttach) -> tuple[ServerConnection | None, list[Output]]:
+        """Downgrade: attach a later potentially initial subflow once its HMAC proves Key-B."""
+        if not self.robe:
+            return None, self._reject(flow, ResetReason.NO_ROBE, "CAP_ATTACH: no RobE here")
+        conn = self.connections.get(frame.key_a)
+        if conn is None:
+            return None, self._reject(flow, ResetReason.UNKNOWN_TOKEN, "CAP_ATTACH for an unknown Key-A")
+        if not crypto.verify(crypto.attach_hmac(conn.key_a, conn.key_b, frame.addr_id), frame.hmac):
+            return None, self._reject(flow, ResetReason.BAD_HMAC, "CAP_ATTACH HMAC does not verify")
+        if len(conn.subflows) >= conn.max_subflows or frame.addr_id in {f.path for f in conn.subflows.values()}:
+            return None, self._reject(flow, ResetReason.TOO_MANY_SUBFLOWS, f"path {frame.addr_id} already attached")
+        return conn, self._adopt(conn, flow, frame.addr_id)
 
     def _on_join(self, flow: Subflow, frame: Join) -> tuple[ServerConnection | None, list[Output]]:
         conn = self.by_token.get(frame.token_b)

@@ -88,3 +88,15 @@ def join_cap_hmac(key_a: int, key_b: int, key_b_prime: int) -> bytes:
     HMAC-SHA256(key = Key-A || Key-B, msg = Key-B'), leftmost 128 bits."""
     digest = hmac.new(_key_bytes(key_a) + _key_bytes(key_b), _key_bytes(key_b_prime), hashlib.sha256).digest()
     return digest[:JOIN_CAP_HMAC_BYTES]
+
+
+ATTACH_HMAC_BYTES = 16
+
+
+def attach_hmac(key_a: int, key_b: int, addr_id: int) -> bytes:
+    """The downgrade's proof that a later potentially initial subflow belongs to the connection
+    (Key-A, Key-B): HMAC-SHA256(key = Key-A || Key-B, msg = "attach" || address id), leftmost
+    128 bits. Key-B only ever went to the client, so knowing Key-A alone (or guessing) is not
+    enough to attach."""
+    message = b"attach" + bytes([addr_id & 0xFF])
+    return hmac.new(_key_bytes(key_a) + _key_bytes(key_b), message, hashlib.sha256).digest()[:ATTACH_HMAC_BYTES]

@@ -33,6 +33,7 @@ class FrameType(enum.IntEnum):
     DATA_ACK = 8  # cumulative data-ack + receive window (DSS data-ack)
     DATA_FIN = 9  # end of the data stream at this sequence number (DATA_FIN)
     RST = 10  # reset with a reason (MP_TCPRST)
+    CAP_ATTACH = 11  # downgrade: a later potentially initial subflow proves Key-B (third ACK with both keys)
 
 
 class ResetReason(enum.IntEnum):
@@ -138,6 +139,18 @@ class JoinCap(Frame):
 
 
 @dataclass(frozen=True)
+class CapAttach(Frame):
+    """Downgrade (Proposal 1): a later potentially initial subflow of the connection keyed ``key_a``,
+    attached as a subsequent subflow; ``hmac`` proves the sender knows Key-B."""
+
+    TYPE = FrameType.CAP_ATTACH
+    LAYOUT = struct.Struct("!BQ16s")
+    addr_id: int
+    key_a: int
+    hmac: bytes
+
+
+@dataclass(frozen=True)
 class DataAck(Frame):
     """Cumulative data-ack and the receiver's window in bytes."""
 
@@ -182,7 +195,7 @@ class Data(Frame):
 
 
 FIXED: dict[FrameType, type[Frame]] = {
-    cls.TYPE: cls for cls in (Cap, CapAck, Join, JoinAck, JoinFin, JoinCap, DataAck, DataFin, Rst)
+    cls.TYPE: cls for cls in (Cap, CapAck, Join, JoinAck, JoinFin, JoinCap, CapAttach, DataAck, DataFin, Rst)
 }
 
 

@@ -24,7 +24,18 @@ from robe.protocol.connection import (
     Transmit,
     expand,
 )
-from robe.protocol.frames import Cap, Data, DataAck, DataFin, Join, JoinCap, JoinFin, ResetReason
+from robe.protocol.frames import (
+    Cap,
+    CapAttach,
+    Data,
+    DataAck,
+    DataFin,
+    Decoder,
+    Join,
+    JoinCap,
+    JoinFin,
+    ResetReason,
+)
 
 
 class Net:
@@ -95,7 +106,7 @@ class Net:
         raise AssertionError("network did not settle")
 
     def kill_path(self, path):
-        for sid, p in self.path_of.items():
+        for sid, p in list(self.path_of.items()):  # the client may open a join on the path meanwhile
             if p == path and sid not in self.closed:
                 self.closed.add(sid)
                 self.from_client(self.client.subflow_closed(sid))
@@ -232,13 +243,65 @@ def test_bad_join_hmac_limits_and_classic_peers():
     # Subflow limit (2): the initial plus one more; a third is refused.
     for sid, path in ((3, 1), (4, 2)):
         server.subflow_accepted(sid)
-        _, out = server.receive(sid, Cap(1, path, key_a).encode())
+        _, out = server.receive(sid, CapAttach(path, key_a, crypto.attach_hmac(key_a, conn.key_b, path)).encode())
     assert any(isinstance(o, SubflowFailed) and o.reason is ResetReason.TOO_MANY_SUBFLOWS for o in out)
     classic = Server(robe=False)
-    for sid in (1, 2):
-        classic.subflow_accepted(sid)
-        _, out = classic.receive(sid, Cap(1, sid, key_a).encode())
+    classic.subflow_accepted(1)
+    classic.receive(1, Cap(1, 0, key_a).encode())
+    classic.subflow_accepted(2)
+    _, out = classic.receive(2, CapAttach(1, key_a, b"\x00" * 16).encode())
     assert any(isinstance(o, SubflowFailed) and o.reason is ResetReason.NO_ROBE for o in out)
+
+
+def test_downgrade_attaches_only_with_the_proof_of_key_b():
+    server, conn, key_a = _server_with_connection()
+    # Knowing (or guessing) Key-A is not enough: a bare CAP or a wrong proof is reset.
+    attempts = [
+        (Cap(1, 1, key_a).encode(), ResetReason.BAD_HMAC),
+        (CapAttach(1, key_a, crypto.attach_hmac(key_a, conn.key_b ^ 1, 1)).encode(), ResetReason.BAD_HMAC),
+        (CapAttach(1, key_a, crypto.attach_hmac(key_a, conn.key_b, 2)).encode(), ResetReason.BAD_HMAC),
+        (CapAttach(1, key_a ^ 1, crypto.attach_hmac(key_a, conn.key_b, 1)).encode(), ResetReason.UNKNOWN_TOKEN),
+    ]
+    for sid, (first, reason) in enumerate(attempts, start=10):
+        server.subflow_accepted(sid)
+        owner, out = server.receive(sid, first)
+        assert owner is None and [o.reason for o in out if isinstance(o, SubflowFailed)] == [reason]
+    assert len(conn.subflows) == 1
+    server.subflow_accepted(20)
+    owner, out = server.receive(20, CapAttach(1, key_a, crypto.attach_hmac(key_a, conn.key_b, 1)).encode())
+    assert owner is conn and SubflowReady(20, 1) in out and len(conn.subflows) == 2
+
+
+def test_downgrade_later_subflow_waits_for_key_b_then_attaches_at_once():
+    client = ClientConnection(strategy="robe-downgrade", paths=2)
+    assert client.start() == [OpenSubflow(0), OpenSubflow(1)]
+    first = client.subflow_connected(1, 1)  # path 1 wins
+    assert Established(1, 1) in first
+    assert client.subflow_connected(2, 0) == []  # Key-B unknown: nothing to prove yet
+    server = Server()
+    server.subflow_accepted(1)
+    _, answer = server.receive(1, _bytes(first))
+    out = client.receive(1, _bytes(answer))
+    attach = [o for o in out if isinstance(o, Transmit) and o.sid == 2]
+    assert SubflowReady(2, 0) in out and attach
+    server.subflow_accepted(2)
+    conn, ready = server.receive(2, attach[0].data)
+    assert conn is not None and SubflowReady(2, 0) in ready
+    # Once Key-B is known, a later subflow attaches at once.
+    late = ClientConnection(strategy="robe-downgrade", paths=3)
+    late.start()
+    opening = late.subflow_connected(1, 0)
+    server.subflow_accepted(5)
+    _, answer = server.receive(5, _bytes(opening))
+    late.receive(1, _bytes(answer))
+    out = late.subflow_connected(2, 2)
+    assert SubflowReady(2, 2) in out and isinstance(_first_frame(_bytes(out)), CapAttach)
+
+
+def _first_frame(data):
+    decoder = Decoder()
+    decoder.feed(data)
+    return next(iter(decoder.frames()))
 
 
 def test_sequence_numbers_wrap_on_the_wire():
