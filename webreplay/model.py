@@ -35,7 +35,9 @@ class RecordedExchange:
     headers: tuple[tuple[str, str], ...]
     body: bytes
     content_type: str  # media type without parameters, lower case ("" when unknown)
-    synthesized: bool = False  # body generated to the recorded size (the recording had none)
+    # body generated, not the recorded one: the main document, inert HTML/CSS padding or filler bytes
+    # of the recorded size (corpus/RULES.md)
+    synthesized: bool = False
 
     @property
     def url(self) -> str:

@@ -1,0 +1,483 @@
+"""Experiment 2: hybrid access page loads (the paper's sections 3.2 and 4.2, Figure 9).
+
+``sudo make experiment2 [PROFILE=paper|quick]`` builds ``-j`` Figure 7 networks. In each: dnsmasq
+answers the recorded host names (one origin address each), the replay server serves every site of
+the profile over HTTP and HTTPS (certificates from a local CA that wget trusts), the HAAP relays to
+the origins, and one client-side transparent proxy per strategy opens a multipath connection to the
+HAAP for each TCP connection of wget. A page load: the replay is switched to the site, the client's
+REDIRECT rule to the strategy's proxy, then ``wget --page-requisites --span-hosts`` fetches the
+page with a private resolv.conf. Its load time runs from the first connection the proxy accepted
+until the last one has closed (the proxy's connection log); wget's own wall time is kept too. A load
+is ``ok`` only when wget fetched every object of the page, each object it fetched was served from
+the recording and there was no replay miss.
+
+Results: ``results/experiment2/<profile>/runs.csv`` (one row per load, appended and fsynced: a
+rerun resumes) and ``metadata.json``; ``make plots`` draws Figure 9 from them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import json
+import os
+import queue
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from tqdm import tqdm
+
+from experiments.experiment1 import ExperimentError, finished_run_ids
+from experiments.metadata import PROJECT_ROOT, base_metadata, write_json
+from experiments.profile import ProfileError
+from experiments.profile2 import Experiment2Profile, LoadSpec, expand_loads, load_profile2
+from experiments.wget import parse_wget_log, wget_command
+from robe.proxy import redirect
+from topologies.fig3 import allow_congestion_control
+from topologies.fig7 import CLIENT_DSL, CLIENT_LTE, DNS, HAAP_INTERNET, ORIGINS, Fig7Network
+from topologies.links import PREFIX, choose_backend
+from topologies.shell import in_netns, run
+from webreplay.adblock import default_blocklist
+from webreplay.adblock import wget_args as adblock_wget_args
+from webreplay.corpus import load_site
+from webreplay.dns import dnsmasq_command, hosts_file_text, resolv_conf_text, with_resolver
+from webreplay.errors import CorpusError
+from webreplay.model import Site, origin_addresses
+from webreplay.server import control_request, corpus_spec_text, replay_server_command
+from webreplay.tlsca import issue_server_cert, make_ca
+
+RESULTS_BASE = PROJECT_ROOT / "results" / "experiment2"
+HAAP_PORT = 8080
+HAAP_USER_PORT = 8081
+PROXY_BASE_PORT = 9001
+FINAL_STATUSES = ("ok", "failed", "censored")
+ROW_FIELDS = [
+    "run_id", "site", "strategy", "repetition", "seed", "worker", "status", "load_ms", "wget_ms",
+    "objects_expected", "objects_fetched", "objects_served", "replay_misses", "connections", "bytes_down",
+    "bytes_up", "winner_paths", "setup_ms_median", "max_subflows", "error", "started_utc",
+]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Options:
+    """What one invocation runs."""
+
+    profile: Experiment2Profile
+    out: Path
+    jobs: int
+    limit: int | None
+
+
+def _ms(later: int | None, earlier: int | None) -> str:
+    return "" if later is None or earlier is None else f"{(later - earlier) / 1e6:.3f}"
+
+
+def read_new_lines(path: Path, offset: int) -> tuple[list[dict[str, Any]], int]:
+    """JSON lines appended to ``path`` since byte ``offset`` (complete lines only) and the new offset."""
+    if not path.exists():
+        return [], offset
+    with path.open("rb") as handle:
+        handle.seek(offset)
+        data = handle.read()
+    end = data.rfind(b"\n") + 1
+    lines = [json.loads(line) for line in data[:end].splitlines() if line.strip()]
+    return lines, offset + end
+
+
+def summarise_connections(events: list[dict[str, Any]]) -> dict[str, Any]:
+    """Load window and per-connection figures from the client proxy's log lines of one load."""
+    accepted = {e["conn"]: e["t_ns"] for e in events if e["event"] == "accepted"}
+    closed = {e["conn"]: e for e in events if e["event"] == "closed"}
+    refused = {e["conn"]: e for e in events if e["event"] == "refused"}
+    connected = [e for e in events if e["event"] == "connected"]
+    ends = [e["t_ns"] for e in [*closed.values(), *refused.values()]]
+    paths: dict[str, int] = {}
+    for event in connected:
+        key = str(event.get("path"))
+        paths[key] = paths.get(key, 0) + 1
+    errors = [f"{c}: {e.get('error') or e.get('reason')}" for c, e in [*closed.items(), *refused.items()]
+              if e.get("error") or e["event"] == "refused"]  # fmt: skip
+    return {
+        "first_accept_ns": min(accepted.values()) if accepted else None,
+        "last_end_ns": max(ends) if ends else None,
+        "open": sorted(set(accepted) - set(closed) - set(refused)),
+        "connections": len(accepted),
+        "bytes_down": sum(int(e.get("bytes_down") or 0) for e in closed.values()),
+        "bytes_up": sum(int(e.get("bytes_up") or 0) for e in closed.values()),
+        "winner_paths": ";".join(f"{int(p) + 1}:{n}" if p.isdigit() else f"{p}:{n}" for p, n in sorted(paths.items())),
+        "setup_ms_median": statistics.median(e["setup_ns"] / 1e6 for e in connected) if connected else None,
+        "max_subflows": max((int(e.get("subflows") or 0) for e in closed.values()), default=0),
+        "errors": errors,
+    }
+
+
+def build_row(spec: LoadSpec, worker: int, started_utc: str, outcome: dict[str, Any]) -> dict[str, Any]:
+    """One runs.csv row; ``outcome`` holds what the load measured (see ``LoadWorker.run``)."""
+    row: dict[str, Any] = dict.fromkeys(ROW_FIELDS, "")
+    row.update(run_id=spec.run_id, site=spec.site, strategy=spec.strategy, repetition=spec.repetition,
+               seed=spec.seed, worker=worker, started_utc=started_utc)  # fmt: skip
+    row.update({k: v for k, v in outcome.items() if k in ROW_FIELDS})
+    for key in ("setup_ms_median",):
+        if isinstance(row[key], float):
+            row[key] = f"{row[key]:.3f}"
+    return row
+
+
+def judge(expected: int, fetched: int, served: int, misses: int, wget_ok: bool, open_conns: int) -> str:
+    """Empty when the load is complete and faithful, else why not."""
+    problems = []
+    if not wget_ok:
+        problems.append("wget reported errors")
+    if misses:
+        problems.append(f"{misses} replay miss(es)")
+    if not fetched == served == expected:
+        problems.append(f"objects: wget fetched {fetched}, replay served {served}, page has {expected}")
+    if open_conns:
+        problems.append(f"{open_conns} proxy connection(s) did not close")
+    return "; ".join(problems)
+
+
+class LoadWorker:
+    """One Figure 7 network with its DNS, replay, HAAP and client proxies; runs page loads in turn."""
+
+    def __init__(self, index: int, profile: Experiment2Profile, sites: dict[str, Site], addresses: dict[str, str],
+                 work: Path, tls: dict[str, Path], stack: ExitStack) -> None:  # fmt: skip
+        self.index = index
+        self.profile = profile
+        self.sites = sites
+        self.dir = work / f"worker{index}"
+        self.dir.mkdir(parents=True)
+        (self.dir / "scratch").mkdir()
+        self.tls = tls
+        config = profile.fig7_config(tuple(sorted(set(addresses.values()))), seed=profile.seed + 100 * index)
+        self.net = stack.enter_context(Fig7Network(config, choose_backend()))
+        self.env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+        (self.dir / "hosts").write_text(hosts_file_text(addresses))
+        (self.dir / "resolv.conf").write_text(resolv_conf_text(DNS))
+        self._start("dns", dnsmasq_command(DNS, self.dir / "hosts", self.dir / "dnsmasq.pid",
+                                           self.dir / "dnsmasq.log"), ready=None)  # fmt: skip
+        (self.dir / "spec.json").write_text(corpus_spec_text((profile.corpus, name) for name in sites))
+        self.control = self.dir / "replay.sock"
+        self._start("web", replay_server_command(self.dir / "spec.json", self.control, cert=tls["cert"],
+                                                 key=tls["key"]), ready="READY")  # fmt: skip
+        self._start("haap", [sys.executable, "-m", "robe.proxy.haap", "--bind", "0.0.0.0", "--port", str(HAAP_PORT),
+                             "--user-port", str(HAAP_USER_PORT), "--allow", ORIGINS,
+                             "--log", str(self.dir / "haap.log")], ready="READY")  # fmt: skip
+        self.ports: dict[str, int] = {}
+        for k, strategy in enumerate(profile.strategies):
+            port = PROXY_BASE_PORT + k
+            self.ports[strategy] = port
+            self._start("client", [sys.executable, "-m", "robe.proxy.client_proxy", "--listen-port", str(port),
+                                   "--listen-addr", "127.0.0.1", "--haap", f"{HAAP_INTERNET}:{HAAP_PORT}",
+                                   "--haap-user", f"{HAAP_INTERNET}:{HAAP_USER_PORT}", "--strategy", strategy,
+                                   "--source", CLIENT_LTE, "--source", CLIENT_DSL,
+                                   "--log", str(self._proxy_log(strategy))], ready="READY")  # fmt: skip
+        self._wait_dns()
+
+    def _proxy_log(self, strategy: str) -> Path:
+        return self.dir / f"proxy-{strategy}.log"
+
+    def _start(self, role: str, argv: list[str], ready: str | None) -> subprocess.Popen[str]:
+        stderr = (self.dir / f"{role}-{len(os.listdir(self.dir))}.stderr").open("w")
+        proc = self.net.popen(self.net.host(role), argv, stdout=subprocess.PIPE, stderr=stderr, text=True,
+                              env=self.env, cwd=PROJECT_ROOT)  # fmt: skip
+        if ready is not None:
+            assert proc.stdout is not None
+            line = proc.stdout.readline()
+            if not line.startswith(ready):
+                proc.wait(timeout=5)
+                raise ExperimentError(f"worker {self.index}: {argv[2] if len(argv) > 2 else argv[0]} in {role} did "
+                                      f"not start: {line.strip()!r}; see {stderr.name}")  # fmt: skip
+        return proc
+
+    def _wait_dns(self) -> None:
+        """dnsmasq answers before the first load (it binds a moment after starting)."""
+        name = next(iter(self.sites.values())).hosts()[0]
+        argv = with_resolver(self.dir / "resolv.conf", ["getent", "hosts", name])
+        deadline = time.monotonic() + 10
+        while True:
+            if run(in_netns(self.net.host("client").pid, argv), check=False).returncode == 0:
+                return
+            if time.monotonic() > deadline:
+                raise ExperimentError(f"worker {self.index}: dnsmasq does not answer {name}")
+            time.sleep(0.1)
+
+    def _client(self, argv: Sequence[str]) -> Any:
+        return run(in_netns(self.net.host("client").pid, argv))
+
+    def run(self, spec: LoadSpec) -> dict[str, Any]:
+        """One page load; returns its row."""
+        site = self.sites[spec.site]
+        started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        for link in self.net.links().values():
+            link.reseed(spec.seed)
+        control_request(self.control, {"cmd": "activate", "site": spec.site})
+        control_request(self.control, {"cmd": "reset"})
+        rule = redirect.RedirectConfig(to_port=self.ports[spec.strategy], networks=(ORIGINS,), exclude=(HAAP_INTERNET,))
+        log_path = self._proxy_log(spec.strategy)
+        _, offset = read_new_lines(log_path, log_path.stat().st_size if log_path.exists() else 0)
+        wget_log = self.dir / "wget.log"
+        wget_log.unlink(missing_ok=True)
+        argv = with_resolver(self.dir / "resolv.conf", wget_command(
+            site.main_url, scratch_dir=self.dir / "scratch", ca_certificate=self.tls["ca"], log_file=wget_log,
+            exclusions=adblock_wget_args(default_blocklist()), timeout_s=30))  # fmt: skip
+        redirect.install(rule, runner=self._client)
+        status, error = "ok", ""
+        try:
+            t0 = time.monotonic_ns()
+            proc = self.net.popen(self.net.host("client"), argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                  text=True, start_new_session=True)  # fmt: skip
+            try:
+                _, stderr = proc.communicate(timeout=self.profile.load_timeout_s)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.communicate()
+                status, error = "censored", f"page not loaded within {self.profile.load_timeout_s:g} s"
+                stderr = ""
+            t1 = time.monotonic_ns()
+        finally:
+            redirect.remove(rule, runner=self._client)
+        events: list[dict[str, Any]] = []
+        deadline = time.monotonic() + 10
+        while True:  # wget has exited: the proxy logs each connection's end within moments
+            new, offset = read_new_lines(log_path, offset)
+            events += new
+            summary = summarise_connections(events)
+            if not summary["open"] or time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
+        stats = control_request(self.control, {"cmd": "stats"})["stats"]
+        outcome = parse_wget_log(wget_log.read_text(errors="replace") if wget_log.exists() else "", proc.returncode)
+        misses = int(stats.get("misses", 0))
+        served = int(stats.get("served", 0))
+        if status == "ok":
+            error = judge(len(site.exchanges), len(outcome.fetched), served, misses, outcome.ok, len(summary["open"]))
+            if stderr.strip() and not outcome.fetched:
+                error = error or stderr.strip()[-300:]
+            if error:
+                status = "failed"
+        miss_urls = [m.get("url") for m in stats.get("miss_log", [])][:5]
+        if miss_urls:
+            error += f" (misses: {', '.join(map(str, miss_urls))})"
+        if summary["errors"]:
+            error += f" (proxy: {'; '.join(summary['errors'][:3])})"
+        return build_row(spec, self.index, started, {
+            "status": status,
+            "load_ms": _ms(summary["last_end_ns"], summary["first_accept_ns"]) if status == "ok" else "",
+            "wget_ms": _ms(t1, t0),
+            "objects_expected": len(site.exchanges),
+            "objects_fetched": len(outcome.fetched),
+            "objects_served": served,
+            "replay_misses": misses,
+            "connections": summary["connections"],
+            "bytes_down": summary["bytes_down"],
+            "bytes_up": summary["bytes_up"],
+            "winner_paths": summary["winner_paths"],
+            "setup_ms_median": summary["setup_ms_median"] if summary["setup_ms_median"] is not None else "",
+            "max_subflows": summary["max_subflows"],
+            "error": error.strip(),
+        })  # fmt: skip
+
+
+def append_row(runs_csv: Path, row: dict[str, Any], lock: threading.Lock) -> None:
+    """Append one row and flush it to disk (a crash loses nothing already written)."""
+    with lock:
+        new = not runs_csv.exists() or runs_csv.stat().st_size == 0
+        with runs_csv.open("a", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=ROW_FIELDS)
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+def load_sites(profile: Experiment2Profile) -> dict[str, Site]:
+    """Every site of the profile, loaded (ExperimentError naming the site on a corpus problem)."""
+    sites = {}
+    for name in profile.sites:
+        try:
+            sites[name] = load_site(profile.corpus, name)
+        except CorpusError as err:
+            raise ExperimentError(f"site {profile.corpus}/{name}: {err}") from None
+    return sites
+
+
+def check_before_building(options: Options) -> None:
+    """Everything that can be checked without a network: root, tools, MPTCP, results folder."""
+    if os.geteuid() != 0:
+        raise ExperimentError("experiment 2 builds network namespaces and needs root: run 'sudo make experiment2'")
+    for tool in ("wget", "dnsmasq", "iptables", "unshare"):
+        if shutil.which(tool) is None:
+            raise ExperimentError(f"{tool} not found: run 'make setup' (it installs the Debian packages)")
+    enabled = Path("/proc/sys/net/mptcp/enabled")
+    if not enabled.exists() or enabled.read_text().strip() != "1":
+        raise ExperimentError("this kernel has no MPTCP enabled (net.mptcp.enabled != 1)")
+    try:
+        options.out.mkdir(parents=True, exist_ok=True)
+        probe = options.out / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise ExperimentError(f"results folder {options.out}: not writable ({err})") from None
+    meta = options.out / "metadata.json"
+    if meta.exists():
+        previous = json.loads(meta.read_text())
+        if previous.get("profile_fingerprint") != options.profile.fingerprint():
+            raise ExperimentError(f"results folder {options.out} holds loads of a different profile "
+                                  f"(fingerprint {previous.get('profile_fingerprint')} != "
+                                  f"{options.profile.fingerprint()}); choose another --out")  # fmt: skip
+
+
+def run_sweep(options: Options) -> int:
+    """Build the workers, run every pending load, write metadata; exit status."""
+    check_before_building(options)
+    profile = options.profile
+    sites = load_sites(profile)
+    runs_csv = options.out / "runs.csv"
+    done = finished_run_ids(runs_csv)
+    pending = [spec for spec in expand_loads(profile) if spec.run_id not in done]
+    if options.limit is not None:
+        pending = pending[: options.limit]
+    total = len(expand_loads(profile))
+    print(f"experiment 2, profile {profile.name}: {total} loads, {len(done)} already in {runs_csv}, "
+          f"{len(pending)} to run with {options.jobs} worker(s)", flush=True)  # fmt: skip
+    if not pending:
+        print("nothing to do: every load is stored", flush=True)
+        return 0
+    addresses = origin_addresses([h for s in sites.values() for h in s.hosts()])
+    meta_file = options.out / "metadata.json"
+    metadata = json.loads(meta_file.read_text()) if meta_file.exists() else {}
+    invocation = base_metadata("experiment2", {"jobs": options.jobs, "limit": options.limit, "out": str(options.out)})
+    allow_congestion_control("cubic")
+    started = time.monotonic()
+    interrupted = False
+    counts = {"ok": 0, "failed": 0, "censored": 0, "error": 0}
+    lock = threading.Lock()
+    todo: queue.Queue[LoadSpec] = queue.Queue()
+    for spec in pending:
+        todo.put(spec)
+    stop = threading.Event()
+    work = Path(tempfile.mkdtemp(prefix=f"{PREFIX}exp2-"))
+    try:
+        with ExitStack() as stack:
+            ca = make_ca(work / "ca")
+            leaf = issue_server_cert(ca, sorted(addresses), work / "tls")
+            tls = {"ca": ca.cert, "cert": leaf.cert, "key": leaf.key}
+            workers = []
+            for index in range(min(options.jobs, len(pending))):
+                workers.append(LoadWorker(index, profile, sites, addresses, work, tls, stack))
+                print(f"worker {index}: network {workers[-1].net.run_tag} ready", flush=True)
+            metadata.update({
+                "kind": "experiment2",
+                "profile": profile.to_dict(),
+                "profile_fingerprint": profile.fingerprint(),
+                "network": workers[0].net.describe(),
+                "sites": {name: {"source": s.source, "main_url": s.main_url, "objects": len(s.exchanges),
+                                 "hosts": len(s.hosts()), "bytes": sum(len(e.body) for e in s.exchanges)}
+                          for name, s in sites.items()},
+                "origin_hosts": len(addresses),
+                "git": invocation["git"],
+            })  # fmt: skip
+            metadata.setdefault("invocations", []).append(invocation)
+            write_json(meta_file, metadata)
+            bar = tqdm(total=len(pending), unit="load", dynamic_ncols=True, desc=f"experiment2/{profile.name}")
+
+            def loop(worker: LoadWorker) -> None:
+                while not stop.is_set():
+                    try:
+                        spec = todo.get_nowait()
+                    except queue.Empty:
+                        return
+                    try:
+                        row = worker.run(spec)
+                    except Exception as err:  # a broken load must not lose the other rows
+                        if stop.is_set():
+                            return
+                        row = build_row(spec, worker.index, "", {"status": "error", "error": repr(err)})
+                    if stop.is_set() and row["status"] != "ok":
+                        return  # killed by Ctrl-C: not a result
+                    append_row(runs_csv, row, lock)
+                    with lock:
+                        counts[row["status"]] = counts.get(row["status"], 0) + 1
+                        bar.set_postfix(counts, refresh=False)
+                        bar.update(1)
+
+            threads = [threading.Thread(target=loop, args=(w,), name=f"worker{w.index}") for w in workers]
+            for thread in threads:
+                thread.start()
+            try:
+                while any(t.is_alive() for t in threads):
+                    for thread in threads:
+                        thread.join(timeout=0.5)
+            except KeyboardInterrupt:
+                interrupted = True
+                stop.set()
+                print("\ninterrupted: stopping, keeping every finished row ...", flush=True)
+                for thread in threads:
+                    thread.join(timeout=30)
+            finally:
+                bar.close()
+                invocation.update(wall_time_s=round(time.monotonic() - started, 1), interrupted=interrupted,
+                                  counts=dict(counts))  # fmt: skip
+                metadata["complete"] = not interrupted and len(finished_run_ids(runs_csv)) == total
+                write_json(meta_file, metadata)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"loads: {counts}; results in {options.out}", flush=True)
+    if interrupted:
+        print("rerun the same command to resume", flush=True)
+        return 130
+    return 0 if counts["error"] == 0 else 1
+
+
+def parse_args(argv: list[str] | None = None) -> Options:
+    """Command line -> validated Options (errors name the bad option and value)."""
+    parser = argparse.ArgumentParser(prog="python -m experiments.experiment2", description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default="paper", help="profile name (experiments/profiles) or .toml path")
+    parser.add_argument("-j", "--jobs", type=int, default=3, help="parallel Figure 7 networks")
+    parser.add_argument("--out", type=Path, default=None, help="results folder (default results/experiment2/<profile>)")
+    parser.add_argument("--limit", type=int, default=None, help="run at most this many pending loads")
+    args = parser.parse_args(argv)
+    try:
+        profile = load_profile2(args.profile)
+    except ProfileError as err:
+        parser.error(str(err))
+    if not 1 <= args.jobs <= 16:
+        parser.error(f"--jobs={args.jobs}: must be 1..16")
+    if args.limit is not None and args.limit < 1:
+        parser.error(f"--limit={args.limit}: must be >= 1")
+    return Options(profile, args.out if args.out is not None else RESULTS_BASE / profile.name, args.jobs, args.limit)
+
+
+def _raise_interrupt(signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: parse, check, run; one-line errors for every expected failure."""
+    options = parse_args(argv)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return run_sweep(options)
+    except ExperimentError as err:
+        print(f"experiment2: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

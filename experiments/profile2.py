@@ -1,0 +1,154 @@
+"""Experiment 2 sweeps declared as data: TOML profiles -> a validated dataclass -> ordered page loads.
+
+A profile names the corpus and its sites, the strategies of the client proxy, the repetitions and
+order, and the Figure 7 network (access links, internet leg). Errors name the field and value.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import tomllib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from experiments.profile import KNOWN_STRATEGIES, PathSpec, ProfileError
+from topologies.fig3 import PathConfig
+from topologies.fig7 import Fig7Config
+from topologies.linkparams import LinkConfigError
+
+PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
+CORPORA = ("har", "mahimahi")
+
+
+@dataclass(frozen=True)
+class Experiment2Profile:
+    """A declared experiment 2 sweep: page loads of ``sites`` with each strategy."""
+
+    name: str
+    description: str
+    corpus: str
+    sites: tuple[str, ...]
+    strategies: tuple[str, ...]
+    repetitions: int = 30
+    order: str = "random"
+    seed: int = 1
+    load_timeout_s: float = 120.0
+    internet_rtt_ms: float = 10.0
+    tcp_syn_linear_timeouts: int | None = 0
+    lte: PathSpec = field(default_factory=lambda: PathSpec(rtt_ms=40.0))
+    dsl: PathSpec = field(default_factory=lambda: PathSpec(rtt_ms=20.0))
+
+    def __post_init__(self) -> None:
+        if self.corpus not in CORPORA:
+            raise ProfileError(f"corpus={self.corpus!r}: must be one of {', '.join(CORPORA)}")
+        if not self.sites or len(set(self.sites)) != len(self.sites):
+            raise ProfileError(f"sites={list(self.sites)!r}: name one or more distinct sites")
+        if not self.strategies or len(set(self.strategies)) != len(self.strategies):
+            raise ProfileError(f"strategies={list(self.strategies)!r}: name one or more distinct strategies")
+        for strategy in self.strategies:
+            if strategy not in KNOWN_STRATEGIES:
+                raise ProfileError(f"strategies: unknown strategy {strategy!r} (known: {', '.join(KNOWN_STRATEGIES)})")
+        if isinstance(self.repetitions, bool) or not isinstance(self.repetitions, int) or self.repetitions < 1:
+            raise ProfileError(f"repetitions={self.repetitions!r}: must be a whole number >= 1")
+        if self.order not in ("random", "sequential"):
+            raise ProfileError(f"order={self.order!r}: must be random or sequential")
+        if not 1 <= self.load_timeout_s <= 3600:
+            raise ProfileError(f"load_timeout_s={self.load_timeout_s!r}: must be within 1..3600")
+        try:
+            self.fig7_config(())
+        except LinkConfigError as err:
+            raise ProfileError(str(err)) from None
+
+    def fig7_config(self, origin_addresses: tuple[str, ...], seed: int | None = None) -> Fig7Config:
+        """The Figure 7 network of this profile."""
+        return Fig7Config(
+            lte=PathConfig(rtt_ms=self.lte.rtt_ms, rate_mbit=self.lte.rate_mbit, queue_packets=self.lte.queue_packets),
+            dsl=PathConfig(rtt_ms=self.dsl.rtt_ms, rate_mbit=self.dsl.rate_mbit, queue_packets=self.dsl.queue_packets),
+            internet_rtt_ms=self.internet_rtt_ms,
+            origin_addresses=origin_addresses,
+            tcp_syn_linear_timeouts=self.tcp_syn_linear_timeouts,
+            seed=self.seed if seed is None else seed,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (metadata)."""
+        return asdict(self)
+
+    def fingerprint(self) -> str:
+        """Hash of everything that defines the loads' conditions (a resumed sweep must match it)."""
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class LoadSpec:
+    """One page load of the sweep."""
+
+    run_id: str
+    site: str
+    strategy: str
+    repetition: int
+    seed: int
+
+
+def _path(data: Any, where: str, default_rtt: float) -> PathSpec:
+    if data is None:
+        return PathSpec(rtt_ms=default_rtt)
+    if not isinstance(data, dict):
+        raise ProfileError(f"{where}: must be a table")
+    unknown = sorted(set(data) - set(PathSpec.__dataclass_fields__))
+    if unknown:
+        raise ProfileError(f"{where}.{unknown[0]}: unknown field")
+    return PathSpec(**data)
+
+
+def parse_profile2(data: dict[str, Any], source: str = "profile") -> Experiment2Profile:
+    """Build a profile from parsed TOML, with errors naming ``source`` and the field."""
+    fields = set(Experiment2Profile.__dataclass_fields__)
+    unknown = sorted(set(data) - fields)
+    if unknown:
+        raise ProfileError(f"{source}: {unknown[0]}: unknown field (known: {', '.join(sorted(fields))})")
+    missing = [name for name in ("name", "corpus", "sites", "strategies") if name not in data]
+    if missing:
+        raise ProfileError(f"{source}: {missing[0]}: required field missing")
+    values = dict(data)
+    values.setdefault("description", "")
+    values["sites"] = tuple(values["sites"])
+    values["strategies"] = tuple(values["strategies"])
+    try:
+        values["lte"] = _path(values.get("lte"), "lte", 40.0)
+        values["dsl"] = _path(values.get("dsl"), "dsl", 20.0)
+        return Experiment2Profile(**values)
+    except (ProfileError, TypeError) as err:
+        raise ProfileError(f"{source}: {err}") from None
+
+
+def load_profile2(name_or_path: str) -> Experiment2Profile:
+    """Load ``experiments/profiles/experiment2-<name>.toml`` or a profile file path."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = PROFILE_DIR / f"experiment2-{name_or_path}.toml"
+    if not path.is_file():
+        known = sorted(p.stem.removeprefix("experiment2-") for p in PROFILE_DIR.glob("experiment2-*.toml"))
+        raise ProfileError(f"profile {name_or_path!r}: no such profile (known: {', '.join(known)}; or a .toml path)")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise ProfileError(f"{path}: not valid TOML: {err}") from None
+    return parse_profile2(data, str(path))
+
+
+def expand_loads(profile: Experiment2Profile) -> list[LoadSpec]:
+    """Every (site, strategy, repetition), interleaved in the profile's order, each with its seed."""
+    loads = []
+    for site in profile.sites:
+        for strategy in profile.strategies:
+            for rep in range(profile.repetitions):
+                run_id = f"{site}-{strategy}-r{rep:02d}"
+                seed = int.from_bytes(hashlib.sha256(f"{profile.seed}:{run_id}".encode()).digest()[:4], "big")
+                loads.append(LoadSpec(run_id, site, strategy, rep, seed))
+    if profile.order == "random":
+        random.Random(profile.seed).shuffle(loads)
+    return loads
