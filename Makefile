@@ -6,13 +6,14 @@ PROFILE ?= paper
 JOBS ?= 16
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: help setup test lint unit-test integration-test validate-links validate-transport experiment1 plots bench clean-net clean
+.PHONY: help setup test lint unit-test integration-test validate-links validate-transport experiment1 experiment2 plots bench clean-net clean
 
 help:
 	@echo "robe-lab make targets:"
 	@echo "  sudo make validate-links   build Figure 3 and measure link fidelity (RTT, loss, rate) on both paths"
 	@echo "  sudo make validate-transport  set-up and join times of every strategy vs the paper's formulas; mptcp-user vs kernel"
 	@echo "  sudo make experiment1      experiment 1 (loss sweep on the default path); PROFILE=paper|quick|asymmetric JOBS=16"
+	@echo "  sudo make experiment2      experiment 2 (hybrid access page loads, Figure 9); PROFILE=paper|quick JOBS2=3"
 	@echo "  make plots                 regenerate every figure and report from stored results (no root)"
 	@echo "  sudo make bench            userspace RobE transport against kernel MPTCP: goodput, CPU per set-up, memory"
 	@echo "  make test                  ruff, mypy, unit tests; and, when root, the integration tests"
@@ -60,6 +61,10 @@ experiment1: setup
 bench: setup
 	$(call require_root)
 	$(PYTHON) -m experiments.bench_transport $(ARGS)
+
+experiment2: setup
+	$(call require_root)
+	$(PYTHON) -m experiments.experiment2 --profile $(PROFILE) -j $(or $(JOBS2),3) $(ARGS)
 
 plots: setup
 	$(PYTHON) -m analysis.plots $(ARGS)
