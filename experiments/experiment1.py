@@ -311,6 +311,9 @@ class Worker:
         if self.loss != spec.loss_pct:
             self.net.set_path(1, self.profile.path1_config(spec.loss_pct))
             self.loss = spec.loss_pct
+        # The previous attempt ended with resets; let its last packets leave the links first, so
+        # that the reseeded loss generators see this attempt's packets only (paired seeds rely on it).
+        time.sleep(max(self.profile.path1.rtt_ms, self.profile.path2.rtt_ms) / 1000)
         for path in (1, 2):
             self.net.path_link(path).reseed(spec.seed + path)
         self.net.check_links()

@@ -301,7 +301,9 @@ def connect(
         except OSError as err:
             record.status, record.error = "failed", f"after establishment: {err}"
         finally:
-            sock.close()
+            # A reset, not a FIN: nothing of this connection (a FIN retransmitted under loss) may
+            # cross the links once the next attempt has reseeded their loss generators.
+            kernel.abort(sock)
         return record
     finally:
         driver.close_all()
