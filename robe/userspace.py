@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import socket
 import struct
@@ -133,15 +134,30 @@ class _Driver:
 
     def _flush(self, pending: dict[int, bytearray], sid: int) -> None:
         data = pending.pop(sid, None)
+        if not data:
+            return
         transport = self.transports.get(sid)
-        if data and transport is not None and not transport.is_closing():
-            transport.write(bytes(data))
+        if transport is not None:
+            if not transport.is_closing():
+                transport.write(bytes(data))
+        else:
+            self.write_raw(sid, bytes(data))
+
+    def write_raw(self, sid: int, data: bytes) -> bool:
+        """Write to a subflow that has no transport yet (client side); False if there is none."""
+        return False
+
+    def close_raw(self, sid: int) -> bool:
+        """Reset a subflow that has no transport yet (client side); False if there is none."""
+        return False
 
     def _apply_one(self, out: Output) -> None:
         if isinstance(out, CloseSubflow):
             transport = self.transports.pop(out.sid, None)
             self.log("subflow_closed", sid=out.sid, reason=out.reason.name if out.reason else None)
-            if transport is not None:
+            if transport is None:
+                self.close_raw(out.sid)
+            else:
                 _abort(transport) if out.reason is not None else transport.close()
         elif isinstance(out, OpenSubflow):
             self.open_subflow(out.path)
@@ -214,8 +230,12 @@ class UserspaceClient(_Driver):
     conn: ClientConnection = field(init=False)
     established: asyncio.Future[int] | None = None
     next_sid: int = 0
-    pending: set[int] = field(default_factory=set)
+    pending: set[int] = field(default_factory=set)  # attempts without a transport yet
     failures: list[str] = field(default_factory=list)
+    prepared: dict[int, socket.socket] = field(default_factory=dict)  # path -> socket for connect()
+    raw: dict[int, socket.socket] = field(default_factory=dict)  # sid -> socket before its transport
+    backlog: dict[int, bytearray] = field(default_factory=dict)  # sid -> bytes the raw socket did not take
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.conn = ClientConnection(strategy=self.strategy, paths=len(self.sources))
@@ -228,8 +248,14 @@ class UserspaceClient(_Driver):
         self.established = asyncio.get_running_loop().create_future()
         if first_data:
             self.conn.write(first_data)
+        first = self.conn.start()
+        # The first attempts' sockets exist before connect() is called, as the kernel strategies'
+        # (robe.client prepares them too): creating and binding them is not set-up time.
+        for out in first:
+            if isinstance(out, OpenSubflow):
+                self.prepared[out.path] = self._new_socket(out.path)
         self.log("connect_called")
-        self.apply(self.conn.start())
+        self.apply(first)
         return await self.established
 
     def apply(self, outputs: list[Output]) -> None:
@@ -238,37 +264,109 @@ class UserspaceClient(_Driver):
             if isinstance(out, Established) and self.established and not self.established.done():
                 self.established.set_result(out.path)
 
+    def _new_socket(self, path: int) -> socket.socket:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.bind((self.sources[path], 0))
+        return sock
+
     def open_subflow(self, path: int) -> None:
+        # connect() right here, and the first frames straight onto the socket once it is connected
+        # (see _connected): asyncio's create_connection would add several loop turns to each.
         self.next_sid += 1
         sid = self.next_sid
         self.paths[sid] = path
         self.log("attempt", sid=sid, path=path)
-        asyncio.get_running_loop().create_task(self._open(sid, path))
-
-    async def _open(self, sid: int, path: int) -> None:
-        loop = asyncio.get_running_loop()
         self.pending.add(sid)
+        loop = asyncio.get_running_loop()
         try:
-            await loop.create_connection(lambda: _SubflowProtocol(self, sid, path), *self.server,
-                                         local_addr=(self.sources[path], 0))  # fmt: skip
+            sock = self.prepared.pop(path, None) or self._new_socket(path)
         except OSError as err:
-            # asyncio words every failure "Connect call failed": the errno says what happened.
-            reason = os.strerror(err.errno) if err.errno else str(err)
-            self.log("attempt_failed", sid=sid, path=path, error=reason)
-            self.failures.append(f"path {path}: {reason}")
-            self.apply(self.conn.subflow_closed(sid))
-        finally:
-            self.pending.discard(sid)
+            loop.call_soon(self._attempt_failed, sid, path, None, err.errno or 0)
+            return
+        code = sock.connect_ex(self.server)
+        if code not in (0, errno.EINPROGRESS):
+            # Refused at once (no route, address gone): reported from the loop, not re-entrantly.
+            loop.call_soon(self._attempt_failed, sid, path, sock, code)
+            return
+        self.raw[sid] = sock
+        loop.add_writer(sock.fileno(), self._connected, sid, path, sock)
+
+    def _attempt_failed(self, sid: int, path: int, sock: socket.socket | None, code: int) -> None:
+        if sock is not None:
+            sock.close()
+        self.raw.pop(sid, None)
+        self.pending.discard(sid)
+        reason = os.strerror(code) if code else "connect failed"
+        self.log("attempt_failed", sid=sid, path=path, error=reason)
+        self.failures.append(f"path {path}: {reason}")
+        self.apply(self.conn.subflow_closed(sid))
         if self.established and not self.established.done() and not self.pending and not self.transports:
             # Every attempt failed before one was established: the kernel gave up on each.
             self.established.set_exception(ConnectionError("; ".join(self.failures) or "no attempt connected"))
 
-    def subflow_up(self, sid: int, path: int, transport: asyncio.Transport) -> None:
-        sock = transport.get_extra_info("socket")
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.transports[sid] = transport
+    def _connected(self, sid: int, path: int, sock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        loop.remove_writer(sock.fileno())
+        if self.raw.get(sid) is not sock:
+            return  # aborted meanwhile
+        code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if code:
+            self._attempt_failed(sid, path, sock, code)
+            return
         self.log("tcp_connected", sid=sid, path=path, local="{}:{}".format(*sock.getsockname()[:2]))
-        self.apply(self.conn.subflow_connected(sid, path))
+        self.apply(self.conn.subflow_connected(sid, path))  # its frames go out on the raw socket now
+        if self.raw.get(sid) is sock:  # not closed by the state machine (a break-before-make loser)
+            task = loop.create_task(self._wrap(sid, path, sock))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    async def _wrap(self, sid: int, path: int, sock: socket.socket) -> None:
+        """Hand the connected socket to an asyncio transport (reads, buffered writes, close)."""
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.create_connection(lambda: _SubflowProtocol(self, sid, path), sock=sock)
+        except OSError as err:
+            if self.raw.pop(sid, None) is sock:
+                self._attempt_failed(sid, path, sock, err.errno or 0)
+
+    def subflow_up(self, sid: int, path: int, transport: asyncio.Transport) -> None:
+        self.raw.pop(sid, None)
+        self.pending.discard(sid)
+        self.transports[sid] = transport
+        backlog = self.backlog.pop(sid, None)
+        if backlog:
+            transport.write(bytes(backlog))
+
+    def write_raw(self, sid: int, data: bytes) -> bool:
+        """Frames for a subflow whose transport does not exist yet: onto its socket, in order."""
+        sock = self.raw.get(sid)
+        if sock is None:
+            return False
+        backlog = self.backlog.setdefault(sid, bytearray())
+        if not backlog:
+            try:
+                data = data[sock.send(data) :]
+            except BlockingIOError:
+                pass
+            except OSError:
+                return True  # the socket died: connection_lost/subflow_closed follow
+        backlog.extend(data)
+        return True
+
+    def close_raw(self, sid: int) -> bool:
+        """Reset a subflow that has no transport yet (a loser); True if it was one."""
+        sock = self.raw.pop(sid, None)
+        if sock is None:
+            return False
+        with contextlib.suppress(OSError):
+            asyncio.get_running_loop().remove_writer(sock.fileno())
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()
+        self.backlog.pop(sid, None)
+        self.pending.discard(sid)
+        return True
 
     def subflow_data(self, sid: int, data: bytes) -> None:
         self.apply(self.conn.receive(sid, data))
@@ -286,6 +384,11 @@ class UserspaceClient(_Driver):
         for transport in list(self.transports.values()):
             _abort(transport)
         self.transports.clear()
+        for sid in list(self.raw):
+            self.close_raw(sid)
+        for sock in self.prepared.values():
+            sock.close()
+        self.prepared.clear()
 
 
 @dataclass

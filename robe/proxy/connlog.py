@@ -13,8 +13,8 @@ the event's fields:
   missing original destination).
 * ``closed``: after both directions ended and the sockets are closed: ``dst``, ``bytes_up``
   (client -> destination, first data included), ``bytes_down``, ``strategy``, ``path``,
-  ``subflows`` (client proxy: the most MPTCP subflows seen, sampled every 100 ms and at the end;
-  None for plain TCP), ``error`` (None for an orderly end).
+  ``subflows`` (client proxy: the most MPTCP subflows seen, sampled at 5, 10, 20, 40, 80 ms, then
+  every 100 ms and at the end; None for plain TCP), ``error`` (None for an orderly end).
 
 Experiment 2 takes a page load's end from the last ``closed`` line of the client proxy.
 """

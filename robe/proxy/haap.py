@@ -33,7 +33,7 @@ from robe import kernel
 from robe.proxy import convert
 from robe.proxy.connlog import ConnLog
 from robe.proxy.relay import describe, relay
-from robe.proxy.streams import LISTEN_BACKLOG, READ_LIMIT, BoundedServer, ByteStream, SocketStream
+from robe.proxy.streams import LISTEN_BACKLOG, READ_LIMIT, BoundedServer, ByteStream, SocketStream, raise_fd_limit
 from robe.userspace import ServerHandle
 
 ROLE = "haap"
@@ -305,6 +305,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as err:
         print(f"haap: {err}", file=sys.stderr)
         return 2
+    raise_fd_limit()
     log = ConnLog(args.log, ROLE)
     try:
         asyncio.run(serve(config, log))

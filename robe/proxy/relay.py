@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -27,9 +29,14 @@ class RelayResult:
 
 
 def describe(err: BaseException) -> str:
-    """A short reason for the connection log."""
-    text = str(err) or type(err).__name__
-    return text if isinstance(err, OSError) and str(err) else f"{type(err).__name__}: {text}"
+    """A short reason for the connection log: the errno's text and name for system errors
+    (asyncio words every failed connect "Connect call failed")."""
+    if isinstance(err, OSError) and err.errno:
+        return f"{os.strerror(err.errno)} ({errno.errorcode.get(err.errno, err.errno)})"
+    text = str(err)
+    if isinstance(err, OSError) and text:
+        return text
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 
 async def relay(

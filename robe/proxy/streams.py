@@ -18,6 +18,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
+import resource
 import socket
 import struct
 from collections.abc import Callable
@@ -31,6 +32,20 @@ RECV_HIGH_WATER = 1 << 20
 RECV_LOW_WATER = 256 * 1024
 CLOSE_LINGER_S = 5.0  # userspace close: wait this long at most for our data to be acknowledged
 LISTEN_BACKLOG = 1024
+
+
+def raise_fd_limit(wanted: int = 65_536) -> int:
+    """Raise this process's open-file limit towards ``wanted`` (within the hard limit); return it.
+
+    A proxied connection holds two to four sockets (more with several subflows), so the common
+    default of 1024 would cap a proxy at a few hundred concurrent connections.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 def set_linger_zero(sock: socket.socket | None) -> None:

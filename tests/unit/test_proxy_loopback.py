@@ -23,7 +23,7 @@ from robe.proxy.aio_connect import open_multipath
 from robe.proxy.client_proxy import ClientProxy, ClientProxyConfig
 from robe.proxy.connlog import ConnLog
 from robe.proxy.haap import Haap, HaapConfig, parse_networks
-from robe.proxy.streams import RECV_HIGH_WATER, UserspaceStream
+from robe.proxy.streams import RECV_HIGH_WATER, UserspaceStream, raise_fd_limit
 
 SOURCES = ("127.0.0.1", "127.0.0.2")
 LOOPBACK = parse_networks(["127.0.0.0/8"])
@@ -414,3 +414,29 @@ def test_stopping_the_client_proxy_closes_and_logs_connections_in_flight(tmp_pat
             assert len(closed) == 1 and closed[0]["error"] == "shutdown"
 
     asyncio.run(main())
+
+
+def test_the_haap_logs_a_destination_it_cannot_reach_and_resets_the_client(tmp_path):
+    async def main() -> None:
+        async with _setup(tmp_path) as setup:
+            with socket.socket() as unused:
+                unused.bind(("127.0.0.1", 0))
+                closed_port = unused.getsockname()[1]  # nobody listens there
+            stream = await open_multipath("mptcp", ("127.0.0.1", setup.haap.port), SOURCES, _header(closed_port))
+            assert await _read_outcome(stream) in (b"", "reset")
+            await asyncio.sleep(0.05)
+            closed = [e for e in setup.lines() if e["event"] == "closed"]
+            assert closed[-1]["error"].startswith(f"connecting to 127.0.0.1:{closed_port}: ")
+            assert "refused" in closed[-1]["error"].lower()
+
+    asyncio.run(main())
+
+
+def test_the_fd_limit_is_raised_within_the_hard_limit():
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        assert raise_fd_limit(2048) >= min(2048, hard) or soft >= 2048
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
