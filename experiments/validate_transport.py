@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     print(report)
     (args.out / "validation.md").write_text(report)
     write_json(args.out / "validation.json", summary)
-    write_json(args.out / "metadata.json", base_metadata("validate-transport", {"jobs": args.jobs,
+    write_json(args.out / "metadata.json", base_metadata("validate-transport", {"jobs": args.jobs, "analyse_only": args.analyse_only,
                                                                                 "out": str(args.out)}))  # fmt: skip
     print(f"validate-transport: {'PASS' if passed else 'FAIL'}; report in {args.out / 'validation.md'}")
     return 0 if passed else 1
