@@ -85,17 +85,6 @@ def main(argv: list[str] | None = None) -> int:
     write_json(args.out / "validation.json", summary)
     arguments = {"jobs": args.jobs, "analyse_only": args.analyse_only, "out": str(args.out)}
     write_json(args.out / "metadata.json", base_metadata("validate-transport", arguments))
-    print(f"validate-transport: sweep {name} ended with status {status}", file=sys.stderr)
-                return status
-    if not (args.out / PROFILES[0] / "runs.csv").exists():
-        print(f"validate-transport: no stored sweep in {args.out}; run: sudo make validate-transport", file=sys.stderr)
-        return 2
-    report, summary, passed = analyse(args.out)
-    print(report)
-    (args.out / "validation.md").write_text(report)
-    write_json(args.out / "validation.json", summary)
-    write_json(args.out / "metadata.json", base_metadata("validate-transport", {"jobs": args.jobs, "analyse_only": args.analyse_only,
-                                                                                "out": str(args.out)}))  # fmt: skip
     print(f"validate-transport: {'PASS' if passed else 'FAIL'}; report in {args.out / 'validation.md'}")
     return 0 if passed else 1
 
