@@ -50,10 +50,11 @@ def read_loads(folder: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-def summarise(rows: list[dict[str, str]]) -> list[Cell]:
-    """Cells in site order of first appearance, strategies in the PAIRS order."""
+def summarise(rows: list[dict[str, str]], site_order: list[str] | None = None) -> list[Cell]:
+    """Cells in ``site_order`` (the profile's; else first appearance), strategies in the PAIRS order."""
     cells = []
-    sites = list(dict.fromkeys(r["site"] for r in rows))
+    present = list(dict.fromkeys(r["site"] for r in rows))
+    sites = [s for s in site_order or [] if s in present] + [s for s in present if s not in (site_order or [])]
     order = [s for pair in PAIRS for s in pair]
     strategies = sorted({r["strategy"] for r in rows}, key=lambda s: order.index(s) if s in order else 99)
     for site in sites:
@@ -179,7 +180,7 @@ def render(folder: Path) -> list[Path]:
     """Regenerate Figure 9, summary.csv and report.md in one experiment 2 folder."""
     metadata = json.loads((folder / "metadata.json").read_text())
     rows = read_loads(folder)
-    cells = summarise(rows)
+    cells = summarise(rows, list(metadata.get("profile", {}).get("sites", [])))
     gains = improvements(cells)
     with (folder / "summary.csv").open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(Cell.__dataclass_fields__))

@@ -21,6 +21,16 @@ from analysis.figure8 import Point, read_runs, summarise
 #: widened by this much.
 MODEL_SLACK_MS = 1.0
 ZERO_LOSS_TOLERANCE_MS = 1.0
+#: The userspace transport's endpoints take a constant 0.38 ms longer per set-up than the kernel's
+#: (``make validate-transport``: median difference of mptcp-user and kernel mptcp at 0 % loss);
+#: their cells get this much more slack.
+USERSPACE_EXTRA_MS = 0.5
+USERSPACE = ("mptcp-user", "robe-downgrade", "robe-bbm", "robe-esim")
+
+
+def slack_ms(strategy: str, base: float) -> float:
+    """The tolerance of a check for ``strategy``: ``base``, plus the userspace endpoints' offset."""
+    return base + (USERSPACE_EXTRA_MS if strategy in USERSPACE else 0.0)
 
 
 def _fmt(value: float, digits: int = 1) -> str:
@@ -31,7 +41,8 @@ def agrees_with_model(point: Point) -> bool | None:
     """Whether the measured mean lies in the model's interval (None: no model or no successes)."""
     if math.isnan(point.model_mean_ms) or math.isnan(point.mean_ms):
         return None
-    return point.model_low_ms - MODEL_SLACK_MS <= point.mean_ms <= point.model_high_ms + MODEL_SLACK_MS
+    slack = slack_ms(point.strategy, MODEL_SLACK_MS)
+    return point.model_low_ms - slack <= point.mean_ms <= point.model_high_ms + slack
 
 
 def expected_zero_loss_ms(strategy: str, profile: dict[str, Any]) -> float:
@@ -47,8 +58,9 @@ def acceptance(points: list[Point], profile: dict[str, Any]) -> list[tuple[str, 
     for p in (p for p in points if p.loss_pct == 0):
         target = expected_zero_loss_ms(p.strategy, profile)
         error = p.median_ms - target
-        checks.append((f"0 % loss, {p.strategy}: median within {ZERO_LOSS_TOLERANCE_MS:g} ms of 1.5 x RTT",
-                       abs(error) <= ZERO_LOSS_TOLERANCE_MS,
+        tolerance = slack_ms(p.strategy, ZERO_LOSS_TOLERANCE_MS)
+        checks.append((f"0 % loss, {p.strategy}: median within {tolerance:g} ms of 1.5 x RTT",
+                       abs(error) <= tolerance,
                        f"median {p.median_ms:.2f} ms, 1.5 x RTT = {target:.1f} ms, error {error:+.2f} ms"))  # fmt: skip
     for p in (p for p in points if p.loss_pct == 100):
         if p.strategy in ("tcp", "mptcp", "mptcp-user"):
@@ -68,7 +80,8 @@ def acceptance(points: list[Point], profile: dict[str, Any]) -> list[tuple[str, 
     if judged:
         outside = [f"{p.strategy}@{p.loss_pct:g}%" for p, ok in judged if not ok]
         chance = 0.05 * len(judged)
-        checks.append((f"measured mean inside the model's 95 % interval (+-{MODEL_SLACK_MS:g} ms) in every cell",
+        checks.append((f"measured mean inside the model's 95 % interval (+-{MODEL_SLACK_MS:g} ms, userspace "
+                       f"+-{MODEL_SLACK_MS + USERSPACE_EXTRA_MS:g} ms) in every cell",
                        not outside, f"{len(judged) - len(outside)}/{len(judged)} cells inside"
                        + (f"; outside: {', '.join(outside)}" if outside else "")
                        + f" (by chance alone about {chance:.1f} cells fall outside a 95 % interval)"))  # fmt: skip
