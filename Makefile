@@ -40,7 +40,7 @@ unit-test: setup
 
 integration-test: setup
 	$(call require_root)
-	$(PYTHON) -m pytest -q -m root tests/integration
+	$(PYTHON) -m pytest -q tests/integration
 
 # The README's test command: lint, type-check, unit tests, and the root tests when run as root.
 test: lint unit-test
