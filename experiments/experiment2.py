@@ -191,9 +191,9 @@ class LoadWorker:
         return self.dir / f"proxy-{strategy}.log"
 
     def _start(self, role: str, argv: list[str], ready: str | None) -> subprocess.Popen[str]:
-        stderr = (self.dir / f"{role}-{len(os.listdir(self.dir))}.stderr").open("w")
-        proc = self.net.popen(self.net.host(role), argv, stdout=subprocess.PIPE, stderr=stderr, text=True,
-                              env=self.env, cwd=PROJECT_ROOT)  # fmt: skip
+        with (self.dir / f"{role}-{len(os.listdir(self.dir))}.stderr").open("w") as stderr:
+            proc = self.net.popen(self.net.host(role), argv, stdout=subprocess.PIPE, stderr=stderr, text=True,
+                                  env=self.env, cwd=PROJECT_ROOT)  # fmt: skip
         if ready is not None:
             assert proc.stdout is not None
             line = proc.stdout.readline()
