@@ -1,0 +1,209 @@
+"""One accepted connection of the origin replay server (see ``webreplay.server``): the h11 loop that
+reads requests within the ``ServerLimits`` (head size, body size, idle timeout), answers each from
+the active site's recorded exchanges (or ``404`` as a replay miss, or a protocol error that closes
+the connection), and counts requests and bytes in the ``ReplayState``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any, NoReturn
+
+import h11
+
+from webreplay.replay_config import Listener
+from webreplay.replay_index import _reason, request_authority
+from webreplay.replay_state import ConnectionRecord, ReplayState
+
+# The logger of the replay server as a whole (its records kept the name they had when the server was
+# one module).
+log = logging.getLogger("webreplay.server")
+
+#: Statuses whose responses carry no body (and so no Content-Length from us).
+BODYLESS_STATUSES = frozenset({204, 304})
+READ_CHUNK = 65536
+#: After an error response, how long and how much of the client's remaining input is drained so
+#: that closing does not reset the connection before the client has read the answer.
+LINGER_S = 1.0
+LINGER_BYTES = 1 << 20
+
+
+class _CloseConnectionError(Exception):
+    """Ends a connection's loop; the argument is the close reason for the log."""
+
+
+def _simple_response(status: int, text: str, *, close: bool) -> tuple[h11.Response, bytes]:
+    body = text.encode("utf-8", "replace")
+    headers = [(b"Content-Type", b"text/plain; charset=utf-8"), (b"Content-Length", str(len(body)).encode())]
+    if close:
+        headers.append((b"Connection", b"close"))
+    return h11.Response(status_code=status, reason=_reason(status), headers=headers), body
+
+
+class _HttpConnection:
+    """The h11 loop of one accepted connection."""
+
+    def __init__(
+        self,
+        state: ReplayState,
+        listener: Listener,
+        record: ConnectionRecord,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
+        self.state = state
+        self.limits = state.limits
+        self.listener = listener
+        self.record = record
+        self.reader = reader
+        self.writer = writer
+        self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.limits.max_header_bytes)
+        self.eof = False
+        self.method = b""  # of the request being answered (HEAD answers carry no body)
+
+    async def _send(self, *events: h11.Event) -> None:
+        data = b"".join(self.conn.send(event) or b"" for event in events)
+        self.writer.write(data)
+        self.record.wire_bytes += len(data)
+        self.state.counters.wire_bytes += len(data)
+        try:
+            async with asyncio.timeout(self.limits.idle_timeout_s):
+                await self.writer.drain()
+        except TimeoutError:
+            self.state.counters.idle_timeouts += 1
+            raise _CloseConnectionError("idle timeout (client not reading)") from None
+
+    async def _next_event(self) -> Any:
+        while True:
+            event = self.conn.next_event()
+            if event is not h11.NEED_DATA:
+                return event
+            if self.eof:  # h11 has the EOF already; NEED_DATA again should not happen
+                raise _CloseConnectionError("peer closed")
+            try:
+                async with asyncio.timeout(self.limits.idle_timeout_s):
+                    data = await self.reader.read(READ_CHUNK)
+            except TimeoutError:
+                self.state.counters.idle_timeouts += 1
+                raise _CloseConnectionError("idle timeout") from None
+            self.eof = not data
+            self.conn.receive_data(data)
+
+    async def _error(self, status: int, reason: str) -> NoReturn:
+        """Answer a protocol error (if h11 still lets us), log it, and end the connection."""
+        if self.eof and status == 400:
+            raise _CloseConnectionError(f"peer closed mid-request ({reason})")
+        peer, local = self.record.peer, self.record.local
+        log.warning("bad request from %s to %s: %s (answering %d)", peer, local, reason, status)
+        self.state.record_error(status, reason, self.record.peer)
+        if self.conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+            await self._send_simple(status, f"{status}: {reason}\n", close=True)
+        await self._linger()
+        raise _CloseConnectionError(f"error {status}: {reason}")
+
+    async def _send_simple(self, status: int, text: str, *, close: bool) -> None:
+        response, body = _simple_response(status, text, close=close)
+        if self.method == b"HEAD":
+            await self._send(response, h11.EndOfMessage())
+        else:
+            await self._send(response, h11.Data(data=body), h11.EndOfMessage())
+
+    async def _linger(self) -> None:
+        """Half-close and drain what the client still sends, briefly, so it can read our answer."""
+        if self.writer.can_write_eof():
+            with contextlib.suppress(OSError):
+                self.writer.write_eof()
+        drained = 0
+        with contextlib.suppress(OSError, TimeoutError):
+            async with asyncio.timeout(LINGER_S):
+                while drained < LINGER_BYTES:
+                    chunk = await self.reader.read(READ_CHUNK)
+                    if not chunk:
+                        break
+                    drained += len(chunk)
+
+    async def run(self) -> str:
+        """Serve requests until the connection ends; returns the close reason."""
+        try:
+            while True:
+                try:
+                    event = await self._next_event()
+                except h11.RemoteProtocolError as err:
+                    await self._error(err.error_status_hint, str(err))
+                if isinstance(event, h11.ConnectionClosed):
+                    return "peer closed"
+                if event is h11.PAUSED:  # both sides done but the cycle not restarted: cannot happen
+                    return "paused"
+                if isinstance(event, h11.Request):
+                    await self._handle(event)
+                    if self.conn.our_state is h11.MUST_CLOSE:
+                        return "server closed (Connection: close or HTTP/1.0)"
+                    if self.conn.our_state is h11.DONE and self.conn.their_state is h11.DONE:
+                        self.conn.start_next_cycle()
+                        self.method = b""
+                    else:
+                        return f"cannot reuse (ours {self.conn.our_state}, theirs {self.conn.their_state})"
+        except _CloseConnectionError as closing:
+            return str(closing)
+        except (ConnectionError, OSError) as err:
+            return f"connection error: {err!r}"
+        except h11.LocalProtocolError as err:  # a bug of ours, not the client's: keep serving others
+            log.error("%s: cannot send a response: %s", self.record.peer, err)
+            return f"internal error: {err}"
+
+    async def _handle(self, request: h11.Request) -> None:
+        self.method = request.method
+        self.record.requests += 1
+        self.state.counters.requests += 1
+        head = len(request.method) + len(request.target) + sum(len(n) + len(v) + 4 for n, v in request.headers)
+        if head > self.limits.max_header_bytes:
+            await self._error(431, f"request head of {head} bytes exceeds {self.limits.max_header_bytes}")
+        await self._discard_body(request)
+
+        method = request.method.decode("ascii", "replace")
+        host_header = next((v for n, v in request.headers if n == b"host"), None)
+        host, target, sent_host = request_authority(host_header, request.target)
+        scheme = self.listener.scheme
+        index = self.state.active
+        found = index.lookup(method, scheme, host, target) if host else None
+        if found is None:
+            url = f"{scheme}://{sent_host}{target}"
+            self.state.record_miss(method, url, self.record.peer)
+            log.info("replay miss: %s %s (site %s)", method, url, index.site.name)
+            await self._send_simple(404, f"not in the recording of {index.site.name}: {url}\n", close=False)
+            return
+        headers = list(found.headers)
+        if found.status not in BODYLESS_STATUSES:
+            headers.append((b"Content-Length", str(len(found.body)).encode()))
+        response = h11.Response(status_code=found.status, reason=found.reason, headers=headers)
+        send_body = method != "HEAD" and found.status not in BODYLESS_STATUSES and bool(found.body)
+        events: list[h11.Event] = [response]
+        if send_body:
+            events.append(h11.Data(data=found.body))
+        events.append(h11.EndOfMessage())
+        await self._send(*events)
+        self.state.counters.served += 1
+        if send_body:
+            self.state.counters.body_bytes += len(found.body)
+
+    async def _discard_body(self, request: h11.Request) -> None:
+        """Read the request body up to the limit, discarding it (413 beyond)."""
+        declared = next((v for n, v in request.headers if n == b"content-length"), None)
+        limit = self.limits.max_body_bytes
+        if declared is not None and int(declared) > limit:
+            await self._error(413, f"request body of {int(declared)} bytes exceeds {limit}")
+        if self.conn.they_are_waiting_for_100_continue:
+            await self._send(h11.InformationalResponse(status_code=100, headers=[]))
+        received = 0
+        while True:
+            event = await self._next_event()
+            if isinstance(event, h11.EndOfMessage):
+                return
+            if isinstance(event, h11.Data):
+                received += len(event.data)
+                if received > limit:
+                    await self._error(413, f"request body exceeds {limit} bytes")
+            elif isinstance(event, h11.ConnectionClosed):
+                raise _CloseConnectionError("peer closed mid-request")
