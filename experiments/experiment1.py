@@ -18,12 +18,10 @@ repetition) of a profile as one connection attempt with the ``robe`` endpoints o
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime as dt
 import json
 import math
 import os
-import queue
 import select
 import signal
 import subprocess
@@ -37,11 +35,10 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from tqdm import tqdm
-
 from analysis.stats import percentile
 from experiments.metadata import PROJECT_ROOT, base_metadata, write_json
 from experiments.profile import Experiment1Profile, ProfileError, RunSpec, expand_runs, load_profile
+from experiments.sweep import Sweep, finished_run_ids
 from experiments.validate_links import ProbeRound
 from robe.userspace_endpoints import is_userspace
 from topologies.fig3 import CLIENT_A1, CLIENT_A2, SERVER_B1, Fig3Network, allow_congestion_control
@@ -52,7 +49,6 @@ SERVER_PORT = 5001
 USERSPACE_PORT = 5003
 #: Linux gives up retransmitting data after tcp_retries2=15 back-offs: about 924.6 s.
 DATA_GIVE_UP_S = 925.0
-FINAL_STATUSES = ("ok", "failed", "censored")
 ROW_FIELDS = [
     "run_id", "conn_id", "strategy", "loss_pct", "repetition", "seed", "worker", "status", "setup_ms",
     "accept_ms", "established_ms", "reply_ms", "winner_path", "fallback_tcp", "server_mptcp",
@@ -149,14 +145,6 @@ def build_row(
             if server and s["peer"] != server.get("peer")
         ),
     }
-
-
-def finished_run_ids(runs_csv: Path) -> set[str]:
-    """Runs with a final status in an existing runs.csv (``error`` rows are run again)."""
-    if not runs_csv.exists():
-        return set()
-    with runs_csv.open(newline="") as handle:
-        return {row["run_id"] for row in csv.DictReader(handle) if row.get("status") in FINAL_STATUSES}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -415,19 +403,6 @@ def check_before_building(options: Options) -> None:
             )
 
 
-def append_row(runs_csv: Path, row: dict[str, Any], lock: threading.Lock) -> None:
-    """Append one row and flush it to disk (a crash loses nothing already written)."""
-    with lock:
-        new = not runs_csv.exists() or runs_csv.stat().st_size == 0
-        with runs_csv.open("a", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=ROW_FIELDS)
-            if new:
-                writer.writeheader()
-            writer.writerow(row)
-            handle.flush()
-            os.fsync(handle.fileno())
-
-
 def run_sweep(options: Options) -> int:
     """Build the workers, run every pending attempt, write metadata; exit status."""
     check_before_building(options)
@@ -450,13 +425,6 @@ def run_sweep(options: Options) -> int:
     backend = choose_backend()
     allow_congestion_control("cubic")
     started = time.monotonic()
-    interrupted = False
-    lock = threading.Lock()
-    todo: queue.Queue[RunSpec] = queue.Queue()
-    for spec in pending:
-        todo.put(spec)
-    counts = {"ok": 0, "failed": 0, "censored": 0, "error": 0}
-    stop = threading.Event()
     with ExitStack() as stack:
         workers: list[Worker] = []
         networks = []
@@ -480,45 +448,18 @@ def run_sweep(options: Options) -> int:
         })  # fmt: skip
         metadata.setdefault("invocations", []).append(invocation)
         write_json(meta_file, metadata)
-        bar = tqdm(total=len(pending), unit="run", dynamic_ncols=True, desc=f"experiment1/{profile.name}")
-
-        def work(worker: Worker) -> None:
-            while not stop.is_set():
-                try:
-                    spec = todo.get_nowait()
-                except queue.Empty:
-                    return
-                try:
-                    row = worker.run(spec)
-                except Exception as err:  # a broken worker must not lose the others' rows
-                    if stop.is_set():
-                        return
-                    row = build_row(spec, worker.index, "", {"status": "error", "error": repr(err)}, None, 0)
-                if stop.is_set() and row["status"] == "error":
-                    return  # killed by Ctrl-C: not a result
-                append_row(runs_csv, row, lock)
-                with lock:
-                    counts[row["status"]] = counts.get(row["status"], 0) + 1
-                    bar.set_postfix(counts, refresh=False)
-                    bar.update(1)
-
-        threads = [threading.Thread(target=work, args=(w,), name=f"worker{w.index}") for w in workers]
-        for thread in threads:
-            thread.start()
+        sweep: Sweep[Worker, RunSpec] = Sweep(
+            workers, run=Worker.run,
+            error_row=lambda worker, spec, err: build_row(spec, worker.index, "", {"status": "error",
+                                                                                  "error": repr(err)}, None, 0),
+            runs_csv=runs_csv, fields=ROW_FIELDS, desc=f"experiment1/{profile.name}", unit="run",
+            interrupt=Worker.interrupt, join_timeout_s=10.0,
+        )  # fmt: skip
+        counts: dict[str, int] = {}
+        interrupted = True  # until the sweep returns
         try:
-            while any(t.is_alive() for t in threads):
-                for thread in threads:
-                    thread.join(timeout=0.5)
-        except KeyboardInterrupt:
-            interrupted = True
-            stop.set()
-            print("\ninterrupted: stopping attempts in flight, keeping every finished row ...", flush=True)
-            for worker in workers:
-                worker.interrupt()
-            for thread in threads:
-                thread.join(timeout=10)
+            counts, interrupted = sweep.execute(pending)
         finally:
-            bar.close()
             invocation.update(
                 wall_time_s=round(time.monotonic() - started, 1), interrupted=interrupted, counts=dict(counts)
             )

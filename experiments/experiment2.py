@@ -18,18 +18,15 @@ rerun resumes) and ``metadata.json``; ``make plots`` draws Figure 9 from them.
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime as dt
 import json
 import os
-import queue
 import shutil
 import signal
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Sequence
 from contextlib import ExitStack
@@ -38,12 +35,11 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from tqdm import tqdm
-
-from experiments.experiment1 import ExperimentError, finished_run_ids
+from experiments.experiment1 import ExperimentError
 from experiments.metadata import PROJECT_ROOT, base_metadata, write_json
 from experiments.profile import ProfileError
 from experiments.profile2 import Experiment2Profile, LoadSpec, expand_loads, load_profile2
+from experiments.sweep import Sweep, finished_run_ids
 from experiments.wget import parse_wget_log, wget_command
 from robe.proxy import redirect
 from topologies.fig3 import allow_congestion_control
@@ -63,7 +59,6 @@ RESULTS_BASE = PROJECT_ROOT / "results" / "experiment2"
 HAAP_PORT = 8080
 HAAP_USER_PORT = 8081
 PROXY_BASE_PORT = 9001
-FINAL_STATUSES = ("ok", "failed", "censored")
 ROW_FIELDS = [
     "run_id", "site", "strategy", "repetition", "seed", "worker", "status", "load_ms", "wget_ms",
     "objects_expected", "objects_fetched", "objects_served", "replay_misses", "connections", "bytes_down",
@@ -292,19 +287,6 @@ class LoadWorker:
         })  # fmt: skip
 
 
-def append_row(runs_csv: Path, row: dict[str, Any], lock: threading.Lock) -> None:
-    """Append one row and flush it to disk (a crash loses nothing already written)."""
-    with lock:
-        new = not runs_csv.exists() or runs_csv.stat().st_size == 0
-        with runs_csv.open("a", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=ROW_FIELDS)
-            if new:
-                writer.writeheader()
-            writer.writerow(row)
-            handle.flush()
-            os.fsync(handle.fileno())
-
-
 def load_sites(profile: Experiment2Profile) -> dict[str, Site]:
     """Every site of the profile, loaded (ExperimentError naming the site on a corpus problem)."""
     sites = {}
@@ -364,13 +346,8 @@ def run_sweep(options: Options) -> int:
     invocation = base_metadata("experiment2", {"jobs": options.jobs, "limit": options.limit, "out": str(options.out)})
     allow_congestion_control("cubic")
     started = time.monotonic()
-    interrupted = False
-    counts = {"ok": 0, "failed": 0, "censored": 0, "error": 0}
-    lock = threading.Lock()
-    todo: queue.Queue[LoadSpec] = queue.Queue()
-    for spec in pending:
-        todo.put(spec)
-    stop = threading.Event()
+    counts: dict[str, int] = {}
+    interrupted = True  # until the sweep returns
     work = Path(tempfile.mkdtemp(prefix=f"{PREFIX}exp2-"))
     try:
         with ExitStack() as stack:
@@ -394,43 +371,16 @@ def run_sweep(options: Options) -> int:
             })  # fmt: skip
             metadata.setdefault("invocations", []).append(invocation)
             write_json(meta_file, metadata)
-            bar = tqdm(total=len(pending), unit="load", dynamic_ncols=True, desc=f"experiment2/{profile.name}")
-
-            def loop(worker: LoadWorker) -> None:
-                while not stop.is_set():
-                    try:
-                        spec = todo.get_nowait()
-                    except queue.Empty:
-                        return
-                    try:
-                        row = worker.run(spec)
-                    except Exception as err:  # a broken load must not lose the other rows
-                        if stop.is_set():
-                            return
-                        row = build_row(spec, worker.index, "", {"status": "error", "error": repr(err)})
-                    if stop.is_set() and row["status"] != "ok":
-                        return  # killed by Ctrl-C: not a result
-                    append_row(runs_csv, row, lock)
-                    with lock:
-                        counts[row["status"]] = counts.get(row["status"], 0) + 1
-                        bar.set_postfix(counts, refresh=False)
-                        bar.update(1)
-
-            threads = [threading.Thread(target=loop, args=(w,), name=f"worker{w.index}") for w in workers]
-            for thread in threads:
-                thread.start()
+            sweep: Sweep[LoadWorker, LoadSpec] = Sweep(
+                workers, run=LoadWorker.run,
+                error_row=lambda worker, spec, err: build_row(spec, worker.index, "", {"status": "error",
+                                                                                      "error": repr(err)}),
+                runs_csv=runs_csv, fields=ROW_FIELDS, desc=f"experiment2/{profile.name}", unit="load",
+                join_timeout_s=30.0,
+            )  # fmt: skip
             try:
-                while any(t.is_alive() for t in threads):
-                    for thread in threads:
-                        thread.join(timeout=0.5)
-            except KeyboardInterrupt:
-                interrupted = True
-                stop.set()
-                print("\ninterrupted: stopping, keeping every finished row ...", flush=True)
-                for thread in threads:
-                    thread.join(timeout=30)
+                counts, interrupted = sweep.execute(pending)
             finally:
-                bar.close()
                 invocation.update(wall_time_s=round(time.monotonic() - started, 1), interrupted=interrupted,
                                   counts=dict(counts))  # fmt: skip
                 metadata["complete"] = not interrupted and len(finished_run_ids(runs_csv)) == total

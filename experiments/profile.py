@@ -143,9 +143,10 @@ class RunSpec:
     seed: int
 
 
-def _path(data: Any, where: str) -> PathSpec:
+def path_spec(data: Any, where: str, default: PathSpec | None = None) -> PathSpec:
+    """A ``[pathN]`` table as a PathSpec (``default`` when absent); errors name the table."""
     if data is None:
-        return PathSpec()
+        return default if default is not None else PathSpec()
     if not isinstance(data, dict):
         raise ProfileError(f"{where}: must be a table")
     unknown = sorted(set(data) - set(PathSpec.__dataclass_fields__))
@@ -168,8 +169,8 @@ def parse_profile(data: dict[str, Any], source: str = "profile") -> Experiment1P
     values["strategies"] = tuple(values["strategies"])
     values["loss_pct"] = tuple(values["loss_pct"])
     try:
-        values["path1"] = _path(values.get("path1"), "path1")
-        values["path2"] = _path(values.get("path2"), "path2")
+        values["path1"] = path_spec(values.get("path1"), "path1")
+        values["path2"] = path_spec(values.get("path2"), "path2")
         return Experiment1Profile(**values)
     except ProfileError as err:
         raise ProfileError(f"{source}: {err}") from None
@@ -177,19 +178,23 @@ def parse_profile(data: dict[str, Any], source: str = "profile") -> Experiment1P
         raise ProfileError(f"{source}: {err}") from None
 
 
-def load_profile(name_or_path: str) -> Experiment1Profile:
-    """Load ``experiments/profiles/experiment1-<name>.toml`` or a profile file path."""
+def read_profile_toml(name_or_path: str, experiment: str) -> tuple[dict[str, Any], str]:
+    """The parsed TOML of ``experiments/profiles/<experiment>-<name>.toml`` (or a .toml path) and its path."""
     path = Path(name_or_path)
     if not path.suffix:
-        path = PROFILE_DIR / f"experiment1-{name_or_path}.toml"
+        path = PROFILE_DIR / f"{experiment}-{name_or_path}.toml"
     if not path.is_file():
-        known = sorted(p.stem.removeprefix("experiment1-") for p in PROFILE_DIR.glob("experiment1-*.toml"))
+        known = sorted(p.stem.removeprefix(f"{experiment}-") for p in PROFILE_DIR.glob(f"{experiment}-*.toml"))
         raise ProfileError(f"profile {name_or_path!r}: no such profile (known: {', '.join(known)}; or a .toml path)")
     try:
-        data = tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text()), str(path)
     except tomllib.TOMLDecodeError as err:
         raise ProfileError(f"{path}: not valid TOML: {err}") from None
-    return parse_profile(data, str(path))
+
+
+def load_profile(name_or_path: str) -> Experiment1Profile:
+    """Load ``experiments/profiles/experiment1-<name>.toml`` or a profile file path."""
+    return parse_profile(*read_profile_toml(name_or_path, "experiment1"))
 
 
 def expand_runs(profile: Experiment1Profile) -> list[RunSpec]:

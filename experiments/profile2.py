@@ -9,12 +9,11 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from experiments.profile import KNOWN_STRATEGIES, PathSpec, ProfileError
+from experiments.profile import KNOWN_STRATEGIES, PathSpec, ProfileError, path_spec, read_profile_toml
 from topologies.fig3 import PathConfig
 from topologies.fig7 import Fig7Config
 from topologies.linkparams import LinkConfigError
@@ -93,17 +92,6 @@ class LoadSpec:
     seed: int
 
 
-def _path(data: Any, where: str, default_rtt: float) -> PathSpec:
-    if data is None:
-        return PathSpec(rtt_ms=default_rtt)
-    if not isinstance(data, dict):
-        raise ProfileError(f"{where}: must be a table")
-    unknown = sorted(set(data) - set(PathSpec.__dataclass_fields__))
-    if unknown:
-        raise ProfileError(f"{where}.{unknown[0]}: unknown field")
-    return PathSpec(**data)
-
-
 def parse_profile2(data: dict[str, Any], source: str = "profile") -> Experiment2Profile:
     """Build a profile from parsed TOML, with errors naming ``source`` and the field."""
     fields = set(Experiment2Profile.__dataclass_fields__)
@@ -118,8 +106,8 @@ def parse_profile2(data: dict[str, Any], source: str = "profile") -> Experiment2
     values["sites"] = tuple(values["sites"])
     values["strategies"] = tuple(values["strategies"])
     try:
-        values["lte"] = _path(values.get("lte"), "lte", 40.0)
-        values["dsl"] = _path(values.get("dsl"), "dsl", 20.0)
+        values["lte"] = path_spec(values.get("lte"), "lte", PathSpec(rtt_ms=40.0))
+        values["dsl"] = path_spec(values.get("dsl"), "dsl", PathSpec(rtt_ms=20.0))
         return Experiment2Profile(**values)
     except (ProfileError, TypeError) as err:
         raise ProfileError(f"{source}: {err}") from None
@@ -127,17 +115,7 @@ def parse_profile2(data: dict[str, Any], source: str = "profile") -> Experiment2
 
 def load_profile2(name_or_path: str) -> Experiment2Profile:
     """Load ``experiments/profiles/experiment2-<name>.toml`` or a profile file path."""
-    path = Path(name_or_path)
-    if not path.suffix:
-        path = PROFILE_DIR / f"experiment2-{name_or_path}.toml"
-    if not path.is_file():
-        known = sorted(p.stem.removeprefix("experiment2-") for p in PROFILE_DIR.glob("experiment2-*.toml"))
-        raise ProfileError(f"profile {name_or_path!r}: no such profile (known: {', '.join(known)}; or a .toml path)")
-    try:
-        data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as err:
-        raise ProfileError(f"{path}: not valid TOML: {err}") from None
-    return parse_profile2(data, str(path))
+    return parse_profile2(*read_profile_toml(name_or_path, "experiment2"))
 
 
 def expand_loads(profile: Experiment2Profile) -> list[LoadSpec]:

@@ -18,27 +18,18 @@ an hour).
 
 from __future__ import annotations
 
-import json
-import os
 import platform
-import signal
-import subprocess
-import threading
-import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import FrameType, TracebackType
 from typing import Any, Literal
 
 from mininet.link import Link
-from mininet.net import Mininet
-from mininet.node import Host
 from mininet.topo import Topo
 
-from topologies.cleanup import netns_inode, processes_in_netns, terminate
 from topologies.linkparams import LinkConfigError, LinkParams, _check_number
-from topologies.links import PREFIX, BackendChoice, EmulatedLink, LinkError, choose_backend, link_class
-from topologies.shell import in_netns, run
+from topologies.links import BackendChoice, EmulatedLink, LinkError
+from topologies.network import EmulatedNetwork
+from topologies.shell import run
 
 LossDirection = Literal["up", "down", "both"]
 
@@ -240,64 +231,23 @@ class Fig3Topo(Topo):  # type: ignore[misc]
         self.addLink(router, server, intfName1="r-b1", intfName2="b1", cls=Link)
 
 
-def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
-
-
-def _unwind_on_termination() -> dict[int, Any]:
-    """Make SIGTERM/SIGHUP unwind like Ctrl-C (Python's default kills without running teardown).
-
-    Only where nobody installed a handler already, and only in the main thread (where Python
-    delivers signals). Returns the handlers to restore.
-    """
-    previous: dict[int, Any] = {}
-    if threading.current_thread() is not threading.main_thread():
-        return previous
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        if signal.getsignal(signum) is signal.SIG_DFL:
-            previous[signum] = signal.signal(signum, _raise_interrupt)
-    return previous
-
-
-class Fig3Network:
+class Fig3Network(EmulatedNetwork):
     """A running Figure 3 network; use as a context manager so teardown always happens.
 
     ``with Fig3Network(Fig3Config()) as net: net.client.popen(...)``. Teardown stops tracked
     processes, every other process left in our hosts' namespaces, the links (emulators) and hosts.
     """
 
+    NAME = "Figure 3"
+    ROLES = ("client", "router", "server")
+
     def __init__(self, config: Fig3Config, backend: BackendChoice | None = None) -> None:
-        if os.geteuid() != 0:
-            raise PermissionError("building a Figure 3 network needs root (network namespaces)")
         self.config = config
-        self.backend = backend if backend is not None else choose_backend()
-        self.run_tag = f"{PREFIX}{uuid.uuid4().hex[:6]}"
-        self.names = {
-            "tag": self.run_tag,
-            "client": f"{self.run_tag}-client",
-            "router": f"{self.run_tag}-router",
-            "server": f"{self.run_tag}-server",
-        }
-        self._processes: list[subprocess.Popen[Any]] = []
-        self.net: Any = None
-        self._previous_handlers = _unwind_on_termination()
-        try:
-            self._build()
-        except BaseException:
-            self.stop()
-            raise
+        super().__init__(backend)
 
-    # -- construction -------------------------------------------------------------------------
-
-    def _build(self) -> None:
-        topo = Fig3Topo(config=self.config, names=self.names, link_cls=link_class(self.backend.backend))
-        self.net = Mininet(topo=topo, controller=None, host=Host, link=Link, build=False, cleanup=False)
-        self.net.build()
-        self._configure()
-        self.check_links()
-
-    def _sh(self, host: Any, argv: list[str]) -> str:
-        return run(in_netns(host.pid, argv)).stdout
+    def topo(self, link_cls: type[EmulatedLink]) -> Topo:
+        """Figure 3 with this network's config and names."""
+        return Fig3Topo(config=self.config, names=self.names, link_cls=link_cls)
 
     def _configure(self) -> None:
         allow_congestion_control(self.config.congestion_control)
@@ -333,10 +283,6 @@ class Fig3Network:
             self._sh(client, argv)
         for argv in mptcp_commands(self.config, client=False):
             self._sh(server, argv)
-
-    def _mac(self, host: Any, intf: str) -> str:
-        info = json.loads(self._sh(host, ["ip", "-j", "link", "show", "dev", intf]))
-        return str(info[0]["address"])
 
     # -- access ---------------------------------------------------------------------------------
 
@@ -374,14 +320,6 @@ class Fig3Network:
         for path in (1, 2):
             self.path_link(path).check()
 
-    def popen(self, host: Any, argv: list[str], **kwargs: Any) -> subprocess.Popen[Any]:
-        """Start a process inside ``host``'s namespace; it is stopped at teardown."""
-        proc: subprocess.Popen[Any] = host.popen(argv, **kwargs)
-        # Forget finished ones: a sweep starts thousands of short processes.
-        self._processes = [p for p in self._processes if p.poll() is None]
-        self._processes.append(proc)
-        return proc
-
     def describe(self) -> dict[str, Any]:
         """Metadata: backend choice, config, links, sysctls as read back, kernel."""
         sysctls = {}
@@ -401,39 +339,3 @@ class Fig3Network:
             "mptcp_endpoints": self._sh(self.client, ["ip", "mptcp", "endpoint", "show"]).strip(),
             "kernel": platform.release(),
         }
-
-    # -- teardown -------------------------------------------------------------------------------
-
-    def stop(self) -> None:
-        """Stop everything this network started; safe to call twice and after a failed build."""
-        for proc in self._processes:
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in self._processes:
-            try:
-                proc.wait(timeout=3)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=3)
-        self._processes.clear()
-        if self.net is not None:
-            self._kill_strays()
-            net, self.net = self.net, None
-            net.stop()
-        for signum, handler in self._previous_handlers.items():
-            signal.signal(signum, handler)
-        self._previous_handlers = {}
-
-    def _kill_strays(self) -> None:
-        """Anything else still inside our hosts' namespaces (it would keep them alive)."""
-        shells = {host.pid for host in self.net.hosts}
-        inodes = {inode for inode in map(netns_inode, shells) if inode is not None}
-        terminate(processes_in_netns(inodes, exclude=shells), grace_s=1.0)
-
-    def __enter__(self) -> Fig3Network:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()

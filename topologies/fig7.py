@@ -21,34 +21,24 @@ no metrics cache and the MPTCP settings are as in Figure 3 (``topologies.fig3``)
 from __future__ import annotations
 
 import ipaddress
-import json
-import os
 import platform
-import signal
-import subprocess
-import uuid
 from dataclasses import asdict, dataclass, field
-from types import TracebackType
 from typing import Any
 
 from mininet.link import Link
-from mininet.net import Mininet
-from mininet.node import Host
 from mininet.topo import Topo
 
-from topologies.cleanup import netns_inode, processes_in_netns, terminate
 from topologies.fig3 import (
     Fig3Config,
     PathConfig,
-    _unwind_on_termination,
     address_command,
     allow_congestion_control,
     neighbour_command,
     sysctl_commands,
 )
 from topologies.linkparams import LinkConfigError, _check_number
-from topologies.links import PREFIX, BackendChoice, EmulatedLink, LinkError, choose_backend, link_class
-from topologies.shell import in_netns, run
+from topologies.links import BackendChoice, EmulatedLink, LinkError
+from topologies.network import EmulatedNetwork
 
 CLIENT_LTE = "198.18.1.1"
 CLIENT_DSL = "198.18.2.1"
@@ -185,35 +175,19 @@ class Fig7Topo(Topo):  # type: ignore[misc]
         self.addLink(router, dns, intfName1="r-d", intfName2="d1", cls=Link)
 
 
-class Fig7Network:
+class Fig7Network(EmulatedNetwork):
     """A running Figure 7 network; a context manager so that teardown always happens."""
 
+    NAME = "Figure 7"
+    ROLES = ("client", "haap", "router", "web", "dns")
+
     def __init__(self, config: Fig7Config, backend: BackendChoice | None = None) -> None:
-        if os.geteuid() != 0:
-            raise PermissionError("building a Figure 7 network needs root (network namespaces)")
         self.config = config
-        self.backend = backend if backend is not None else choose_backend()
-        self.run_tag = f"{PREFIX}{uuid.uuid4().hex[:6]}"
-        self.names = {"tag": self.run_tag, **{role: f"{self.run_tag}-{role}"
-                                             for role in ("client", "haap", "router", "web", "dns")}}  # fmt: skip
-        self._processes: list[subprocess.Popen[Any]] = []
-        self.net: Any = None
-        self._previous_handlers = _unwind_on_termination()
-        try:
-            self._build()
-        except BaseException:
-            self.stop()
-            raise
+        super().__init__(backend)
 
-    def _build(self) -> None:
-        topo = Fig7Topo(config=self.config, names=self.names, link_cls=link_class(self.backend.backend))
-        self.net = Mininet(topo=topo, controller=None, host=Host, link=Link, build=False, cleanup=False)
-        self.net.build()
-        self._configure()
-        self.check_links()
-
-    def _sh(self, host: Any, argv: list[str], input_text: str | None = None) -> str:
-        return run(in_netns(host.pid, argv), input_text=input_text).stdout
+    def topo(self, link_cls: type[EmulatedLink]) -> Topo:
+        """Figure 7 with this network's config and names."""
+        return Fig7Topo(config=self.config, names=self.names, link_cls=link_cls)
 
     def _configure(self) -> None:
         allow_congestion_control(self.config.congestion_control)
@@ -251,10 +225,6 @@ class Fig7Network:
         for argv in mptcp_commands(self.config.mptcp_subflows, client=False):
             self._sh(haap, argv)
 
-    def _mac(self, host: Any, intf: str) -> str:
-        info = json.loads(self._sh(host, ["ip", "-j", "link", "show", "dev", intf]))
-        return str(info[0]["address"])
-
     def host(self, role: str) -> Any:
         """The Mininet host of ``role``: client, haap, router, web or dns."""
         if role not in ("client", "haap", "router", "web", "dns"):
@@ -275,13 +245,6 @@ class Fig7Network:
         for link in self.links().values():
             link.check()
 
-    def popen(self, host: Any, argv: list[str], **kwargs: Any) -> subprocess.Popen[Any]:
-        """Start a process inside ``host``'s namespace; it is stopped at teardown."""
-        proc: subprocess.Popen[Any] = host.popen(argv, **kwargs)
-        self._processes = [p for p in self._processes if p.poll() is None]
-        self._processes.append(proc)
-        return proc
-
     def sh(self, role: str, argv: list[str], input_text: str | None = None) -> str:
         """Run a command in a host's namespace (checked; CommandError names it and its stderr)."""
         return self._sh(self.host(role), argv, input_text)
@@ -300,33 +263,3 @@ class Fig7Network:
             "mptcp_endpoints": self._sh(self.host("client"), ["ip", "mptcp", "endpoint", "show"]).strip(),
             "kernel": platform.release(),
         }
-
-    def stop(self) -> None:
-        """Stop everything this network started; safe to call twice and after a failed build."""
-        for proc in self._processes:
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in self._processes:
-            try:
-                proc.wait(timeout=3)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=3)
-        self._processes.clear()
-        if self.net is not None:
-            shells = {host.pid for host in self.net.hosts}
-            inodes = {inode for inode in map(netns_inode, shells) if inode is not None}
-            terminate(processes_in_netns(inodes, exclude=shells), grace_s=1.0)
-            net, self.net = self.net, None
-            net.stop()
-        for signum, handler in self._previous_handlers.items():
-            signal.signal(signum, handler)
-        self._previous_handlers = {}
-
-    def __enter__(self) -> Fig7Network:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()

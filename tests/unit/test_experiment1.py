@@ -12,11 +12,11 @@ from experiments.experiment1 import (
     build_row,
     check_before_building,
     connect_request,
-    finished_run_ids,
     kernel_give_up_s,
     parse_args,
 )
 from experiments.profile import RunSpec, load_profile
+from experiments.sweep import finished_run_ids
 
 
 def _client(**extra):

@@ -1,0 +1,112 @@
+"""Running a sweep's pending items on parallel workers, the part experiments 1 and 2 share.
+
+One thread per worker takes the next item, runs it and appends its row to ``runs.csv`` (fsynced:
+a crash loses nothing already written); a progress bar shows the counts. Ctrl-C (or SIGTERM
+raised as KeyboardInterrupt) stops the workers, keeps every finished row and drops rows that
+ended because of the interruption; rerunning resumes from ``finished_run_ids``.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import queue
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+from tqdm import tqdm
+
+FINAL_STATUSES = ("ok", "failed", "censored")
+W = TypeVar("W")
+S = TypeVar("S")
+
+
+def finished_run_ids(runs_csv: Path) -> set[str]:
+    """Runs with a final status in an existing runs.csv (``error`` rows are run again)."""
+    if not runs_csv.exists():
+        return set()
+    with runs_csv.open(newline="") as handle:
+        return {row["run_id"] for row in csv.DictReader(handle) if row.get("status") in FINAL_STATUSES}
+
+
+def append_row(runs_csv: Path, row: dict[str, Any], lock: threading.Lock, fields: Sequence[str]) -> None:
+    """Append one row and flush it to disk (a crash loses nothing already written)."""
+    with lock:
+        new = not runs_csv.exists() or runs_csv.stat().st_size == 0
+        with runs_csv.open("a", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(fields))
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+@dataclass
+class Sweep(Generic[W, S]):
+    """Pending items run by workers; ``run(worker, item)`` returns the row, ``error_row`` the row of
+    an item whose run raised; ``interrupt(worker)`` kills what a worker has in flight."""
+
+    workers: Sequence[W]
+    run: Callable[[W, S], dict[str, Any]]
+    error_row: Callable[[W, S, Exception], dict[str, Any]]
+    runs_csv: Path
+    fields: Sequence[str]
+    desc: str
+    unit: str = "run"
+    interrupt: Callable[[W], None] | None = None
+    join_timeout_s: float = 10.0
+
+    def execute(self, pending: Sequence[S]) -> tuple[dict[str, int], bool]:
+        """Run every pending item; the status counts, and whether Ctrl-C stopped the sweep."""
+        todo: queue.Queue[S] = queue.Queue()
+        for item in pending:
+            todo.put(item)
+        counts = {"ok": 0, "failed": 0, "censored": 0, "error": 0}
+        lock = threading.Lock()
+        stop = threading.Event()
+        bar = tqdm(total=len(pending), unit=self.unit, dynamic_ncols=True, desc=self.desc)
+
+        def work(worker: W) -> None:
+            while not stop.is_set():
+                try:
+                    item = todo.get_nowait()
+                except queue.Empty:
+                    return
+                try:
+                    row = self.run(worker, item)
+                except Exception as err:  # a broken worker must not lose the others' rows
+                    if stop.is_set():
+                        return
+                    row = self.error_row(worker, item, err)
+                if stop.is_set() and row["status"] != "ok":
+                    return  # ended by Ctrl-C: not a result (a resume runs it again)
+                append_row(self.runs_csv, row, lock, self.fields)
+                with lock:
+                    counts[row["status"]] = counts.get(row["status"], 0) + 1
+                    bar.set_postfix(counts, refresh=False)
+                    bar.update(1)
+
+        threads = [threading.Thread(target=work, args=(w,), name=f"worker{i}") for i, w in enumerate(self.workers)]
+        for thread in threads:
+            thread.start()
+        interrupted = False
+        try:
+            while any(t.is_alive() for t in threads):
+                for thread in threads:
+                    thread.join(timeout=0.5)
+        except KeyboardInterrupt:
+            interrupted = True
+            stop.set()
+            print("\ninterrupted: stopping what is in flight, keeping every finished row ...", flush=True)
+            for worker in self.workers:
+                if self.interrupt is not None:
+                    self.interrupt(worker)
+            for thread in threads:
+                thread.join(timeout=self.join_timeout_s)
+        finally:
+            bar.close()
+        return counts, interrupted
