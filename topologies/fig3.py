@@ -165,29 +165,32 @@ def neighbour_command(address: str, mac: str, interface: str) -> list[str]:
     return ["ip", "neigh", "replace", address, "lladdr", mac, "dev", interface, "nud", "permanent"]
 
 
-def client_routing_commands() -> list[list[str]]:
-    """Default route via path 1; each source address routed out of its own interface."""
-    return [
-        ["ip", "route", "add", "default", "via", ROUTER_A1, "dev", "a1"],
-        ["ip", "route", "add", "default", "via", ROUTER_A1, "dev", "a1", "table", str(PATH_TABLES[1])],
-        ["ip", "rule", "add", "from", CLIENT_A1, "table", str(PATH_TABLES[1])],
-        ["ip", "route", "add", "default", "via", ROUTER_A2, "dev", "a2", "table", str(PATH_TABLES[2])],
-        ["ip", "rule", "add", "from", CLIENT_A2, "table", str(PATH_TABLES[2])],
-    ]
+def client_routing_commands(
+    sources: tuple[str, str] = (CLIENT_A1, CLIENT_A2), gateways: tuple[str, str] = (ROUTER_A1, ROUTER_A2)
+) -> list[list[str]]:
+    """Default route via path 1; each source address routed out of its own interface (a1, a2)."""
+    commands = [["ip", "route", "add", "default", "via", gateways[0], "dev", "a1"]]
+    for path, (source, gateway) in enumerate(zip(sources, gateways, strict=True), start=1):
+        table = str(PATH_TABLES[path])
+        commands += [
+            ["ip", "route", "add", "default", "via", gateway, "dev", f"a{path}", "table", table],
+            ["ip", "rule", "add", "from", source, "table", table],
+        ]
+    return commands
 
 
-def mptcp_commands(config: Fig3Config, *, client: bool) -> list[list[str]]:
+def mptcp_commands(
+    subflows: int, *, client: bool, sources: tuple[str, str] = (CLIENT_A1, CLIENT_A2)
+) -> list[list[str]]:
     """Path manager limits (both ends) and, on the client, a ``subflow`` endpoint per interface."""
-    limit = str(config.mptcp_subflows)
+    limit = str(subflows)
     commands = [
         ["ip", "mptcp", "endpoint", "flush"],
         ["ip", "mptcp", "limits", "set", "subflow", limit, "add_addr_accepted", limit],
     ]
     if client:
-        commands += [
-            ["ip", "mptcp", "endpoint", "add", CLIENT_A1, "dev", "a1", "id", "1", "subflow"],
-            ["ip", "mptcp", "endpoint", "add", CLIENT_A2, "dev", "a2", "id", "2", "subflow"],
-        ]
+        commands += [["ip", "mptcp", "endpoint", "add", source, "dev", f"a{path}", "id", str(path), "subflow"]
+                     for path, source in enumerate(sources, start=1)]  # fmt: skip
     return commands
 
 
@@ -279,9 +282,9 @@ class Fig3Network(EmulatedNetwork):
             (router, "r-b1", SERVER_B1, server, "b1"), (server, "b1", ROUTER_B1, router, "r-b1"),
         ):  # fmt: skip
             self._sh(host, neighbour_command(peer_ip, macs[(peer_host.name, peer_intf)], intf))
-        for argv in mptcp_commands(self.config, client=True):
+        for argv in mptcp_commands(self.config.mptcp_subflows, client=True):
             self._sh(client, argv)
-        for argv in mptcp_commands(self.config, client=False):
+        for argv in mptcp_commands(self.config.mptcp_subflows, client=False):
             self._sh(server, argv)
 
     # -- access ---------------------------------------------------------------------------------

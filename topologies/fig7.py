@@ -33,6 +33,8 @@ from topologies.fig3 import (
     PathConfig,
     address_command,
     allow_congestion_control,
+    client_routing_commands,
+    mptcp_commands,
     neighbour_command,
     sysctl_commands,
 )
@@ -51,7 +53,6 @@ WEB = "198.18.5.1"
 ROUTER_DNS = "198.18.6.254"
 DNS = "198.18.6.1"
 ORIGINS = "198.19.0.0/16"
-PATH_TABLES = {1: 101, 2: 102}
 
 
 @dataclass(frozen=True)
@@ -115,31 +116,6 @@ class Fig7Config:
 
 # ---------------------------------------------------------------------------------------------
 # Command builders (pure).
-
-
-def client_routing_commands() -> list[list[str]]:
-    """Default route via LTE; each source address routed out of its own link."""
-    return [
-        ["ip", "route", "add", "default", "via", HAAP_LTE, "dev", "a1"],
-        ["ip", "route", "add", "default", "via", HAAP_LTE, "dev", "a1", "table", str(PATH_TABLES[1])],
-        ["ip", "rule", "add", "from", CLIENT_LTE, "table", str(PATH_TABLES[1])],
-        ["ip", "route", "add", "default", "via", HAAP_DSL, "dev", "a2", "table", str(PATH_TABLES[2])],
-        ["ip", "rule", "add", "from", CLIENT_DSL, "table", str(PATH_TABLES[2])],
-    ]
-
-
-def mptcp_commands(subflows: int, *, client: bool) -> list[list[str]]:
-    """Path manager limits (both ends) and, on the client, a ``subflow`` endpoint per access link."""
-    commands = [
-        ["ip", "mptcp", "endpoint", "flush"],
-        ["ip", "mptcp", "limits", "set", "subflow", str(subflows), "add_addr_accepted", str(subflows)],
-    ]
-    if client:
-        commands += [
-            ["ip", "mptcp", "endpoint", "add", CLIENT_LTE, "dev", "a1", "id", "1", "subflow"],
-            ["ip", "mptcp", "endpoint", "add", CLIENT_DSL, "dev", "a2", "id", "2", "subflow"],
-        ]
-    return commands
 
 
 def origin_address_batch(addresses: tuple[str, ...], interface: str = "lo") -> str:
@@ -210,7 +186,7 @@ class Fig7Network(EmulatedNetwork):
         for host_a, addr_a, intf_a, host_b, addr_b, intf_b in ends:
             self._sh(host_a, neighbour_command(addr_b, self._mac(host_b, intf_b), intf_a))
             self._sh(host_b, neighbour_command(addr_a, self._mac(host_a, intf_a), intf_b))
-        for argv in client_routing_commands():
+        for argv in client_routing_commands((CLIENT_LTE, CLIENT_DSL), (HAAP_LTE, HAAP_DSL)):
             self._sh(client, argv)
         self._sh(haap, ["ip", "route", "add", "default", "via", ROUTER_HAAP, "dev", "h-i"])
         for subnet in ("198.18.1.0/24", "198.18.2.0/24"):
@@ -220,7 +196,7 @@ class Fig7Network(EmulatedNetwork):
         self._sh(dns, ["ip", "route", "add", "default", "via", ROUTER_DNS, "dev", "d1"])
         if self.config.origin_addresses:
             self._sh(web, ["ip", "-batch", "-"], input_text=origin_address_batch(self.config.origin_addresses))
-        for argv in mptcp_commands(self.config.mptcp_subflows, client=True):
+        for argv in mptcp_commands(self.config.mptcp_subflows, client=True, sources=(CLIENT_LTE, CLIENT_DSL)):
             self._sh(client, argv)
         for argv in mptcp_commands(self.config.mptcp_subflows, client=False):
             self._sh(haap, argv)

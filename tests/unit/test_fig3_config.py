@@ -59,8 +59,8 @@ def test_policy_routing_per_source_address():
 
 
 def test_mptcp_endpoints_only_on_client():
-    client = [" ".join(c) for c in mptcp_commands(Fig3Config(), client=True)]
-    server = [" ".join(c) for c in mptcp_commands(Fig3Config(), client=False)]
+    client = [" ".join(c) for c in mptcp_commands(Fig3Config().mptcp_subflows, client=True)]
+    server = [" ".join(c) for c in mptcp_commands(Fig3Config().mptcp_subflows, client=False)]
     assert f"ip mptcp endpoint add {CLIENT_A2} dev a2 id 2 subflow" in client
     assert not any("endpoint add" in c for c in server)
     assert "ip mptcp limits set subflow 2 add_addr_accepted 2" in server
