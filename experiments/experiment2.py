@@ -217,13 +217,11 @@ class LoadWorker:
         """One page load; returns its row."""
         site = self.sites[spec.site]
         started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-        for link in self.net.links().values():
-            link.reseed(spec.seed)
         control_request(self.control, {"cmd": "activate", "site": spec.site})
         control_request(self.control, {"cmd": "reset"})
         rule = redirect.RedirectConfig(to_port=self.ports[spec.strategy], networks=(ORIGINS,), exclude=(HAAP_INTERNET,))
         log_path = self._proxy_log(spec.strategy)
-        _, offset = read_new_lines(log_path, log_path.stat().st_size if log_path.exists() else 0)
+        offset = log_path.stat().st_size if log_path.exists() else 0
         wget_log = self.dir / "wget.log"
         wget_log.unlink(missing_ok=True)
         argv = with_resolver(self.dir / "resolv.conf", wget_command(
