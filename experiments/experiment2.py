@@ -27,6 +27,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from contextlib import ExitStack
@@ -38,11 +39,19 @@ from typing import Any
 from experiments.experiment1 import ExperimentError
 from experiments.metadata import PROJECT_ROOT, base_metadata, write_json
 from experiments.profile import ProfileError
-from experiments.profile2 import Experiment2Profile, LoadSpec, expand_loads, load_profile2
-from experiments.sweep import Sweep, finished_run_ids
+from experiments.profile2 import (
+    DIRECT_STRATEGIES,
+    Experiment2Profile,
+    LoadSpec,
+    expand_loads,
+    load_profile2,
+    split_strategy,
+)
+from experiments.sweep import Sweep, append_row, finished_run_ids
+from experiments.timeline import CONNECTION_FIELDS, connection_rows
 from experiments.wget import parse_wget_log, wget_command
 from robe.proxy import redirect
-from topologies.fig3 import allow_congestion_control
+from topologies.fig3 import allow_congestion_control, mptcp_commands
 from topologies.fig7 import CLIENT_DSL, CLIENT_LTE, DNS, HAAP_INTERNET, ORIGINS, Fig7Network
 from topologies.links import PREFIX, choose_backend
 from topologies.shell import in_netns, run
@@ -58,11 +67,18 @@ from webreplay.tlsca import issue_server_cert, make_ca
 RESULTS_BASE = PROJECT_ROOT / "results" / "experiment2"
 HAAP_PORT = 8080
 HAAP_USER_PORT = 8081
+#: The HAAP whose userspace listener schedules like the kernel's default (``+kernel-default``).
+HAAP_KDEFAULT_PORT = 8090
+HAAP_KDEFAULT_USER_PORT = 8091
 PROXY_BASE_PORT = 9001
+DNS_STUB = "127.0.0.1"
+#: Headers only: Ethernet, IP and TCP with its options (MPTCP's DSS and joins ride in them).
+PCAP_SNAPLEN = 128
 ROW_FIELDS = [
     "run_id", "site", "strategy", "repetition", "seed", "worker", "status", "load_ms", "wget_ms",
     "objects_expected", "objects_fetched", "objects_served", "replay_misses", "connections", "bytes_down",
     "bytes_up", "winner_paths", "setup_ms_median", "max_subflows", "error", "started_utc",
+    "load_close_ms", "dns_ms", "dns_lookups", "pcap",
 ]  # fmt: skip
 
 
@@ -74,6 +90,7 @@ class Options:
     out: Path
     jobs: int
     limit: int | None
+    pcap: int = 0  # capture both access links for the first N repetitions of each cell
 
 
 def _ms(later: int | None, earlier: int | None) -> str:
@@ -99,6 +116,9 @@ def summarise_connections(events: list[dict[str, Any]]) -> dict[str, Any]:
     refused = {e["conn"]: e for e in events if e["event"] == "refused"}
     connected = [e for e in events if e["event"] == "connected"]
     ends = [e["t_ns"] for e in [*closed.values(), *refused.values()]]
+    # wget's side of a connection ended when the proxy read its EOF (the proxy's own close exchange
+    # with the HAAP afterwards is not part of the page load); an aborted connection ends when closed.
+    client_ends = [e.get("up_eof_ns") or e["t_ns"] for e in closed.values()] + [e["t_ns"] for e in refused.values()]
     paths: dict[str, int] = {}
     for event in connected:
         key = str(event.get("path"))
@@ -108,6 +128,7 @@ def summarise_connections(events: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "first_accept_ns": min(accepted.values()) if accepted else None,
         "last_end_ns": max(ends) if ends else None,
+        "last_client_end_ns": max(client_ends) if client_ends else None,
         "open": sorted(set(accepted) - set(closed) - set(refused)),
         "connections": len(accepted),
         "bytes_down": sum(int(e.get("bytes_down") or 0) for e in closed.values()),
@@ -116,6 +137,26 @@ def summarise_connections(events: list[dict[str, Any]]) -> dict[str, Any]:
         "setup_ms_median": statistics.median(e["setup_ns"] / 1e6 for e in connected) if connected else None,
         "max_subflows": max((int(e.get("subflows") or 0) for e in closed.values()), default=0),
         "errors": errors,
+    }
+
+
+def summarise_replay(connections: list[dict[str, Any]]) -> dict[str, Any]:
+    """``summarise_connections`` for loads without proxies, from the replay server's connection log:
+    the load runs from the first connection's open to the last one's close at the server."""
+    opened = [int(c["open_ns"]) for c in connections]
+    closed = [int(c["close_ns"]) for c in connections if c.get("close_ns") is not None]
+    return {
+        "first_accept_ns": min(opened) if opened else None,
+        "last_end_ns": max(closed) if closed else None,
+        "last_client_end_ns": max(closed) if closed else None,
+        "open": [c["id"] for c in connections if c.get("close_ns") is None],
+        "connections": len(connections),
+        "bytes_down": sum(int(c.get("wire_bytes") or 0) for c in connections),
+        "bytes_up": "",
+        "winner_paths": "",
+        "setup_ms_median": None,
+        "max_subflows": "",
+        "errors": [],
     }
 
 
@@ -149,41 +190,72 @@ class LoadWorker:
     """One Figure 7 network with its DNS, replay, HAAP and client proxies; runs page loads in turn."""
 
     def __init__(self, index: int, profile: Experiment2Profile, sites: dict[str, Site], addresses: dict[str, str],
-                 work: Path, tls: dict[str, Path], stack: ExitStack) -> None:  # fmt: skip
+                 work: Path, tls: dict[str, Path], stack: ExitStack, out: Path | None = None,
+                 pcap: int = 0) -> None:  # fmt: skip
         self.index = index
         self.profile = profile
         self.sites = sites
+        self.host_of = {address: host for host, address in addresses.items()}
         self.dir = work / f"worker{index}"
         self.dir.mkdir(parents=True)
         (self.dir / "scratch").mkdir()
         self.tls = tls
+        self.out = out
+        self.pcap = pcap
+        self.csv_lock = threading.Lock()
         config = profile.fig7_config(tuple(sorted(set(addresses.values()))), seed=profile.seed + 100 * index)
         self.net = stack.enter_context(Fig7Network(config, choose_backend()))
         self.env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+        strategies = [split_strategy(label) for label in profile.strategies]
         (self.dir / "hosts").write_text(hosts_file_text(addresses))
-        (self.dir / "resolv.conf").write_text(resolv_conf_text(DNS))
+        (self.dir / "resolv.conf").write_text(resolv_conf_text(DNS_STUB))
         self._start("dns", dnsmasq_command(DNS, self.dir / "hosts", self.dir / "dnsmasq.pid",
-                                           self.dir / "dnsmasq.log"), ready=None)  # fmt: skip
+                                           self.dir / "dnsmasq.log", log_queries=False), ready=None)  # fmt: skip
+        # wget's resolver: a stub in the client that logs every lookup and forwards it over the
+        # default path (or answers from its local cache).
+        cache = ["--cache", str(self.dir / "hosts")] if profile.dns == "local-cache" else []
+        self._start("client", [sys.executable, "-m", "webreplay.dnsrelay", "--listen", DNS_STUB, "--upstream", DNS,
+                               "--log", str(self.dir / "dns.log"), *cache], ready="READY")  # fmt: skip
+        self._start("client", [sys.executable, "-m", "robe.mptcp_monitor", "--log", str(self.dir / "mptcp.log")],
+                    ready="READY")  # fmt: skip
+        mptcp_origins = "direct-mptcp" in profile.strategies
+        if mptcp_origins:  # wget's own MPTCP sockets reach the origins: they accept the joins
+            for argv in mptcp_commands(config.mptcp_subflows, client=False):
+                self.net.sh("web", argv)
+        if profile.lte_backup:  # the LTE endpoint's subflows are backups: used only without DSL
+            self.net.sh("client", ["ip", "mptcp", "endpoint", "change", "id", "1", "backup"])
         (self.dir / "spec.json").write_text(corpus_spec_text((profile.corpus, name) for name in sites))
         self.control = self.dir / "replay.sock"
         self._start("web", replay_server_command(self.dir / "spec.json", self.control, cert=tls["cert"],
-                                                 key=tls["key"]), ready="READY")  # fmt: skip
-        self._start("haap", [sys.executable, "-m", "robe.proxy.haap", "--bind", "0.0.0.0", "--port", str(HAAP_PORT),
-                             "--user-port", str(HAAP_USER_PORT), "--allow", ORIGINS,
-                             "--log", str(self.dir / "haap.log")], ready="READY")  # fmt: skip
+                                                 key=tls["key"], mptcp=mptcp_origins, tls_max=profile.tls_max),
+                    ready="READY")  # fmt: skip
+        self.haaps = {"lowest-rtt": (HAAP_PORT, HAAP_USER_PORT)}
+        if any(scheduler != "lowest-rtt" for _, scheduler in strategies):
+            self.haaps["kernel-default"] = (HAAP_KDEFAULT_PORT, HAAP_KDEFAULT_USER_PORT)
+        for scheduler, (port, user_port) in self.haaps.items():
+            self._start("haap", [sys.executable, "-m", "robe.proxy.haap", "--bind", "0.0.0.0", "--port", str(port),
+                                 "--user-port", str(user_port), "--allow", ORIGINS, "--user-scheduler", scheduler,
+                                 "--log", str(self._haap_log(scheduler))], ready="READY")  # fmt: skip
         self.ports: dict[str, int] = {}
-        for k, strategy in enumerate(profile.strategies):
+        for k, label in enumerate(profile.strategies):
+            strategy, scheduler = split_strategy(label)
+            if strategy in DIRECT_STRATEGIES:
+                continue
             port = PROXY_BASE_PORT + k
-            self.ports[strategy] = port
+            self.ports[label] = port
+            haap, haap_user = self.haaps[scheduler]
             self._start("client", [sys.executable, "-m", "robe.proxy.client_proxy", "--listen-port", str(port),
-                                   "--listen-addr", "127.0.0.1", "--haap", f"{HAAP_INTERNET}:{HAAP_PORT}",
-                                   "--haap-user", f"{HAAP_INTERNET}:{HAAP_USER_PORT}", "--strategy", strategy,
-                                   "--source", CLIENT_LTE, "--source", CLIENT_DSL,
-                                   "--log", str(self._proxy_log(strategy))], ready="READY")  # fmt: skip
+                                   "--listen-addr", "127.0.0.1", "--haap", f"{HAAP_INTERNET}:{haap}",
+                                   "--haap-user", f"{HAAP_INTERNET}:{haap_user}", "--strategy", strategy,
+                                   "--scheduler", scheduler, "--source", CLIENT_LTE, "--source", CLIENT_DSL,
+                                   "--log", str(self._proxy_log(label))], ready="READY")  # fmt: skip
         self._wait_dns()
 
-    def _proxy_log(self, strategy: str) -> Path:
-        return self.dir / f"proxy-{strategy}.log"
+    def _proxy_log(self, label: str) -> Path:
+        return self.dir / f"proxy-{label}.log"
+
+    def _haap_log(self, scheduler: str) -> Path:
+        return self.dir / f"haap-{scheduler}.log"
 
     def _start(self, role: str, argv: list[str], ready: str | None) -> subprocess.Popen[str]:
         with (self.dir / f"{role}-{len(os.listdir(self.dir))}.stderr").open("w") as stderr:
@@ -199,7 +271,8 @@ class LoadWorker:
         return proc
 
     def _wait_dns(self) -> None:
-        """dnsmasq answers before the first load (it binds a moment after starting)."""
+        """The DNS server answers through the stub before the first load (dnsmasq binds a moment after
+        starting); the lookups of this check are not part of any load."""
         name = next(iter(self.sites.values())).hosts()[0]
         argv = with_resolver(self.dir / "resolv.conf", ["getent", "hosts", name])
         deadline = time.monotonic() + 10
@@ -213,22 +286,83 @@ class LoadWorker:
     def _client(self, argv: Sequence[str]) -> Any:
         return run(in_netns(self.net.host("client").pid, argv))
 
+    def _start_capture(self, spec: LoadSpec) -> list[tuple[subprocess.Popen[str], Path]]:
+        """tcpdump on both access links (headers only), running before the load starts."""
+        assert self.out is not None
+        folder = self.out / "pcap"
+        folder.mkdir(exist_ok=True)
+        captures = []
+        for intf in ("a1", "a2"):
+            path = folder / f"{spec.run_id}-{intf}.pcap"
+            argv = [
+                "tcpdump",
+                "-Z",
+                "root",
+                "-i",
+                intf,
+                "-s",
+                str(PCAP_SNAPLEN),
+                "-U",
+                "--immediate-mode",
+                "-n",
+                "-w",
+                str(path),
+                "tcp",
+            ]
+            proc = self.net.popen(self.net.host("client"), argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                  text=True)  # fmt: skip
+            assert proc.stderr is not None
+            line = proc.stderr.readline()  # "listening on a1, ...": capturing from now on
+            if "listening" not in line:
+                proc.kill()
+                raise ExperimentError(f"worker {self.index}: tcpdump on {intf} did not start: {line.strip()!r}")
+            captures.append((proc, path))
+        return captures
+
+    @staticmethod
+    def _stop_capture(captures: list[tuple[subprocess.Popen[str], Path]]) -> str:
+        for proc, _ in captures:
+            proc.send_signal(signal.SIGINT)
+        for proc, _ in captures:
+            try:
+                proc.communicate(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.communicate()
+        return ";".join(path.name for _, path in captures)
+
+    def _append_connections(self, rows: list[dict[str, Any]]) -> None:
+        if self.out is None:
+            return
+        for row in rows:
+            append_row(self.out / "connections.csv", row, self.csv_lock, CONNECTION_FIELDS)
+
     def run(self, spec: LoadSpec) -> dict[str, Any]:
-        """One page load; returns its row."""
+        """One page load; returns its row (and appends its connections to connections.csv)."""
         site = self.sites[spec.site]
+        strategy, scheduler = split_strategy(spec.strategy)
+        direct = strategy in DIRECT_STRATEGIES
         started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         control_request(self.control, {"cmd": "activate", "site": spec.site})
         control_request(self.control, {"cmd": "reset"})
-        rule = redirect.RedirectConfig(to_port=self.ports[spec.strategy], networks=(ORIGINS,), exclude=(HAAP_INTERNET,))
-        log_path = self._proxy_log(spec.strategy)
-        offset = log_path.stat().st_size if log_path.exists() else 0
+        logs = {"proxy": self._proxy_log(spec.strategy), "haap": self._haap_log(scheduler),
+                "dns": self.dir / "dns.log", "mptcp": self.dir / "mptcp.log"}  # fmt: skip
+        offsets = {name: path.stat().st_size if path.exists() else 0 for name, path in logs.items()}
         wget_log = self.dir / "wget.log"
         wget_log.unlink(missing_ok=True)
-        argv = with_resolver(self.dir / "resolv.conf", wget_command(
-            site.main_url, scratch_dir=self.dir / "scratch", ca_certificate=self.tls["ca"], log_file=wget_log,
-            exclusions=adblock_wget_args(default_blocklist()), timeout_s=30))  # fmt: skip
-        redirect.install(rule, runner=self._client)
-        status, error = "ok", ""
+        wget = wget_command(site.main_url, scratch_dir=self.dir / "scratch", ca_certificate=self.tls["ca"],
+                            log_file=wget_log, exclusions=adblock_wget_args(default_blocklist()), timeout_s=30,
+                            keep_alive=self.profile.connection_reuse == "keep-alive")  # fmt: skip
+        if strategy == "direct-mptcp":
+            wget = ["mptcpize", "run", *wget]
+        argv = with_resolver(self.dir / "resolv.conf", wget)
+        rule = None
+        if not direct:
+            rule = redirect.RedirectConfig(to_port=self.ports[spec.strategy], networks=(ORIGINS,),
+                                           exclude=(HAAP_INTERNET,))  # fmt: skip
+            redirect.install(rule, runner=self._client)
+        captures = self._start_capture(spec) if spec.repetition < self.pcap else []
+        status, error, pcap = "ok", "", ""
         try:
             t0 = time.monotonic_ns()
             proc = self.net.popen(self.net.host("client"), argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -242,17 +376,28 @@ class LoadWorker:
                 stderr = ""
             t1 = time.monotonic_ns()
         finally:
-            redirect.remove(rule, runner=self._client)
+            if rule is not None:
+                redirect.remove(rule, runner=self._client)
         events: list[dict[str, Any]] = []
         deadline = time.monotonic() + 10
-        while True:  # wget has exited: the proxy logs each connection's end within moments
-            new, offset = read_new_lines(log_path, offset)
+        while not direct:  # wget has exited: the proxy logs each connection's end within moments
+            new, offsets["proxy"] = read_new_lines(logs["proxy"], offsets["proxy"])
             events += new
             summary = summarise_connections(events)
             if not summary["open"] or time.monotonic() > deadline:
                 break
             time.sleep(0.02)
         stats = control_request(self.control, {"cmd": "stats"})["stats"]
+        if direct:  # the replay server's connections are wget's; wait for it to log their ends
+            while any(c.get("close_ns") is None for c in stats["connection_log"]) and time.monotonic() < deadline:
+                time.sleep(0.02)
+                stats = control_request(self.control, {"cmd": "stats"})["stats"]
+            summary = summarise_replay(stats["connection_log"])
+        if captures:
+            time.sleep(0.05)  # the last FIN/ACKs on the wire
+            pcap = self._stop_capture(captures)
+        other = {name: read_new_lines(path, offsets[name])[0] for name, path in logs.items() if name != "proxy"}
+        dns = [e for e in other["dns"] if e.get("t_ns", 0) >= t0]
         outcome = parse_wget_log(wget_log.read_text(errors="replace") if wget_log.exists() else "", proc.returncode)
         misses = int(stats.get("misses", 0))
         served = int(stats.get("served", 0))
@@ -267,9 +412,15 @@ class LoadWorker:
             error += f" (misses: {', '.join(map(str, miss_urls))})"
         if summary["errors"]:
             error += f" (proxy: {'; '.join(summary['errors'][:3])})"
+        self._append_connections(connection_rows(
+            run_id=spec.run_id, site=spec.site, strategy=spec.strategy, repetition=spec.repetition, t0_ns=t0,
+            proxy_events=[] if direct else events, haap_events=[] if direct else other["haap"],
+            replay_connections=stats["connection_log"], dns_events=dns, mptcp_events=other["mptcp"],
+            host_of=self.host_of, sources=(CLIENT_LTE, CLIENT_DSL)))  # fmt: skip
         return build_row(spec, self.index, started, {
             "status": status,
-            "load_ms": _ms(summary["last_end_ns"], summary["first_accept_ns"]) if status == "ok" else "",
+            "load_ms": _ms(summary["last_client_end_ns"], summary["first_accept_ns"]) if status == "ok" else "",
+            "load_close_ms": _ms(summary["last_end_ns"], summary["first_accept_ns"]) if status == "ok" else "",
             "wget_ms": _ms(t1, t0),
             "objects_expected": len(site.exchanges),
             "objects_fetched": len(outcome.fetched),
@@ -281,6 +432,9 @@ class LoadWorker:
             "winner_paths": summary["winner_paths"],
             "setup_ms_median": summary["setup_ms_median"] if summary["setup_ms_median"] is not None else "",
             "max_subflows": summary["max_subflows"],
+            "dns_ms": f"{sum(e['answer_ns'] - e['t_ns'] for e in dns) / 1e6:.3f}" if dns else "",
+            "dns_lookups": len(dns),
+            "pcap": pcap,
             "error": error.strip(),
         })  # fmt: skip
 
@@ -300,7 +454,12 @@ def check_before_building(options: Options) -> None:
     """Everything that can be checked without a network: root, tools, MPTCP, results folder."""
     if os.geteuid() != 0:
         raise ExperimentError("experiment 2 builds network namespaces and needs root: run 'sudo make experiment2'")
-    for tool in ("wget", "dnsmasq", "iptables", "unshare"):
+    tools = ["wget", "dnsmasq", "iptables", "unshare", "stdbuf"]
+    if "direct-mptcp" in options.profile.strategies:
+        tools.append("mptcpize")
+    if options.pcap:
+        tools.append("tcpdump")
+    for tool in tools:
         if shutil.which(tool) is None:
             raise ExperimentError(f"{tool} not found: run 'make setup' (it installs the Debian packages)")
     enabled = Path("/proc/sys/net/mptcp/enabled")
@@ -341,7 +500,8 @@ def run_sweep(options: Options) -> int:
     addresses = origin_addresses([h for s in sites.values() for h in s.hosts()])
     meta_file = options.out / "metadata.json"
     metadata = json.loads(meta_file.read_text()) if meta_file.exists() else {}
-    invocation = base_metadata("experiment2", {"jobs": options.jobs, "limit": options.limit, "out": str(options.out)})
+    invocation = base_metadata("experiment2", {"jobs": options.jobs, "limit": options.limit, "out": str(options.out),
+                                               "pcap": options.pcap})  # fmt: skip
     allow_congestion_control("cubic")
     started = time.monotonic()
     counts: dict[str, int] = {}
@@ -354,7 +514,8 @@ def run_sweep(options: Options) -> int:
             tls = {"ca": ca.cert, "cert": leaf.cert, "key": leaf.key}
             workers = []
             for index in range(min(options.jobs, len(pending))):
-                workers.append(LoadWorker(index, profile, sites, addresses, work, tls, stack))
+                workers.append(LoadWorker(index, profile, sites, addresses, work, tls, stack, options.out,
+                                          options.pcap))  # fmt: skip
                 print(f"worker {index}: network {workers[-1].net.run_tag} ready", flush=True)
             metadata.update({
                 "kind": "experiment2",
@@ -399,6 +560,8 @@ def parse_args(argv: list[str] | None = None) -> Options:
     parser.add_argument("-j", "--jobs", type=int, default=3, help="parallel Figure 7 networks")
     parser.add_argument("--out", type=Path, default=None, help="results folder (default results/experiment2/<profile>)")
     parser.add_argument("--limit", type=int, default=None, help="run at most this many pending loads")
+    parser.add_argument("--pcap", type=int, default=0, metavar="N",
+                        help="capture both access links (headers only) for the first N loads of each cell")  # fmt: skip
     args = parser.parse_args(argv)
     try:
         profile = load_profile2(args.profile)
@@ -408,7 +571,10 @@ def parse_args(argv: list[str] | None = None) -> Options:
         parser.error(f"--jobs={args.jobs}: must be 1..16")
     if args.limit is not None and args.limit < 1:
         parser.error(f"--limit={args.limit}: must be >= 1")
-    return Options(profile, args.out if args.out is not None else RESULTS_BASE / profile.name, args.jobs, args.limit)
+    if not 0 <= args.pcap <= profile.repetitions:
+        parser.error(f"--pcap={args.pcap}: must be 0..{profile.repetitions} (the profile's repetitions)")
+    out = args.out if args.out is not None else RESULTS_BASE / profile.name
+    return Options(profile, out, args.jobs, args.limit, args.pcap)
 
 
 def _raise_interrupt(signum: int, _frame: FrameType | None) -> None:

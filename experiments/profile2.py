@@ -19,7 +19,26 @@ from topologies.fig7 import Fig7Config
 from topologies.linkparams import LinkConfigError
 
 PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
-CORPORA = ("har", "mahimahi")
+CORPORA = ("har", "mahimahi", "synthetic")
+#: Clients without the client proxy: wget straight to the origins, over plain TCP (``direct``: the
+#: testbed's baseline) or with its own socket made MPTCP by ``mptcpize`` (``direct-mptcp``, as the
+#: paper's kernel did; the origins then listen on MPTCP sockets).
+DIRECT_STRATEGIES = ("direct", "direct-mptcp")
+USERSPACE_STRATEGIES = ("mptcp-user", "robe-downgrade", "robe-bbm", "robe-esim")
+#: A userspace strategy with the kernel's default scheduler at both ends: ``<strategy>+kernel-default``.
+SCHEDULER_SUFFIX = "+kernel-default"
+EXPERIMENT2_STRATEGIES = (*KNOWN_STRATEGIES, *DIRECT_STRATEGIES, *(u + SCHEDULER_SUFFIX for u in USERSPACE_STRATEGIES))
+TLS_MAX = ("1.2", "1.3")
+CONNECTION_REUSE = ("keep-alive", "per-object")
+DNS_MODES = ("default-path", "local-cache")
+
+
+def split_strategy(label: str) -> tuple[str, str]:
+    """A strategy label -> (strategy, userspace scheduler): ``mptcp-user+kernel-default`` ->
+    (``mptcp-user``, ``kernel-default``); everything else uses ``lowest-rtt``."""
+    if label.endswith(SCHEDULER_SUFFIX):
+        return label.removesuffix(SCHEDULER_SUFFIX), "kernel-default"
+    return label, "lowest-rtt"
 
 
 @dataclass(frozen=True)
@@ -39,6 +58,11 @@ class Experiment2Profile:
     tcp_syn_linear_timeouts: int | None = 0
     lte: PathSpec = field(default_factory=lambda: PathSpec(rtt_ms=40.0))
     dsl: PathSpec = field(default_factory=lambda: PathSpec(rtt_ms=20.0))
+    # Ablation factors (issue 11); the defaults are the paper profile's conditions.
+    tls_max: str = "1.3"  # highest TLS version the origins offer
+    connection_reuse: str = "keep-alive"  # as wget does, or per-object (wget --no-http-keep-alive)
+    dns: str = "default-path"  # lookups over the default path to the DNS server, or a local cache
+    lte_backup: bool = False  # kernel scheduling: the client's LTE endpoint flagged backup
 
     def __post_init__(self) -> None:
         if self.corpus not in CORPORA:
@@ -48,8 +72,16 @@ class Experiment2Profile:
         if not self.strategies or len(set(self.strategies)) != len(self.strategies):
             raise ProfileError(f"strategies={list(self.strategies)!r}: name one or more distinct strategies")
         for strategy in self.strategies:
-            if strategy not in KNOWN_STRATEGIES:
-                raise ProfileError(f"strategies: unknown strategy {strategy!r} (known: {', '.join(KNOWN_STRATEGIES)})")
+            if strategy not in EXPERIMENT2_STRATEGIES:
+                raise ProfileError(f"strategies: unknown strategy {strategy!r} "
+                                   f"(known: {', '.join(EXPERIMENT2_STRATEGIES)})")  # fmt: skip
+        for name, value, allowed in (("tls_max", self.tls_max, TLS_MAX),
+                                     ("connection_reuse", self.connection_reuse, CONNECTION_REUSE),
+                                     ("dns", self.dns, DNS_MODES)):  # fmt: skip
+            if value not in allowed:
+                raise ProfileError(f"{name}={value!r}: must be one of {', '.join(allowed)}")
+        if not isinstance(self.lte_backup, bool):
+            raise ProfileError(f"lte_backup={self.lte_backup!r}: must be true or false")
         if isinstance(self.repetitions, bool) or not isinstance(self.repetitions, int) or self.repetitions < 1:
             raise ProfileError(f"repetitions={self.repetitions!r}: must be a whole number >= 1")
         if self.order not in ("random", "sequential"):

@@ -25,8 +25,12 @@ def wget_command(
     exclusions: list[str],
     timeout_s: float = 30.0,
     wget: str = "wget",
+    keep_alive: bool = True,
 ) -> list[str]:
-    """The argv of one page load of ``url`` (files land in ``scratch_dir`` and are deleted at once)."""
+    """The argv of one page load of ``url`` (files land in ``scratch_dir`` and are deleted at once).
+
+    ``keep_alive=False`` makes wget open one connection per object (``--no-http-keep-alive``).
+    """
     if not url.startswith(("http://", "https://")):
         raise ValueError(f"url={url!r}: must be an http:// or https:// URL")
     if not timeout_s > 0:
@@ -35,7 +39,8 @@ def wget_command(
         wget, "--no-config", "--no-hsts", "--no-verbose", f"--output-file={log_file}",
         "--page-requisites", "--span-hosts", "-e", "robots=off", "--no-cache", "--delete-after",
         "--no-directories", f"--directory-prefix={scratch_dir}", "--tries=1", f"--timeout={timeout_s:g}",
-        f"--ca-certificate={ca_certificate}", f"--user-agent={USER_AGENT}", *exclusions, url,
+        f"--ca-certificate={ca_certificate}", f"--user-agent={USER_AGENT}",
+        *([] if keep_alive else ["--no-http-keep-alive"]), *exclusions, url,
     ]  # fmt: skip
 
 

@@ -227,6 +227,7 @@ class UserspaceClient(_Driver):
     strategy: str = "mptcp-user"
     server: tuple[str, int] = ("127.0.0.1", 0)
     sources: list[str] = field(default_factory=list)
+    scheduler: str = "lowest-rtt"  # robe.protocol.sending.SCHEDULERS
     conn: ClientConnection = field(init=False)
     established: asyncio.Future[int] | None = None
     next_sid: int = 0
@@ -238,7 +239,7 @@ class UserspaceClient(_Driver):
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
-        self.conn = ClientConnection(strategy=self.strategy, paths=len(self.sources))
+        self.conn = ClientConnection(strategy=self.strategy, paths=len(self.sources), scheduler=self.scheduler)
 
     def machine(self, sid: int) -> Endpoint | None:
         return self.conn
@@ -397,12 +398,13 @@ class UserspaceServer(_Driver):
 
     on_connection: Callable[[ServerHandle], Coroutine[Any, Any, None]] | None = None
     robe: bool = True
+    scheduler: str = "lowest-rtt"  # of every connection (robe.protocol.sending.SCHEDULERS)
     server: Server = field(init=False)
     next_sid: int = 0
     handles: dict[int, ServerHandle] = field(default_factory=dict)  # by Key-A
 
     def __post_init__(self) -> None:
-        self.server = Server(robe=self.robe)
+        self.server = Server(robe=self.robe, scheduler=self.scheduler)
 
     def machine(self, sid: int) -> Endpoint | None:
         return self.server.owner.get(sid)

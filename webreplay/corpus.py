@@ -16,13 +16,18 @@ from webreplay.mahimahi import load_mahimahi_site
 from webreplay.model import Site
 from webreplay.pagebuild import normalize_url
 from webreplay.siteindex import CORPORA, CORPUS_DIR, SiteEntry, list_sites, site_entry
+from webreplay.synthetic import CORPUS as SYNTHETIC
+from webreplay.synthetic import synthetic_site
 
 __all__ = ["CORPORA", "CORPUS_DIR", "SiteEntry", "all_hosts", "list_sites", "load_site", "site_entry"]
 
 
 @functools.cache
 def load_site(corpus: str, name: str, root: Path = CORPUS_DIR) -> Site:
-    """Load site ``name`` of ``corpus`` as listed in ``root/sites.toml`` (filtered by ``root/adblock.txt``)."""
+    """Load site ``name`` of ``corpus`` as listed in ``root/sites.toml`` (filtered by ``root/adblock.txt``);
+    corpus ``synthetic`` generates the page (``webreplay.synthetic``)."""
+    if corpus == SYNTHETIC:
+        return synthetic_site(name)
     entry = site_entry(corpus, name, root)
     blocklist = load_blocklist(root / "adblock.txt")
     source = f"{root.name}/{entry.path}"

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from webreplay.replay_config import Listener, ReplayConfigError, ReplayControlError, ServerLimits
+from webreplay.replay_config import TLS_VERSIONS, Listener, ReplayConfigError, ReplayControlError, ServerLimits
 
 
 def control_request(path: Path | str, command: Mapping[str, Any], *, timeout: float = 10.0) -> dict[str, Any]:
@@ -80,8 +80,14 @@ def replay_server_command(
     listeners: Sequence[Listener] = (Listener("0.0.0.0", 80), Listener("0.0.0.0", 443, tls=True)),
     limits: ServerLimits | None = None,
     active: str | None = None,
+    mptcp: bool = False,
+    tls_max: str | None = None,
 ) -> list[str]:
-    """Command line of the replay server process (run with this interpreter, PYTHONPATH = project)."""
+    """Command line of the replay server process (run with this interpreter, PYTHONPATH = project).
+
+    ``mptcp``: listen on MPTCP sockets (plain TCP clients fall back to TCP on them); ``tls_max``:
+    the highest TLS version offered ("1.2" or "1.3"; None: the library's).
+    """
     limits = limits or ServerLimits()
     argv = [sys.executable, "-m", "webreplay.server", "--corpus-spec", str(corpus_spec), "--control", str(control)]
     if cert is not None and key is not None:
@@ -98,4 +104,10 @@ def replay_server_command(
     ]  # fmt: skip
     if active is not None:
         argv += ["--active", active]
+    if mptcp:
+        argv.append("--mptcp")
+    if tls_max is not None:
+        if tls_max not in TLS_VERSIONS:
+            raise ReplayConfigError(f"tls_max={tls_max!r}: must be one of {', '.join(TLS_VERSIONS)}")
+        argv += ["--tls-max", tls_max]
     return argv

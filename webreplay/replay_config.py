@@ -10,6 +10,9 @@ import ipaddress
 from dataclasses import asdict, dataclass
 from typing import Any
 
+#: TLS versions the server may be capped at (``--tls-max``).
+TLS_VERSIONS = ("1.2", "1.3")
+
 
 class ReplayConfigError(ValueError):
     """A bad server setting (listener, limit, site list, control path); the message names it."""

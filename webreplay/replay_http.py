@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from typing import Any, NoReturn
 
 import h11
@@ -154,6 +155,16 @@ class _HttpConnection:
             return f"internal error: {err}"
 
     async def _handle(self, request: h11.Request) -> None:
+        rx_ns = time.monotonic_ns()
+        wire_before = self.record.wire_bytes
+        status = await self._answer(request)
+        if len(self.record.request_log) < self.limits.max_log_entries:
+            self.record.request_log.append({"rx_ns": rx_ns, "tx_ns": time.monotonic_ns(),
+                                            "target": request.target.decode("ascii", "replace"), "status": status,
+                                            "bytes": self.record.wire_bytes - wire_before})  # fmt: skip
+
+    async def _answer(self, request: h11.Request) -> int:
+        """Answer one request; returns the status sent."""
         self.method = request.method
         self.record.requests += 1
         self.state.counters.requests += 1
@@ -173,7 +184,7 @@ class _HttpConnection:
             self.state.record_miss(method, url, self.record.peer)
             log.info("replay miss: %s %s (site %s)", method, url, index.site.name)
             await self._send_simple(404, f"not in the recording of {index.site.name}: {url}\n", close=False)
-            return
+            return 404
         headers = list(found.headers)
         if found.status not in BODYLESS_STATUSES:
             headers.append((b"Content-Length", str(len(found.body)).encode()))
@@ -187,6 +198,7 @@ class _HttpConnection:
         self.state.counters.served += 1
         if send_body:
             self.state.counters.body_bytes += len(found.body)
+        return found.status
 
     async def _discard_body(self, request: h11.Request) -> None:
         """Read the request body up to the limit, discarding it (413 beyond)."""

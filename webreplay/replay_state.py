@@ -34,6 +34,10 @@ class ConnectionRecord:
     requests: int = 0
     wire_bytes: int = 0
     close_reason: str = ""
+    tls_ns: int | None = None  # TLS handshake complete (TLS listeners)
+    # One entry per request: ``rx_ns`` (request head complete), ``tx_ns`` (response handed to the
+    # kernel), ``target``, ``status``, ``bytes`` (on the wire).
+    request_log: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -159,6 +163,7 @@ class ReplayState:
         for record in self.open.values():
             record.requests = 0
             record.wire_bytes = 0
+            record.request_log = []
 
     def stats(self) -> dict[str, Any]:
         """Everything the ``stats`` command reports (JSON-ready)."""

@@ -62,6 +62,7 @@ import socket
 import ssl
 import stat
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,7 @@ from typing import Any
 from webreplay.model import Site
 from webreplay.replay_client import control_request, corpus_spec_text, parse_corpus_spec, replay_server_command
 from webreplay.replay_config import (
+    TLS_VERSIONS,
     Listener,
     ReplayConfigError,
     ReplayControlError,
@@ -147,16 +149,22 @@ log = logging.getLogger(__name__)
 #: Longest Unix-domain socket path (sun_path is 108 bytes including the terminating NUL).
 MAX_UNIX_PATH = 107
 CLOSE_TIMEOUT_S = 2.0
+IPPROTO_MPTCP = 262
 
 
 # ---------------------------------------------------------------------------------------------
 # Network side.
 
 
-def server_ssl_context(cert: Path | str, key: Path | str) -> ssl.SSLContext:
-    """TLS server context with the issued certificate: TLS 1.2+, ALPN offering only HTTP/1.1."""
+def server_ssl_context(cert: Path | str, key: Path | str, tls_max: str | None = None) -> ssl.SSLContext:
+    """TLS server context with the issued certificate: TLS 1.2+ (at most ``tls_max``: "1.2" or "1.3"),
+    ALPN offering only HTTP/1.1."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if tls_max is not None:
+        if tls_max not in TLS_VERSIONS:
+            raise ReplayConfigError(f"tls_max={tls_max!r}: must be one of {', '.join(TLS_VERSIONS)}")
+        context.maximum_version = ssl.TLSVersion.TLSv1_2 if tls_max == "1.2" else ssl.TLSVersion.TLSv1_3
     try:
         context.load_cert_chain(str(cert), str(key))
     except (OSError, ssl.SSLError) as err:
@@ -196,6 +204,7 @@ class ReplayServer:
         ssl_context: ssl.SSLContext | None = None,
         limits: ServerLimits | None = None,
         active: str | None = None,
+        mptcp: bool = False,
     ) -> None:
         if not listeners:
             raise ReplayConfigError("listeners: empty; give at least one (ip, port, tls)")
@@ -206,6 +215,7 @@ class ReplayServer:
         self.listeners = list(listeners)
         self.control_path = Path(control_path) if control_path is not None else None
         self.ssl_context = ssl_context
+        self.mptcp = mptcp  # listen on MPTCP sockets (TCP clients fall back to TCP on them)
         self.bound: list[Listener] = []
         self._servers: list[asyncio.Server] = []
         self._control_server: asyncio.Server | None = None
@@ -215,14 +225,13 @@ class ReplayServer:
         """Bind every listener and the control socket; ``bound`` then holds the actual ports."""
         try:
             for listener in self.listeners:
-                server = await asyncio.start_server(
-                    functools.partial(self._accept, listener=listener),
-                    host=listener.ip,
-                    port=listener.port,
-                    reuse_address=True,
-                    backlog=1024,
-                    limit=READ_CHUNK,
-                )
+                handler = functools.partial(self._accept, listener=listener)
+                if self.mptcp:
+                    server = await asyncio.start_server(handler, sock=_mptcp_listener(listener), backlog=1024,
+                                                        limit=READ_CHUNK)  # fmt: skip
+                else:
+                    server = await asyncio.start_server(handler, host=listener.ip, port=listener.port,
+                                                        reuse_address=True, backlog=1024, limit=READ_CHUNK)  # fmt: skip
                 self._servers.append(server)
                 port = server.sockets[0].getsockname()[1]
                 self.bound.append(Listener(listener.ip, port, listener.tls))
@@ -276,6 +285,9 @@ class ReplayServer:
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, listener: Listener) -> None:
         task = self._track()
+        if self.mptcp:  # asyncio sets TCP_NODELAY only on IPPROTO_TCP sockets
+            with contextlib.suppress(OSError):
+                writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         peer = _endpoint(writer.get_extra_info("peername"))
         local = _endpoint(writer.get_extra_info("sockname"))
         record = self.state.open_connection(peer, local, listener.tls)
@@ -297,6 +309,7 @@ class ReplayServer:
                     reason = f"TLS handshake failed: {err!r}"
                     log.info("%s: %s", peer, reason)
                     return
+                record.tls_ns = time.monotonic_ns()
             reason = await _HttpConnection(self.state, listener, record, reader, writer).run()
         finally:
             self.state.close_connection(record, reason)
@@ -332,6 +345,22 @@ class ReplayServer:
             self._tasks.discard(task)
 
 
+def _mptcp_listener(listener: Listener) -> socket.socket:
+    """A bound MPTCP stream socket for ``listener`` (ReplayConfigError when MPTCP is unavailable)."""
+    family = socket.AF_INET6 if ":" in listener.ip else socket.AF_INET
+    try:
+        sock = socket.socket(family, socket.SOCK_STREAM, IPPROTO_MPTCP)
+    except OSError as err:
+        raise ReplayConfigError(f"--mptcp: MPTCP socket refused ({err.strerror})") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((listener.ip, listener.port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 async def _close(writer: asyncio.StreamWriter) -> None:
     writer.close()
     try:
@@ -363,6 +392,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-connections", type=int, default=defaults.max_connections)
     parser.add_argument("--max-log-entries", type=int, default=defaults.max_log_entries)
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument("--mptcp", action="store_true", help="listen on MPTCP sockets (TCP clients fall back)")
+    parser.add_argument("--tls-max", choices=TLS_VERSIONS, default=None, help="highest TLS version offered")
     return parser.parse_args(argv)
 
 
@@ -382,7 +413,7 @@ def _build(args: argparse.Namespace, load_site: Callable[[str, str], Site]) -> R
     if args.cert is not None or args.key is not None:
         if args.cert is None or args.key is None:
             raise ReplayConfigError("--cert and --key go together")
-        context = server_ssl_context(args.cert, args.key)
+        context = server_ssl_context(args.cert, args.key, args.tls_max)
     pairs: list[tuple[str, str]] = []
     for spec in args.corpus_spec:
         try:
@@ -392,7 +423,13 @@ def _build(args: argparse.Namespace, load_site: Callable[[str, str], Site]) -> R
         pairs += parse_corpus_spec(text, where=str(spec))
     sites = [load_site(corpus, name) for corpus, name in pairs]
     return ReplayServer(
-        sites, listeners, control_path=args.control, ssl_context=context, limits=limits, active=args.active
+        sites,
+        listeners,
+        control_path=args.control,
+        ssl_context=context,
+        limits=limits,
+        active=args.active,
+        mptcp=args.mptcp,
     )
 
 

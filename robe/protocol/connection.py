@@ -50,7 +50,7 @@ from robe.protocol.frames import (
     Rst,
 )
 from robe.protocol.reassembly import Reassembly, WindowViolationError
-from robe.protocol.sending import SendBuffer, SubflowView, lowest_rtt_first
+from robe.protocol.sending import SCHEDULERS, SendBuffer, SubflowView
 
 VERSION = 1
 WRAP = 1 << 64
@@ -189,6 +189,7 @@ class Endpoint:
     closing: bool = False
     ended: bool = False
     pending_writes: bytearray = field(default_factory=bytearray)
+    scheduler: str = "lowest-rtt"  # a name of robe.protocol.sending.SCHEDULERS
 
     # -- data path ----------------------------------------------------------------------------
 
@@ -225,21 +226,26 @@ class Endpoint:
         out: list[Output] = []
         if self.send is None:
             return out
-        views = [SubflowView(f.sid, f.state is SubflowState.READY, f.writable, f.srtt_us)
-                 for f in self.subflows.values()]  # fmt: skip
+        send = self.send
+        pick = SCHEDULERS[self.scheduler]
+
+        def views() -> list[SubflowView]:  # in list order: the kernel scheduler breaks ties by it
+            return [SubflowView(f.sid, f.state is SubflowState.READY, f.writable, f.srtt_us, send.in_flight(f.sid))
+                    for f in self.subflows.values()]  # fmt: skip
+
         budget = 64  # frames per call: bounded work, the I/O layer calls again when writable
-        while budget and self.send.has_pending():
-            sid = lowest_rtt_first(views)
+        while budget and send.has_pending():
+            sid = pick(views())
             if sid is None:
                 break
-            chunk = self.send.next_chunk(sid, MAX_DATA)
+            chunk = send.next_chunk(sid, MAX_DATA)
             if chunk is None:
                 break
             dsn, data = chunk
             out.append(Transmit(sid, Data(dsn % WRAP, data).encode()))
             budget -= 1
-        if self.closing and not self.fin_sent and not self.send.has_pending():
-            sid = lowest_rtt_first(views)
+        if self.closing and not self.fin_sent and not send.has_pending():
+            sid = pick(views())
             if sid is not None:
                 out.append(Transmit(sid, DataFin(self.send.end_dsn % WRAP).encode()))
                 self.fin_sent, self.fin_sid = True, sid
@@ -330,6 +336,8 @@ class ClientConnection(Endpoint):
     rejoins: dict[int, int] = field(default_factory=dict)  # path -> joins opened after a subflow loss
 
     def __post_init__(self) -> None:
+        if self.scheduler not in SCHEDULERS:
+            raise ValueError(f"scheduler={self.scheduler!r}: unknown (known: {', '.join(SCHEDULERS)})")
         if self.strategy not in USER_STRATEGIES:
             raise ValueError(f"strategy={self.strategy!r}: unknown (known: {', '.join(USER_STRATEGIES)})")
         if not 1 <= self.paths <= 8:
@@ -522,6 +530,7 @@ class Server:
     robe: bool = True
     max_subflows: int = 8
     window: int = 1 << 20
+    scheduler: str = "lowest-rtt"  # of every connection (robe.protocol.sending.SCHEDULERS)
     connections: dict[int, ServerConnection] = field(default_factory=dict)  # by Key-A
     by_token: dict[int, ServerConnection] = field(default_factory=dict)
     owner: dict[int, ServerConnection] = field(default_factory=dict)  # sid -> connection
@@ -610,7 +619,8 @@ class Server:
             # Attaching needs the proof of Key-B (CAP_ATTACH); a bare CAP could come from a guess.
             reason = ResetReason.NO_ROBE if not self.robe else ResetReason.BAD_HMAC
             return None, self._reject(flow, reason, "CAP of a known Key-A (attaching needs CAP_ATTACH)")
-        conn = ServerConnection(window=self.window, key_a=frame.key_a, max_subflows=self.max_subflows)
+        conn = ServerConnection(window=self.window, key_a=frame.key_a, max_subflows=self.max_subflows,
+                                scheduler=self.scheduler)  # fmt: skip
         self.connections[frame.key_a] = conn
         self.by_token[conn.token] = conn
         return conn, [Established(flow.sid, frame.addr_id), *self._adopt(conn, flow, frame.addr_id)]

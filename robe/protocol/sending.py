@@ -1,5 +1,5 @@
 """Sending side of the userspace RobE transport: the data stream buffer, what each subflow carries,
-reinjection when a subflow dies, and the lowest-RTT-first scheduler.
+reinjection when a subflow dies, and the two schedulers: lowest RTT first, and the kernel's default.
 
 Pure bookkeeping: the connection state machine asks ``next_chunk`` what to put into a DATA frame on
 which subflow, reports cumulative data-acks, and reports dead subflows, whose unacknowledged
@@ -9,6 +9,7 @@ mappings are queued for reinjection on the others.
 from __future__ import annotations
 
 import collections
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 
@@ -24,6 +25,7 @@ class SubflowView:
     ready: bool  # handshake (and, for joins, the fourth ACK) complete: may carry data
     writable: bool  # its socket accepts more bytes now
     srtt_us: int
+    queued: int = 0  # bytes sent on it and not yet acknowledged
 
 
 def lowest_rtt_first(subflows: list[SubflowView]) -> int | None:
@@ -32,6 +34,29 @@ def lowest_rtt_first(subflows: list[SubflowView]) -> int | None:
     if not usable:
         return None
     return min(usable, key=lambda s: (s.srtt_us, s.sid)).sid
+
+
+def kernel_default(subflows: list[SubflowView]) -> int | None:
+    """Linux's default MPTCP scheduler (``mptcp_subflow_get_send``, net/mptcp/protocol.c), for
+    subflows given in the kernel's list order (the initial subflow first, then in joining order).
+
+    The kernel picks the subflow with the shortest *linger time*, its queued bytes divided by its
+    pacing rate, and keeps the first on a tie (strict ``<``). Idle subflows all linger 0, so a
+    request or a short answer always goes on the first subflow, whatever the RTTs: the initial one.
+    Here the linger time is ``queued x srtt`` (the pacing rate taken as proportional to 1/RTT).
+    """
+    best: SubflowView | None = None
+    for view in subflows:
+        if view.ready and view.writable and (best is None or view.queued * view.srtt_us < best.queued * best.srtt_us):
+            best = view
+    return None if best is None else best.sid
+
+
+#: The schedulers by name (``Endpoint.scheduler``).
+SCHEDULERS: dict[str, Callable[[list[SubflowView]], int | None]] = {
+    "lowest-rtt": lowest_rtt_first,
+    "kernel-default": kernel_default,
+}
 
 
 @dataclass
@@ -70,6 +95,10 @@ class SendBuffer:
         taken = data[: self.space]
         self._data += taken
         return len(taken)
+
+    def in_flight(self, sid: int) -> int:
+        """Bytes sent on subflow ``sid`` and not yet acknowledged."""
+        return sum(self._in_flight.get(sid, {}).values())
 
     def has_pending(self) -> bool:
         """Anything to send (reinjections first, then new data)?"""

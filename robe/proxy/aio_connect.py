@@ -27,6 +27,7 @@ from typing import Any
 
 from robe import kernel
 from robe.client import ConnectError, check_endpoints
+from robe.protocol.sending import SCHEDULERS
 from robe.proxy.streams import CHUNK, BoundedClient, ByteStream, SocketStream
 from robe.race import Action, Race, Step
 from robe.strategies import Protocol, Strategy, get_strategy
@@ -69,6 +70,15 @@ class MultipathStream(ByteStream):
             return len(kernel.subflows(sock))
         endpoint = getattr(self.inner, "endpoint", None)
         return len(endpoint.subflows) if endpoint is not None else None
+
+    def subflows_ready(self) -> list[dict[str, Any]] | None:
+        """Userspace transport: when each subflow became ready for data (``t_ns``, ``path``); None for
+        kernel sockets (the kernel's subflows are seen through its MPTCP events)."""
+        driver = getattr(self.inner, "driver", None)
+        if driver is None:
+            return None
+        return [{"t_ns": e["t_ns"], "path": e["path"], "what": e["what"]} for e in driver.events
+                if e["what"] in ("established", "subflow_ready")]  # fmt: skip
 
     async def read(self, max_bytes: int = CHUNK) -> bytes:
         return await self.inner.read(max_bytes)
@@ -233,9 +243,9 @@ async def _open_kernel(
 
 
 async def _open_userspace(
-    name: str, server: tuple[str, int], sources: Sequence[str], first_data: bytes
+    name: str, server: tuple[str, int], sources: Sequence[str], first_data: bytes, scheduler: str
 ) -> MultipathStream:
-    client = BoundedClient(strategy=name, server=server, sources=list(sources))
+    client = BoundedClient(strategy=name, server=server, sources=list(sources), scheduler=scheduler)
     try:
         path = await client.connect(first_data)
     except BaseException:
@@ -262,12 +272,15 @@ async def open_multipath(
     timer_s: float = 1.0,
     *,
     timeout_s: float | None = None,
+    scheduler: str = "lowest-rtt",
 ) -> MultipathStream:
     """Connect to ``server`` over ``sources`` (one source address per path, the default path first).
 
     ``first_data`` is sent with the establishment (on the winner at once; with the userspace CAP).
-    Raises ``StrategyError``/``ConnectError`` for bad arguments, ``OSError`` (``ConnectionError``)
-    when every attempt failed, ``TimeoutError`` after ``timeout_s`` (default: the kernel decides).
+    ``scheduler`` is the userspace transport's (``robe.protocol.sending.SCHEDULERS``; the kernel
+    strategies use the kernel's). Raises ``StrategyError``/``ConnectError`` for bad arguments,
+    ``OSError`` (``ConnectionError``) when every attempt failed, ``TimeoutError`` after
+    ``timeout_s`` (default: the kernel decides).
     """
     check_strategy(strategy)
     check_endpoints(f"{server[0]}:{server[1]}", list(sources))
@@ -276,7 +289,9 @@ async def open_multipath(
     if timeout_s is not None and not timeout_s > 0:
         raise ConnectError(f"timeout_s={timeout_s!r}: must be positive")
     if is_userspace(strategy):
-        opening = _open_userspace(strategy, server, sources, first_data)
+        if scheduler not in SCHEDULERS:
+            raise ConnectError(f"scheduler={scheduler!r}: unknown (known: {', '.join(SCHEDULERS)})")
+        opening = _open_userspace(strategy, server, sources, first_data, scheduler)
     else:
         opening = _open_kernel(get_strategy(strategy), server, sources, first_data, timer_s)
     async with asyncio.timeout(timeout_s):

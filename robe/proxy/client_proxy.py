@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from robe.client import ConnectError, check_endpoints, parse_server
+from robe.protocol.sending import SCHEDULERS
 from robe.proxy import convert, redirect
 from robe.proxy.aio_connect import MultipathStream, check_strategy, open_multipath
 from robe.proxy.connlog import ConnLog
@@ -76,6 +77,7 @@ class ClientProxyConfig:
         first_data_wait_s: how long to wait for first data (0: take only what is already there).
         first_data_max: at most this many bytes ride with the header.
         connect_timeout_s: give up connecting to the HAAP after this long (None: the kernel decides).
+        scheduler: the userspace transport's scheduler (``robe.protocol.sending.SCHEDULERS``).
     """
 
     listen_port: int
@@ -88,6 +90,7 @@ class ClientProxyConfig:
     first_data_wait_s: float = 0.0
     first_data_max: int = FIRST_DATA_MAX
     connect_timeout_s: float | None = None
+    scheduler: str = "lowest-rtt"
 
     def __post_init__(self) -> None:
         if not 0 <= self.listen_port < 65536:
@@ -119,6 +122,8 @@ class ClientProxyConfig:
             raise ConfigError(f"first_data_max={self.first_data_max}: must be 1..1048576")
         if self.connect_timeout_s is not None and not self.connect_timeout_s > 0:
             raise ConfigError(f"connect_timeout_s={self.connect_timeout_s!r}: must be > 0")
+        if self.scheduler not in SCHEDULERS:
+            raise ConfigError(f"scheduler={self.scheduler!r}: unknown (known: {', '.join(SCHEDULERS)})")
 
     @property
     def target(self) -> tuple[str, int]:
@@ -281,7 +286,8 @@ class ClientProxy:
             fields["bytes_up"] = len(first)
             header = convert.encode(convert.Destination(ipaddress.ip_address(dst[0]), dst[1]))
             remote = await open_multipath(config.strategy, config.target, config.sources, header + first,
-                                          config.timer_s, timeout_s=config.connect_timeout_s)  # fmt: skip
+                                          config.timer_s, timeout_s=config.connect_timeout_s,
+                                          scheduler=config.scheduler)  # fmt: skip
             fields["path"] = remote.path
             self.log.event("connected", conn, dst=fields["dst"], strategy=config.strategy, path=remote.path,
                            first_bytes=len(first), setup_ns=remote.setup_ns, local=remote.local,
@@ -294,7 +300,8 @@ class ClientProxy:
             finally:
                 sampler.cancel()
             finished = True
-            fields.update(bytes_up=result.up + len(first), bytes_down=result.down, error=result.error)
+            fields.update(bytes_up=result.up + len(first), bytes_down=result.down, error=result.error,
+                          ready=remote.subflows_ready(), **result.timing())  # fmt: skip
         except _RefusedError as err:
             self.log.event("refused", conn, dst=fields["dst"], reason=str(err))
             fields["error"] = f"refused: {err}"
@@ -329,6 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--first-data-wait", type=float, default=0.0,
                         help="seconds to wait for the client's first data (default 0: only what is there)")  # fmt: skip
     parser.add_argument("--connect-timeout", type=float, default=None, help="seconds (default: the kernel decides)")
+    parser.add_argument("--scheduler", default="lowest-rtt", choices=sorted(SCHEDULERS),
+                        help="userspace strategies: lowest-rtt (default) or kernel-default (Linux's rule)")  # fmt: skip
     parser.add_argument("--log", default=None, help="connection log, JSON lines (appended)")
     parser.add_argument("--iptables", action="store_true",
                         help="install the REDIRECT rules while running (and remove them on exit)")  # fmt: skip
@@ -353,6 +362,7 @@ def config_from_args(args: argparse.Namespace) -> tuple[ClientProxyConfig, redir
         timer_s=args.timer,
         first_data_wait_s=args.first_data_wait,
         connect_timeout_s=args.connect_timeout,
+        scheduler=args.scheduler,
     )
     rules = None
     if args.iptables:

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from robe import kernel
+from robe.protocol.sending import SCHEDULERS
 from robe.proxy import convert
 from robe.proxy.connlog import ConnLog
 from robe.proxy.relay import describe, relay
@@ -68,6 +69,7 @@ class HaapConfig:
         allow: destinations the HAAP connects to; anything else is refused.
         header_timeout_s: a connection without a complete header after this long is refused.
         connect_timeout_s: give up connecting to a destination after this long.
+        user_scheduler: the userspace listener's scheduler (``robe.protocol.sending.SCHEDULERS``).
     """
 
     port: int
@@ -76,6 +78,7 @@ class HaapConfig:
     allow: tuple[Network, ...] = parse_networks(DEFAULT_ALLOW)
     header_timeout_s: float = 10.0
     connect_timeout_s: float = 30.0
+    user_scheduler: str = "lowest-rtt"
 
     def __post_init__(self) -> None:
         if not 0 <= self.port < 65536:
@@ -92,6 +95,8 @@ class HaapConfig:
             raise ConfigError(f"header_timeout_s={self.header_timeout_s!r}: must be > 0")
         if not self.connect_timeout_s > 0:
             raise ConfigError(f"connect_timeout_s={self.connect_timeout_s!r}: must be > 0")
+        if self.user_scheduler not in SCHEDULERS:
+            raise ConfigError(f"user_scheduler={self.user_scheduler!r}: unknown (known: {', '.join(SCHEDULERS)})")
 
     def allows(self, address: convert.IPAddress) -> bool:
         """Whether ``address`` lies in an allowed network."""
@@ -129,7 +134,7 @@ class Haap:
         self.count = 0
         self.connections: set[asyncio.Task[Any]] = set()
         self.servers: list[asyncio.AbstractServer] = []
-        self.user_server = BoundedServer(on_connection=self._on_user)
+        self.user_server = BoundedServer(on_connection=self._on_user, scheduler=config.user_scheduler)
         self.port = config.port
         self.user_port = config.user_port
 
@@ -229,13 +234,16 @@ class Haap:
             sock = origin.socket
             if sock is not None:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self.log.event("connected", conn, dst=fields["dst"], setup_ns=time.monotonic_ns() - started)
+            local = writer.get_extra_info("sockname")
+            self.log.event("connected", conn, dst=fields["dst"], setup_ns=time.monotonic_ns() - started,
+                           local=f"{local[0]}:{local[1]}" if isinstance(local, tuple) else None)  # fmt: skip
             if first:
                 origin.write(first)
             fields["bytes_up"] = len(first)
             result = await relay(stream, origin)
             finished = True
-            fields.update(bytes_up=result.up + len(first), bytes_down=result.down, error=result.error)
+            fields.update(bytes_up=result.up + len(first), bytes_down=result.down, error=result.error,
+                          **result.timing())  # fmt: skip
         except _RefusedError as err:
             self.log.event("refused", conn, peer=peer_text, dst=fields["dst"], reason=str(err))
             fields["error"] = f"refused: {err}"
@@ -265,6 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--header-timeout", type=float, default=10.0, help="seconds (default 10)")
     parser.add_argument("--connect-timeout", type=float, default=30.0, help="seconds (default 30)")
     parser.add_argument("--log", default=None, help="connection log, JSON lines (appended)")
+    parser.add_argument("--user-scheduler", default="lowest-rtt", choices=sorted(SCHEDULERS),
+                        help="scheduler of the userspace listener's connections (default lowest-rtt)")  # fmt: skip
     return parser
 
 
@@ -277,6 +287,7 @@ def config_from_args(args: argparse.Namespace) -> HaapConfig:
         allow=parse_networks(args.allow or DEFAULT_ALLOW),
         header_timeout_s=args.header_timeout,
         connect_timeout_s=args.connect_timeout,
+        user_scheduler=args.user_scheduler,
     )
 
 

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import errno
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -21,11 +22,25 @@ from robe.proxy.streams import CHUNK, ByteStream
 
 @dataclass
 class RelayResult:
-    """Bytes each way and the error that ended the relay, if any."""
+    """Bytes each way, when they moved (``time.monotonic_ns()``; None when nothing moved) and the
+    error that ended the relay, if any. ``*_eof_ns``: when that direction's end (EOF) was read."""
 
     up: int = 0  # client -> server
     down: int = 0  # server -> client
     error: str | None = None
+    first_up_ns: int | None = None
+    last_up_ns: int | None = None
+    first_down_ns: int | None = None
+    last_down_ns: int | None = None
+    up_eof_ns: int | None = None
+    down_eof_ns: int | None = None
+
+    def timing(self) -> dict[str, int | None]:
+        """The timestamps, for a connection log line."""
+        return {name: getattr(self, name) for name in _TIMING_FIELDS}
+
+
+_TIMING_FIELDS = ("first_up_ns", "last_up_ns", "first_down_ns", "last_down_ns", "up_eof_ns", "down_eof_ns")
 
 
 def describe(err: BaseException) -> str:
@@ -53,13 +68,19 @@ async def relay(
     result = RelayResult()
 
     async def pump(src: ByteStream, dst: ByteStream, upward: bool) -> None:
+        direction = "up" if upward else "down"
         while data := await src.read(chunk):
+            now = time.monotonic_ns()
             dst.write(data)
             if upward:
                 result.up += len(data)
             else:
                 result.down += len(data)
+            if getattr(result, f"first_{direction}_ns") is None:
+                setattr(result, f"first_{direction}_ns", now)
+            setattr(result, f"last_{direction}_ns", now)
             await dst.drain()
+        setattr(result, f"{direction}_eof_ns", time.monotonic_ns())
         dst.write_eof()
 
     tasks = [asyncio.create_task(pump(client, server, True)), asyncio.create_task(pump(server, client, False))]
