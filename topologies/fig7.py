@@ -14,7 +14,8 @@ router reaches the origin host (which holds one address per recorded origin host
 ``webreplay.model.ORIGIN_NETWORK``) and the DNS server over plain veths. The client's default route
 is LTE (the paper's high-latency default path); policy routing sends each source address out of its
 own link. The HAAP routes too (the client's DNS queries take the default path to the DNS server);
-web traffic reaches it through the proxies. Static neighbours, no IPv6, pinned congestion control,
+web traffic reaches it through the proxies. The origin host acknowledges without delay (route
+``quickack``). Static neighbours, no IPv6, pinned congestion control,
 no metrics cache and the MPTCP settings are as in Figure 3 (``topologies.fig3``).
 """
 
@@ -192,7 +193,10 @@ class Fig7Network(EmulatedNetwork):
         for subnet in ("198.18.1.0/24", "198.18.2.0/24"):
             self._sh(router, ["ip", "route", "add", subnet, "via", HAAP_INTERNET, "dev", "r-h"])
         self._sh(router, ["ip", "route", "add", ORIGINS, "via", WEB, "dev", "r-w"])
-        self._sh(web, ["ip", "route", "add", "default", "via", ROUTER_WEB, "dev", "w1"])
+        # quickack: the origins acknowledge at once. wget writes small TLS records with Nagle's
+        # algorithm on, so a delayed ACK here (up to 40 ms) would hold its next record (see README,
+        # "Why our Figure 9 differs from the paper"); wget's own MPTCP socket (mptcpize) never waits.
+        self._sh(web, ["ip", "route", "add", "default", "via", ROUTER_WEB, "dev", "w1", "quickack", "1"])
         self._sh(dns, ["ip", "route", "add", "default", "via", ROUTER_DNS, "dev", "d1"])
         if self.config.origin_addresses:
             self._sh(web, ["ip", "-batch", "-"], input_text=origin_address_batch(self.config.origin_addresses))

@@ -40,7 +40,7 @@ from robe.proxy import convert, redirect
 from robe.proxy.aio_connect import MultipathStream, check_strategy, open_multipath
 from robe.proxy.connlog import ConnLog
 from robe.proxy.relay import describe, relay
-from robe.proxy.streams import LISTEN_BACKLOG, SocketStream, raise_fd_limit, set_linger_zero
+from robe.proxy.streams import LISTEN_BACKLOG, SocketStream, raise_fd_limit, set_linger_zero, set_nodelay
 from robe.strategies import StrategyError
 from robe.userspace_endpoints import is_userspace
 from topologies.shell import CommandError
@@ -235,6 +235,7 @@ class ClientProxy:
                 await asyncio.sleep(0.05)
                 continue
             sock.setblocking(False)
+            set_nodelay(sock)  # the proxy's writes to the client go out at once, whatever their size
             task = asyncio.create_task(self._handle(sock, peer))
             self.connections.add(task)
             task.add_done_callback(self.connections.discard)
@@ -292,7 +293,7 @@ class ClientProxy:
             self.log.event("connected", conn, dst=fields["dst"], strategy=config.strategy, path=remote.path,
                            first_bytes=len(first), setup_ns=remote.setup_ns, local=remote.local,
                            race=remote.events)  # fmt: skip
-            client = await SocketStream.wrap(sock)
+            client = await SocketStream.wrap(sock, quickack=True)
             raw = None
             sampler = asyncio.create_task(_sample_subflows(remote, fields))
             try:
