@@ -21,6 +21,7 @@ made MPTCP by mptcpize): what remains there is the proxies', what ``direct-mptcp
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -81,18 +82,19 @@ def site_means(runs: pd.DataFrame, column: str = "wget_ms") -> pd.DataFrame:
     return runs.pivot_table(index="site", columns="strategy", values=column, aggfunc="mean")
 
 
-def markdown(table: pd.DataFrame) -> str:
-    """The table as Markdown, in ms with one decimal."""
-    shown = table.drop(columns=["loads"]).round(2)
-    return shown.to_markdown() if hasattr(shown, "to_markdown") and _has_tabulate() else shown.to_string()
+def markdown(table: pd.DataFrame, digits: int = 2) -> str:
+    """A DataFrame as a Markdown table (index first), numbers rounded to ``digits``."""
 
+    def cell(value: object) -> str:
+        if isinstance(value, float):
+            return "" if math.isnan(value) else f"{value:.{digits}f}"
+        return str(value)
 
-def _has_tabulate() -> bool:
-    try:
-        import tabulate  # type: ignore[import-untyped]  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    header = [str(table.index.name or ""), *map(str, table.columns)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for index, row in table.iterrows():
+        lines.append("| " + " | ".join([str(index), *(cell(v) for v in row)]) + " |")
+    return "\n".join(lines)
 
 
 def write_report(folder: Path) -> str:
@@ -104,7 +106,7 @@ def write_report(folder: Path) -> str:
             "wget_ms = base + per_http_conn x HTTP connections + per_https_conn x HTTPS connections + "
             "per_request x objects (OLS over every ok load); "
             "`*_over_direct`: the strategy's cost minus the direct client's.\n\n"
-            f"{markdown(table)}\n\nMean wget wall time per site [ms]:\n\n"
+            f"{markdown(table.drop(columns=['loads']))}\n\nMean wget wall time per site [ms]:\n\n"
             f"{site_means(runs).round(1).to_string()}\n")  # fmt: skip
     (folder / "overhead.md").write_text(text)
     return text
