@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import gzip
 import json
 import os
 import shutil
@@ -321,15 +322,22 @@ class LoadWorker:
 
     @staticmethod
     def _stop_capture(captures: list[tuple[subprocess.Popen[str], Path]]) -> str:
+        """Stop the captures and gzip them (headers compress well); their file names."""
         for proc, _ in captures:
             proc.send_signal(signal.SIGINT)
-        for proc, _ in captures:
+        names = []
+        for proc, path in captures:
             try:
                 proc.communicate(timeout=10)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.communicate()
-        return ";".join(path.name for _, path in captures)
+            packed = path.with_name(path.name + ".gz")
+            with path.open("rb") as raw, gzip.open(packed, "wb") as out:
+                shutil.copyfileobj(raw, out)
+            path.unlink()
+            names.append(packed.name)
+        return ";".join(names)
 
     def _append_connections(self, rows: list[dict[str, Any]]) -> None:
         if self.out is None:

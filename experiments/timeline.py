@@ -22,7 +22,7 @@ CONNECTION_FIELDS = [
     "run_id", "site", "strategy", "repetition", "conn", "host", "dst", "scheme",
     "dns_start_ms", "dns_ms", "accept_ms", "setup_ms", "winner_path", "haap_connected_ms", "tls_done_ms",
     "requests", "first_request_ms", "last_response_ms", "first_byte_ms", "last_byte_ms", "client_end_ms",
-    "closed_ms", "bytes_up", "bytes_down", "subflows", "join_path", "join_ms", "error",
+    "closed_ms", "bytes_up", "bytes_down", "subflows", "join_path", "join_ms", "subflow_ports", "error",
 ]  # fmt: skip
 
 LTE_SOURCE = "198.18.1.1"
@@ -40,18 +40,31 @@ def _by_conn(events: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Mapping
     return out
 
 
-def _mptcp_subflows(events: Sequence[Mapping[str, Any]]) -> dict[str, list[tuple[int, str]]]:
-    """{"addr:port" of the initial subflow: [(t_ns, local address) of each joined subflow]}."""
+def _mptcp_subflows(events: Sequence[Mapping[str, Any]]) -> dict[str, list[tuple[int, str, int]]]:
+    """{"addr:port" of the initial subflow: [(t_ns, local address, local port) of each joined subflow]}."""
     token_of: dict[str, str] = {}
-    joins: dict[str, list[tuple[int, str]]] = {}
+    joins: dict[str, list[tuple[int, str, int]]] = {}
     for event in events:
         name = event.get("event")
         if name == "CREATED" and "saddr4" in event and "sport" in event:
             token_of[str(event.get("token"))] = f"{event['saddr4']}:{event['sport']}"
         elif name == "SF_ESTABLISHED" and str(event.get("token")) in token_of:
             initial = token_of[str(event.get("token"))]
-            joins.setdefault(initial, []).append((int(event["t_ns"]), str(event.get("saddr4", ""))))
+            joins.setdefault(initial, []).append((int(event["t_ns"]), str(event.get("saddr4", "")),
+                                                  int(event.get("sport", 0))))  # fmt: skip
     return joins
+
+
+def _subflow_ports(local: Any, joined: list[tuple[int, str, int]], ready: Any, sources: Sequence[str]) -> str:
+    """``path:port`` of every subflow the client opened (``;``-separated), to find them in captures."""
+    ports = []
+    if ready:  # userspace transport: each ready subflow with its local address
+        ports = [f"{r['path']}:{str(r['local']).rsplit(':', 1)[1]}" for r in ready if r.get("local")]
+    elif local:
+        address, _, port = str(local).rpartition(":")
+        ports = [f"{_path_of(address, sources)}:{port}"]
+        ports += [f"{_path_of(source, sources)}:{port_}" for _, source, port_ in joined]
+    return ";".join(ports)
 
 
 def _path_of(address: str, sources: Sequence[str]) -> str:
@@ -135,10 +148,11 @@ def connection_rows(
                        bytes_down=replay.get("wire_bytes", ""))  # fmt: skip
         joined = joins.get(str(local), []) if local else []
         if joined and not row.get("join_ms"):
-            t_ns, source = joined[0]
+            t_ns, source, _ = joined[0]
             row.update(join_path=_path_of(source, sources), join_ms=_ms(t_ns, t0_ns))
             if not proxied:
                 row["subflows"] = 1 + len(joined)
+        row["subflow_ports"] = _subflow_ports(local, joined, closed.get("ready"), sources)
         if replay:
             requests = replay.get("request_log") or []
             row.update(tls_done_ms=_ms(replay.get("tls_ns"), t0_ns), requests=len(requests))

@@ -106,9 +106,12 @@ class _Driver:
             if writable:
                 self.apply(machine.pump())
 
-    def _srtt_us(self, sid: int) -> int:
+    def _socket(self, sid: int) -> Any:
         transport = self.transports.get(sid)
-        sock = transport.get_extra_info("socket") if transport else None
+        return transport.get_extra_info("socket") if transport else None
+
+    def _srtt_us(self, sid: int) -> int:
+        sock = self._socket(sid)
         if sock is None:
             return 1_000_000
         with contextlib.suppress(OSError):
@@ -189,6 +192,10 @@ class _Driver:
     def write(self, data: bytes) -> int:
         """Queue bytes and send what the scheduler allows; returns how many were taken."""
         endpoint = self.endpoint()
+        # The scheduler's RTTs, fresh: a subflow that became ready before its asyncio transport
+        # existed (the client's first subflow) would otherwise keep the 1 s placeholder.
+        for sid, flow in endpoint.subflows.items():
+            endpoint.set_path_info(sid, self._srtt_us(sid), flow.writable)
         taken = endpoint.write(data)
         self.apply(endpoint.pump())
         return taken
@@ -339,6 +346,9 @@ class UserspaceClient(_Driver):
         backlog = self.backlog.pop(sid, None)
         if backlog:
             transport.write(bytes(backlog))
+
+    def _socket(self, sid: int) -> Any:
+        return super()._socket(sid) or self.raw.get(sid)
 
     def write_raw(self, sid: int, data: bytes) -> bool:
         """Frames for a subflow whose transport does not exist yet: onto its socket, in order."""

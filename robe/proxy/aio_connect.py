@@ -77,8 +77,9 @@ class MultipathStream(ByteStream):
         driver = getattr(self.inner, "driver", None)
         if driver is None:
             return None
-        return [{"t_ns": e["t_ns"], "path": e["path"], "what": e["what"]} for e in driver.events
-                if e["what"] in ("established", "subflow_ready")]  # fmt: skip
+        local = {e["sid"]: e["local"] for e in driver.events if e["what"] == "tcp_connected"}
+        return [{"t_ns": e["t_ns"], "path": e["path"], "what": e["what"], "local": local.get(e["sid"])}
+                for e in driver.events if e["what"] in ("established", "subflow_ready")]  # fmt: skip
 
     async def read(self, max_bytes: int = CHUNK) -> bytes:
         return await self.inner.read(max_bytes)
