@@ -6,14 +6,15 @@ PROFILE ?= paper
 JOBS ?= 16
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: help setup test lint unit-test integration-test validate-links validate-transport experiment1 experiment2 record-sites plots bench clean-net clean
+.PHONY: help setup test lint unit-test integration-test validate-links validate-transport experiment1 experiment2 ablation record-sites plots bench clean-net clean
 
 help:
 	@echo "robe-lab make targets:"
 	@echo "  sudo make validate-links   build Figure 3 and measure link fidelity (RTT, loss, rate) on both paths"
 	@echo "  sudo make validate-transport  set-up and join times of every strategy vs the paper's formulas; mptcp-user vs kernel"
 	@echo "  sudo make experiment1      experiment 1 (loss sweep on the default path); PROFILE=paper|quick|asymmetric JOBS=16"
-	@echo "  sudo make experiment2      experiment 2 (hybrid access page loads, Figure 9); PROFILE=paper|quick JOBS2=3"
+	@echo "  sudo make experiment2      experiment 2 (hybrid access page loads, Figure 9); PROFILE=paper|quick|zero|direct JOBS2=3"
+	@echo "  sudo make ablation         experiment 2's ablation: every abl-* profile, then the improvement-against-factor figure"
 	@echo "  make record-sites SITES=URLS  record live pages into HAR files (needs internet; not run in CI)"
 	@echo "  make plots                 regenerate every figure and report from stored results (no root)"
 	@echo "  sudo make bench            userspace RobE transport against kernel MPTCP: goodput, CPU per set-up, memory"
@@ -66,6 +67,10 @@ bench: setup
 experiment2: setup
 	$(call require_root)
 	$(PYTHON) -m experiments.experiment2 --profile $(PROFILE) -j $(or $(JOBS2),3) $(ARGS)
+
+ablation: setup
+	$(call require_root)
+	$(PYTHON) -m experiments.ablation -j $(or $(JOBS2),3) $(ARGS)
 
 record-sites: setup
 	@if [ -z "$(SITES)" ]; then echo "usage: make record-sites SITES='https://www.example.com/ ...' [ARGS='--out DIR']" >&2; exit 2; fi

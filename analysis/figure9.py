@@ -22,7 +22,11 @@ import matplotlib.pyplot as plt
 from analysis.stats import bootstrap_mean_ci
 
 #: (classic, RobE) pairs compared, when both were run.
-PAIRS = (("mptcp", "robe-sim"), ("mptcp-user", "robe-downgrade"))
+PAIRS = (
+    ("mptcp", "robe-sim"),
+    ("mptcp-user", "robe-downgrade"),
+    ("mptcp-user+kernel-default", "robe-downgrade+kernel-default"),
+)
 PAPER_IMPROVEMENT = (50.0, 100.0)
 COLORS = {"mptcp": "tab:blue", "robe-sim": "tab:green", "mptcp-user": "tab:purple", "robe-downgrade": "tab:red",
           "tcp": "tab:gray", "robe-timer": "tab:orange", "robe-bbm": "tab:brown", "robe-esim": "tab:pink"}  # fmt: skip

@@ -1,0 +1,63 @@
+"""``make ablation``: every ablation level of experiment 2 in turn, then its analysis.
+
+Runs the profiles ``experiments/profiles/experiment2-abl-*.toml`` (each the paper profile with one
+factor changed) into ``results/experiment2/abl-<level>/`` with ``-j`` parallel networks (resumable
+like any experiment 2 sweep: rerun to finish), prints each level's and the total wall time, then
+``analysis.ablation`` (which also reads the stored ``paper`` run: the reference level of every
+factor). ``--only abl-tls12 ...`` runs a subset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+from collections.abc import Sequence
+
+from analysis.ablation import run as analyse
+from experiments.experiment1 import ExperimentError
+from experiments.experiment2 import RESULTS_BASE, Options, _raise_interrupt, run_sweep
+from experiments.profile2 import PROFILE_DIR, load_profile2
+
+PREFIX = "experiment2-abl-"
+
+
+def ablation_profiles() -> list[str]:
+    """The ablation profiles' names, sorted."""
+    return sorted(p.stem.removeprefix("experiment2-") for p in PROFILE_DIR.glob(f"{PREFIX}*.toml"))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the levels, then the analysis; exit status of the worst level."""
+    parser = argparse.ArgumentParser(prog="python -m experiments.ablation", description=__doc__.splitlines()[0])
+    parser.add_argument("-j", "--jobs", type=int, default=3, help="parallel Figure 7 networks per level")
+    parser.add_argument("--only", nargs="*", default=None, help="ablation profiles to run (default: all)")
+    parser.add_argument("--no-analysis", action="store_true", help="do not run analysis.ablation afterwards")
+    args = parser.parse_args(argv)
+    names = ablation_profiles()
+    unknown = sorted(set(args.only or []) - set(names))
+    if unknown:
+        parser.error(f"--only: unknown ablation profile(s) {', '.join(unknown)} (known: {', '.join(names)})")
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    status, started = 0, time.monotonic()
+    for name in args.only or names:
+        profile = load_profile2(name)
+        level_start = time.monotonic()
+        try:
+            code = run_sweep(Options(profile, RESULTS_BASE / profile.name, args.jobs, None))
+        except ExperimentError as err:
+            print(f"ablation: {name}: {err}", file=sys.stderr)
+            code = 2
+        print(f"ablation: {name} done in {(time.monotonic() - level_start) / 60:.1f} min (status {code})", flush=True)
+        status = max(status, code)
+        if code == 130:
+            return code
+    print(f"ablation: all levels in {(time.monotonic() - started) / 60:.1f} min", flush=True)
+    if not args.no_analysis:
+        print(analyse())
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
