@@ -29,7 +29,9 @@ PAIRS = (
 )
 PAPER_IMPROVEMENT = (50.0, 100.0)
 COLORS = {"mptcp": "tab:blue", "robe-sim": "tab:green", "mptcp-user": "tab:purple", "robe-downgrade": "tab:red",
-          "tcp": "tab:gray", "robe-timer": "tab:orange", "robe-bbm": "tab:brown", "robe-esim": "tab:pink"}  # fmt: skip
+          "tcp": "tab:gray", "robe-timer": "tab:orange", "robe-bbm": "tab:brown", "robe-esim": "tab:pink",
+          "mptcp-user+kernel-default": "plum", "robe-downgrade+kernel-default": "lightcoral",
+          "direct": "black", "direct-mptcp": "tab:olive"}  # fmt: skip
 
 
 @dataclass(frozen=True)

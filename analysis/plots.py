@@ -2,7 +2,9 @@
 
 For each experiment 1 result folder under ``results/experiment1/``: Figure 8 (PNG, PDF),
 ``summary.csv`` and ``report.md``; for each experiment 2 folder under ``results/experiment2/``:
-Figure 9, ``summary.csv`` and ``report.md`` (or only the folders given). Reports are also printed.
+Figure 9, ``summary.csv`` and ``report.md``, plus the connection waterfalls, the packet report and
+the overhead table where the folder has their data (or only the folders given); and the ablation
+(``results/experiment2/ablation/``). Reports are also printed.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from analysis import figure9
+from analysis import ablation, figure9, overhead, packets, timelines
 from analysis.figure8 import render
 from analysis.report import write_report
 
@@ -32,8 +34,24 @@ def experiment2_folders(base: Path = RESULTS / "experiment2") -> list[Path]:
 def _render(folder: Path) -> list[Path]:
     kind = json.loads((folder / "metadata.json").read_text()).get("kind")
     if kind == "experiment2":
-        return figure9.render(folder)
+        return [*figure9.render(folder), *experiment2_extras(folder)]
     return [*render(folder), write_report(folder)]
+
+
+def experiment2_extras(folder: Path) -> list[Path]:
+    """Issue 11's analyses where the folder has their data: connection timelines (waterfalls, where
+    the time goes), packet captures (packets.md) and, with a ``direct`` client, the overhead table."""
+    files: list[Path] = []
+    if (folder / "connections.csv").exists():
+        files += timelines.write_figures(folder)
+    if (folder / "pcap").is_dir():
+        packets.write_report(folder)
+        files.append(folder / "packets.md")
+    runs = (folder / "runs.csv").read_text()
+    if ",direct," in runs:
+        overhead.write_report(folder)
+        files.append(folder / "overhead.md")
+    return files
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,6 +65,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no experiment results under {RESULTS}", file=sys.stderr)
         return 1
     status = 0
+    levels = [RESULTS / "experiment2" / v.folder for v in ablation.LEVELS if not v.baseline]
+    if not args.folders and any(level.exists() for level in levels):
+        ablation.run(RESULTS / "experiment2")
+        print(f"{RESULTS / 'experiment2' / 'ablation'}: wrote ablation.md, improvement_vs_factor.png")
     for folder in folders:
         try:
             files = _render(folder)

@@ -169,13 +169,14 @@ class _Upstream(asyncio.DatagramProtocol):
         self.relay.upstream_answer(data)
 
 
-async def serve(listen: str, port: int, upstream: str, hosts: dict[str, str] | None, log: IO[str] | None) -> None:
+async def serve(listen: str, port: int, upstream: str, hosts: dict[str, str] | None, log: IO[str] | None,
+                upstream_port: int = 53) -> None:  # fmt: skip
     """Run until SIGTERM or SIGINT."""
     loop = asyncio.get_running_loop()
-    relay = Relay((upstream, 53), hosts, log)
+    relay = Relay((upstream, upstream_port), hosts, log)
     transport, _ = await loop.create_datagram_endpoint(lambda: relay, local_addr=(listen, port),
                                                        family=socket.AF_INET)  # fmt: skip
-    up, _ = await loop.create_datagram_endpoint(lambda: _Upstream(relay), remote_addr=(upstream, 53),
+    up, _ = await loop.create_datagram_endpoint(lambda: _Upstream(relay), remote_addr=(upstream, upstream_port),
                                                 family=socket.AF_INET)  # fmt: skip
     relay.up = up
     stop = asyncio.Event()
@@ -195,6 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--listen", default="127.0.0.1", help="address to answer on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=53)
     parser.add_argument("--upstream", required=True, help="the DNS server queries go to (forward mode)")
+    parser.add_argument("--upstream-port", type=int, default=53)
     parser.add_argument("--cache", type=Path, default=None, help="answer locally from this hosts file")
     parser.add_argument("--log", default=None, help="JSON-lines query log (appended)")
     args = parser.parse_args(argv)
@@ -205,7 +207,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     hosts = read_hosts(args.cache) if args.cache is not None else None
     log = open(args.log, "a", encoding="utf-8") if args.log else None  # noqa: SIM115
     try:
-        asyncio.run(serve(args.listen, args.port, args.upstream, hosts, log))
+        asyncio.run(serve(args.listen, args.port, args.upstream, hosts, log, args.upstream_port))
     finally:
         if log is not None:
             log.close()

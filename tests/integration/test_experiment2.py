@@ -37,3 +37,34 @@ def test_quick_profile_loads_every_page_completely_and_robe_sim_is_faster(tmp_pa
     # Resuming a complete sweep runs nothing.
     assert main(["--profile", "quick", "-j", "1", "--out", str(out)]) == 0
     assert len(list(csv.DictReader((out / "runs.csv").open()))) == 12
+
+
+def test_direct_clients_timelines_captures_and_the_kernel_schedulers_stickiness(tmp_path):
+    """wget without proxies (plain and mptcpize'd), connections.csv, --pcap, the local DNS cache, and
+    what the captures say: kernel MPTCP (and the userspace twin with the kernel's rule) keep every
+    request on the initial LTE subflow after DSL joined."""
+    from analysis.packets import folder_report
+
+    profile = tmp_path / "fidelity.toml"
+    profile.write_text(
+        'name = "fidelity"\ncorpus = "har"\nsites = ["baidu.com"]\n'
+        'strategies = ["direct", "direct-mptcp", "mptcp", "mptcp-user+kernel-default"]\n'
+        'repetitions = 1\nseed = 3\nload_timeout_s = 60\ndns = "local-cache"\n'
+        "[lte]\nrtt_ms = 40\nrate_mbit = 10\n[dsl]\nrtt_ms = 20\nrate_mbit = 10\n"
+    )
+    out = tmp_path / "out"
+    assert main(["--profile", str(profile), "-j", "1", "--out", str(out), "--pcap", "1"]) == 0
+    rows = {r["strategy"]: r for r in csv.DictReader((out / "runs.csv").open())}
+    assert all(r["status"] == "ok" and r["replay_misses"] == "0" for r in rows.values()), rows
+    conns = list(csv.DictReader((out / "connections.csv").open()))
+    for strategy, row in rows.items():
+        mine = [c for c in conns if c["run_id"] == row["run_id"]]
+        assert len(mine) == int(row["connections"]) and all(c["host"] for c in mine), (strategy, mine)
+        assert all(float(c["dns_ms"]) < 5 for c in mine if c["dns_ms"]), mine  # answered by the local cache
+        assert len(row["pcap"].split(";")) == 2 and all((out / "pcap" / n).exists() for n in row["pcap"].split(";"))
+    for strategy in ("direct-mptcp", "mptcp"):  # the kernel joined DSL to every connection
+        assert all(c["join_path"] == "1" for c in conns if c["strategy"] == strategy), strategy
+    report = folder_report(out).groupby("strategy").sum(numeric_only=True).to_dict("index")
+    for strategy in ("direct-mptcp", "mptcp", "mptcp-user+kernel-default"):
+        counts = report[strategy]
+        assert counts["requests_initial_after"] > 0 and counts["requests_joined_after"] == 0, report

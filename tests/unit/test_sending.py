@@ -70,3 +70,28 @@ def test_everything_arrives_exactly_once_in_order_while_subflows_die(data, scrip
             break
     assert bytes(out) == data
     assert buf.acked_dsn == 7 + len(data) and not buf.has_pending()
+
+
+def test_kernel_default_keeps_idle_traffic_on_the_first_subflow_and_spills_by_linger_time():
+    from robe.protocol.sending import SCHEDULERS, kernel_default
+
+    lte, dsl = SubflowView(1, True, True, 40_000), SubflowView(2, True, True, 20_000)
+    # Idle: ties on a linger time of 0, the first in list order wins even though it is slower.
+    assert kernel_default([lte, dsl]) == 1
+    assert kernel_default([dsl, lte]) == 2
+    # Busy first subflow: the one that would drain first (queued x RTT) is taken.
+    busy = SubflowView(1, True, True, 40_000, queued=3000)
+    assert kernel_default([busy, dsl]) == 2
+    assert kernel_default([busy, SubflowView(2, True, True, 20_000, queued=7000)]) == 1
+    assert kernel_default([SubflowView(1, False, True, 1), dsl]) == 2 and kernel_default([]) is None
+    assert set(SCHEDULERS) == {"lowest-rtt", "kernel-default"}
+
+
+def test_in_flight_bytes_follow_sends_and_acks():
+    buffer = SendBuffer(acked_dsn=100, limit=1000)
+    buffer.write(b"x" * 300)
+    buffer.next_chunk(1, 200)
+    buffer.next_chunk(2, 200)
+    assert (buffer.in_flight(1), buffer.in_flight(2), buffer.in_flight(3)) == (200, 100, 0)
+    buffer.ack(300)
+    assert (buffer.in_flight(1), buffer.in_flight(2)) == (0, 100)
