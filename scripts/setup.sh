@@ -11,8 +11,9 @@ cd "$here"
 
 # What the project runs: Mininet (mnexec + its Python module for /usr/bin/python3), iproute2
 # (ip, tc, ip mptcp), iptables (kernel loss rules), iperf3 (throughput checks), tcpdump,
-# wget (experiment 2 page loads), dnsmasq-base (experiment 2 DNS), ethtool, procps (sysctl), iputils-ping, util-linux (nsenter), python3-venv (.venv from /usr/bin/python3).
-DEB_PACKAGES=(mininet iproute2 iptables iperf3 tcpdump wget dnsmasq-base ethtool procps iputils-ping util-linux python3-venv python3-pip)
+# wget (experiment 2 page loads), dnsmasq-base (experiment 2 DNS), ethtool, procps (sysctl), iputils-ping, util-linux (nsenter), python3-venv (.venv from /usr/bin/python3),
+# mptcpize (experiment 2: wget's own socket made MPTCP, the direct-mptcp client).
+DEB_PACKAGES=(mininet iproute2 iptables iperf3 tcpdump wget dnsmasq-base ethtool procps iputils-ping util-linux python3-venv python3-pip mptcpize)
 
 missing=()
 for pkg in "${DEB_PACKAGES[@]}"; do
