@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from analysis.overhead import markdown
+from analysis.tables import markdown
 
 RESULTS = Path(__file__).resolve().parent.parent / "results" / "experiment2"
 PAIRS = {"kernel": ("mptcp", "robe-sim"), "userspace": ("mptcp-user", "robe-downgrade")}

@@ -20,14 +20,14 @@ made MPTCP by mptcpize): what remains there is the proxies', what ``direct-mptcp
 
 from __future__ import annotations
 
-import argparse
-import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from analysis.tables import markdown, per_folder_main
 
 BASELINE = "direct"
 MPTCP_BASELINE = "direct-mptcp"
@@ -82,21 +82,6 @@ def site_means(runs: pd.DataFrame, column: str = "wget_ms") -> pd.DataFrame:
     return runs.pivot_table(index="site", columns="strategy", values=column, aggfunc="mean")
 
 
-def markdown(table: pd.DataFrame, digits: int = 2) -> str:
-    """A DataFrame as a Markdown table (index first), numbers rounded to ``digits``."""
-
-    def cell(value: object) -> str:
-        if isinstance(value, float):
-            return "" if math.isnan(value) else f"{value:.{digits}f}"
-        return str(value)
-
-    header = [str(table.index.name or ""), *map(str, table.columns)]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for index, row in table.iterrows():
-        lines.append("| " + " | ".join([str(index), *(cell(v) for v in row)]) + " |")
-    return "\n".join(lines)
-
-
 def write_report(folder: Path) -> str:
     """Write overhead.csv and overhead.md into ``folder``; return the Markdown."""
     runs = read_runs(folder)
@@ -114,12 +99,7 @@ def write_report(folder: Path) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: one report per folder."""
-    parser = argparse.ArgumentParser(prog="python -m analysis.overhead", description=__doc__.splitlines()[0])
-    parser.add_argument("folders", nargs="+", type=Path)
-    args = parser.parse_args(argv)
-    for folder in args.folders:
-        print(write_report(folder))
-    return 0
+    return per_folder_main("analysis.overhead", __doc__ or "", write_report, argv)
 
 
 if __name__ == "__main__":

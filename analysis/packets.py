@@ -21,7 +21,6 @@ connection and a subflow. Per connection:
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import socket
 import sys
@@ -31,6 +30,8 @@ from pathlib import Path
 
 import dpkt
 import pandas as pd
+
+from analysis.tables import markdown, per_folder_main
 
 CLIENT_ADDRESSES = ("198.18.1.1", "198.18.2.1")
 LINKS = {"a1": 0, "a2": 1}
@@ -157,8 +158,6 @@ def strategy_summary(report: pd.DataFrame) -> pd.DataFrame:
 
 def write_report(folder: Path) -> str:
     """packets.csv and packets.md in ``folder``; returns the Markdown."""
-    from analysis.overhead import markdown
-
     report = folder_report(folder)
     if report.empty:
         return f"{folder}: no captured loads (run with --pcap N)\n"
@@ -174,12 +173,7 @@ def write_report(folder: Path) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: one report per folder."""
-    parser = argparse.ArgumentParser(prog="python -m analysis.packets", description=__doc__.splitlines()[0])
-    parser.add_argument("folders", nargs="+", type=Path)
-    args = parser.parse_args(argv)
-    for folder in args.folders:
-        print(write_report(folder))
-    return 0
+    return per_folder_main("analysis.packets", __doc__ or "", write_report, argv)
 
 
 if __name__ == "__main__":

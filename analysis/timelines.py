@@ -19,7 +19,6 @@ connections, which wget does one at a time). ``python -m analysis.timelines FOLD
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,6 +32,8 @@ import seaborn as sns
 from matplotlib.artist import Artist
 from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
+
+from analysis.tables import per_folder_main
 
 PHASES = ["dns", "set-up", "TLS", "exchange", "tail"]
 COLORS = dict(zip([*PHASES, "wget"], sns.color_palette("colorblind", len(PHASES) + 1), strict=True))
@@ -154,14 +155,8 @@ def write_figures(folder: Path) -> list[Path]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point: figures for each folder."""
-    parser = argparse.ArgumentParser(prog="python -m analysis.timelines", description=__doc__.splitlines()[0])
-    parser.add_argument("folders", nargs="+", type=Path)
-    args = parser.parse_args(argv)
-    for folder in args.folders:
-        for path in write_figures(folder):
-            print(path)
-    return 0
+    """Entry point: one report per folder."""
+    return per_folder_main("analysis.timelines", __doc__ or "", write_figures, argv)
 
 
 if __name__ == "__main__":

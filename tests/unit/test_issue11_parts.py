@@ -10,8 +10,9 @@ import numpy as np
 import pandas as pd
 
 from analysis.ablation import bootstrap
-from analysis.overhead import fit, markdown
+from analysis.overhead import fit
 from analysis.packets import connection_report, read_segments
+from analysis.tables import markdown
 from robe.mptcp_monitor import parse_event
 from webreplay.corpus import load_site
 from webreplay.synthetic import parse_name
