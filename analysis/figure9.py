@@ -112,7 +112,8 @@ def plot(cells: list[Cell], gains: list[dict[str, Any]], metadata: dict[str, Any
         top.bar(xs, ys, width, yerr=[err_low, err_high], capsize=2, color=COLORS.get(strategy, "black"),
                 label=strategy)  # fmt: skip
     top.set_ylabel("page load time [s]\n(mean, 95 % bootstrap CI)")
-    top.legend(fontsize=8, ncol=len(strategies))
+    top.legend(fontsize=8, ncol=min(len(strategies), 4), loc="upper left")
+    top.set_ylim(0, top.get_ylim()[1] * (1.25 if len(strategies) > 4 else 1.1))  # room for the legend
     top.grid(True, axis="y", alpha=0.3)
     profile = metadata.get("profile", {})
     top.set_title(
