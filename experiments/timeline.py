@@ -4,7 +4,8 @@ Experiment 2 logs each load from five places, all on one clock (``time.monotonic
 stub (``webreplay.dnsrelay``: every lookup), the client proxy (accept, set-up and winner path, bytes
 and when they moved, when wget ended its side), the kernel's MPTCP events (``robe.mptcp_monitor``:
 when each subflow was established), the HAAP (when it reached the origin) and the replay server
-(TLS handshake done, each request's arrival and answer). ``connection_rows`` joins them by the
+(TLS handshake done, each request's arrival and answer; ``server_ms`` sums the time from each
+request's arrival to its answer handed to the kernel). ``connection_rows`` joins them by the
 addresses each hop sees: the client proxy's winner address is the HAAP's peer (and the initial
 subflow's address in the MPTCP events); the HAAP's origin-side address is the replay server's
 peer. Without proxies (``direct`` clients) the replay server's peer is wget's own socket.
@@ -20,8 +21,9 @@ from typing import Any
 #: Columns of connections.csv, in order.
 CONNECTION_FIELDS = [
     "run_id", "site", "strategy", "repetition", "conn", "host", "dst", "scheme",
-    "dns_start_ms", "dns_ms", "accept_ms", "setup_ms", "winner_path", "haap_connected_ms", "tls_done_ms",
-    "requests", "first_request_ms", "last_response_ms", "first_byte_ms", "last_byte_ms", "client_end_ms",
+    "dns_start_ms", "dns_ms", "accept_ms", "setup_ms", "winner_path", "haap_accepted_ms", "haap_connected_ms",
+    "tls_done_ms", "requests", "first_request_ms", "last_response_ms", "server_ms", "first_byte_ms",
+    "last_byte_ms", "client_end_ms",
     "closed_ms", "bytes_up", "bytes_down", "subflows", "join_path", "join_ms", "subflow_ports", "error",
 ]  # fmt: skip
 
@@ -130,6 +132,7 @@ def connection_rows(
             setup_end = accepted.get("t_ns", 0) + connected.get("setup_ns", 0) if connected else None
             row.update(accept_ms=_ms(accepted.get("t_ns"), t0_ns), setup_ms=_ms(setup_end, t0_ns),
                        winner_path=connected.get("path", ""),
+                       haap_accepted_ms=_ms(haap.get("accepted", {}).get("t_ns"), t0_ns) if haap else "",
                        haap_connected_ms=_ms(haap.get("connected", {}).get("t_ns"), t0_ns) if haap else "",
                        first_byte_ms=_ms(closed.get("first_down_ns"), t0_ns),
                        last_byte_ms=_ms(closed.get("last_down_ns"), t0_ns),
@@ -157,7 +160,9 @@ def connection_rows(
             requests = replay.get("request_log") or []
             row.update(tls_done_ms=_ms(replay.get("tls_ns"), t0_ns), requests=len(requests))
             if requests:
+                served_ns = sum(int(q["tx_ns"]) - int(q["rx_ns"]) for q in requests)
                 row.update(first_request_ms=_ms(int(requests[0]["rx_ns"]), t0_ns),
-                           last_response_ms=_ms(int(requests[-1]["tx_ns"]), t0_ns))  # fmt: skip
+                           last_response_ms=_ms(int(requests[-1]["tx_ns"]), t0_ns),
+                           server_ms=f"{served_ns / 1e6:.3f}")  # fmt: skip
         rows.append({key: row.get(key, "") for key in CONNECTION_FIELDS})
     return rows

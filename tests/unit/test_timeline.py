@@ -47,6 +47,7 @@ def test_a_proxied_load_is_joined_by_addresses_and_timed_from_wget_start():
         "60.000",
     )
     assert (first["requests"], first["first_request_ms"], first["last_response_ms"]) == (2, "70.000", "105.000")
+    assert (first["haap_accepted_ms"], first["server_ms"]) == ("25.000", "6.000")
     assert (first["first_byte_ms"], first["last_byte_ms"], first["client_end_ms"]) == ("90.000", "130.000", "160.000")
     assert (first["join_path"], first["join_ms"], first["subflow_ports"]) == ("0", "95.000", "1:40000;0:50000")
     # The second connection: another host, no HAAP line (so no replay record), its own lookup.
