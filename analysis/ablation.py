@@ -140,8 +140,12 @@ def plot(table: pd.DataFrame, path: Path) -> Path:
             err = [100 * (mine["improvement"] - mine["ci_low"]), 100 * (mine["ci_high"] - mine["improvement"])]
             ax.errorbar(xs, y, yerr=err, fmt="o-", color=colors[pair], capsize=3, label=f"{pair} pair")
         ax.set_xticks(range(len(levels)), levels, rotation=30, ha="right", fontsize=8)
+        ax.axhline(0, color="black", linewidth=0.6)
         ax.set_title(factor, fontsize=9)
         ax.set_xlim(-0.5, len(levels) - 0.5)
+    high = max(105.0, 100 * float(pooled["ci_high"].max()) + 5)
+    low = min(-5.0, 100 * float(pooled["ci_low"].min()) - 5)
+    axes[0, 0].set_ylim(low, high)
     axes[0, 0].set_ylabel("RobE improvement, pooled over sites [%]\n(mean classic / mean RobE - 1, 95 % CI)")
     axes[0, 0].legend(fontsize=8, loc="upper left")
     axes[0, -1].text(len(dict.fromkeys(pooled[pooled["factor"] == factors[-1]]["level"])) - 0.6, 97,
@@ -187,12 +191,14 @@ def run(results: Path = RESULTS, out: Path | None = None) -> str:
     per_site = table[table["site"] != "pooled"].pivot_table(index=["factor", "level", "site"], columns="pair",
                                                              values="improvement", sort=False)  # fmt: skip
     text = (f"# Experiment 2 ablation\n\nPooled improvement (sum of per-site mean load times, classic / RobE - 1) "
-            f"with 95 % bootstrap intervals; each level's folder is in metadata.json.\n\n{markdown(shown, 0)}\n\n"
+            f"with 95 % bootstrap intervals; each level's folder is in metadata.json. Client: wget at every level "
+            f"(the browser client of issue 12 does not exist yet).\n\n{markdown(shown, 0)}\n\n"
             f"Per site (improvement, fraction):\n\n{markdown(per_site.reset_index(level=[1, 2]), 2)}\n")  # fmt: skip
     (out / "ablation.md").write_text(text)
     total = sum(float(str(s["wall_time_s"])) for name, s in sources.items() if name != BASE)
     levels = [{"factor": v.factor, "level": v.level, "folder": v.folder, "baseline": v.baseline} for v in LEVELS]
     meta_out = {"kind": "experiment2-ablation", "levels": levels, "sources": sources,
+                "client": "wget at every level; the browser client (issue 12) does not exist yet",
                 "ablation_wall_time_s": round(total, 1), "figure": figure.name}  # fmt: skip
     (out / "metadata.json").write_text(json.dumps(meta_out, indent=1) + "\n")
     return text
