@@ -40,15 +40,17 @@ def _render(folder: Path) -> list[Path]:
 
 def experiment2_extras(folder: Path) -> list[Path]:
     """Issue 11's analyses where the folder has their data: connection timelines (waterfalls, where
-    the time goes), packet captures (packets.md) and, with a ``direct`` client, the overhead table."""
+    the time goes), packet captures (packets.md) and, for a zero-delay run with a ``direct`` client,
+    the overhead table."""
     files: list[Path] = []
     if (folder / "connections.csv").exists():
         files += timelines.write_figures(folder)
     if (folder / "pcap").is_dir():
         packets.write_report(folder)
         files.append(folder / "packets.md")
-    runs = (folder / "runs.csv").read_text()
-    if ",direct," in runs:
+    profile = json.loads((folder / "metadata.json").read_text()).get("profile", {})
+    delays = [profile.get("internet_rtt_ms"), *(profile.get(p, {}).get("rtt_ms") for p in ("lte", "dsl"))]
+    if ",direct," in (folder / "runs.csv").read_text() and delays == [0, 0, 0]:  # the fit assumes no delay
         overhead.write_report(folder)
         files.append(folder / "overhead.md")
     return files
