@@ -20,6 +20,7 @@ from typing import Any
 from experiments.metadata import PROJECT_ROOT, base_metadata, new_run_dir, write_json
 from topologies.fig3 import CLIENT_A1, CLIENT_A2, SERVER_B1, Fig3Config, Fig3Network, PathConfig
 from topologies.links import choose_backend
+from topologies.startup import STARTUP_FAILURES, one_line, wait_ready
 
 PORT_KERNEL, PORT_USER = 5101, 5102
 
@@ -131,12 +132,10 @@ while True:
 
 
 def _start(net: Fig3Network, host: Any, code: str, *args: str) -> subprocess.Popen[str]:
-    proc = net.popen(host, [sys.executable, "-c", code, *args], stdout=subprocess.PIPE, text=True)
+    proc = net.popen(host, [sys.executable, "-c", code, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                     text=True)  # fmt: skip
     if code.count("READY"):
-        assert proc.stdout is not None
-        line = proc.stdout.readline().strip()
-        if line != "READY":
-            raise RuntimeError(f"bench helper did not start: {line!r}")
+        wait_ready(proc, f"bench helper in {host.name}", "READY")
     return proc
 
 
@@ -176,6 +175,31 @@ def setups(net: Fig3Network, count: int) -> dict[str, Any]:
             "userspace_rss_kib_per_idle_connection": round(user["rss_kib_per_connection"], 1)}  # fmt: skip
 
 
+def measure(megabytes: int, connections: int, arguments: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Build Figure 3 with two unshaped paths, measure, print each figure; (figures, metadata)."""
+    unshaped = PathConfig(rtt_ms=0, rate_mbit=None)
+    figures: dict[str, Any] = {}
+    started = time.monotonic()
+    with Fig3Network(Fig3Config(path1=unshaped, path2=unshaped), choose_backend()) as net:
+        for transport in ("mptcp", "mptcp-user", "robe-downgrade"):
+            figures[f"goodput_mbit_{transport}"] = round(goodput(net, transport, megabytes), 1)
+            print(f"goodput {transport:15s} {figures[f'goodput_mbit_{transport}']:8.1f} Mbit/s", flush=True)
+        for transport in ("mptcp-user", "robe-downgrade"):
+            ratio = figures[f"goodput_mbit_{transport}"] / figures["goodput_mbit_mptcp"]
+            figures[f"goodput_ratio_{transport}_to_kernel"] = round(ratio, 3)
+            print(f"ratio {transport:15s} {ratio:8.3f} of kernel MPTCP (target >= 0.5)", flush=True)
+        figures.update(setups(net, connections))
+        for key in (
+            "kernel_mptcp_cpu_ms_per_setup",
+            "userspace_cpu_ms_per_setup",
+            "userspace_rss_kib_per_idle_connection",
+        ):
+            print(f"{key:40s} {figures[key]}", flush=True)
+        metadata = base_metadata("bench-transport", arguments)
+        metadata.update(network=net.describe(), wall_time_s=round(time.monotonic() - started, 1))
+    return figures, metadata
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print its figures."""
     parser = argparse.ArgumentParser(prog="python -m experiments.bench_transport", description=__doc__.splitlines()[0])
@@ -187,26 +211,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.megabytes < 1 or args.connections < 1:
         parser.error("--megabytes and --connections must be >= 1")
-    unshaped = PathConfig(rtt_ms=0, rate_mbit=None)
-    figures: dict[str, Any] = {}
-    started = time.monotonic()
-    with Fig3Network(Fig3Config(path1=unshaped, path2=unshaped), choose_backend()) as net:
-        for transport in ("mptcp", "mptcp-user", "robe-downgrade"):
-            figures[f"goodput_mbit_{transport}"] = round(goodput(net, transport, args.megabytes), 1)
-            print(f"goodput {transport:15s} {figures[f'goodput_mbit_{transport}']:8.1f} Mbit/s", flush=True)
-        for transport in ("mptcp-user", "robe-downgrade"):
-            ratio = figures[f"goodput_mbit_{transport}"] / figures["goodput_mbit_mptcp"]
-            figures[f"goodput_ratio_{transport}_to_kernel"] = round(ratio, 3)
-            print(f"ratio {transport:15s} {ratio:8.3f} of kernel MPTCP (target >= 0.5)", flush=True)
-        figures.update(setups(net, args.connections))
-        for key in (
-            "kernel_mptcp_cpu_ms_per_setup",
-            "userspace_cpu_ms_per_setup",
-            "userspace_rss_kib_per_idle_connection",
-        ):
-            print(f"{key:40s} {figures[key]}", flush=True)
-        metadata = base_metadata("bench-transport", vars(args))
-        metadata.update(network=net.describe(), wall_time_s=round(time.monotonic() - started, 1))
+    try:
+        figures, metadata = measure(args.megabytes, args.connections, vars(args))
+    except STARTUP_FAILURES as err:
+        print(f"error: {one_line(err)}", file=sys.stderr)
+        return 2
     out = new_run_dir(Path(PROJECT_ROOT) / "results" / "bench", "transport")
     write_json(out / "metadata.json", metadata)
     write_json(out / "bench.json", figures)

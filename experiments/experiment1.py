@@ -43,6 +43,7 @@ from experiments.validate_links import ProbeRound
 from robe.userspace_endpoints import is_userspace
 from topologies.fig3 import CLIENT_A1, CLIENT_A2, SERVER_B1, Fig3Network, allow_congestion_control
 from topologies.links import choose_backend
+from topologies.startup import READY_TIMEOUT_S, STARTUP_FAILURES, StartupError, one_line, wait_ready
 
 RESULTS_BASE = PROJECT_ROOT / "results" / "experiment1"
 SERVER_PORT = 5001
@@ -59,6 +60,10 @@ ROW_FIELDS = [
 
 class ExperimentError(RuntimeError):
     """The experiment cannot start; the message says why (raised before any network is built)."""
+
+
+#: Printed as one line (``error: ...``), exit status 2: bad set-up, or a part that did not start.
+EXPECTED_FAILURES: tuple[type[Exception], ...] = (ExperimentError, *STARTUP_FAILURES)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -214,9 +219,14 @@ class ClientAgent:
         self.proc = self.net.popen(self.net.client, [sys.executable, "-m", "robe", "agent"], stdin=subprocess.PIPE,
                                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
                                    cwd=PROJECT_ROOT)  # fmt: skip
-        if self._read_line(30.0) != b"READY":
+        try:
+            answer = self._read_line(READY_TIMEOUT_S)
+        except (TimeoutError, RuntimeError) as err:
             self.kill()
-            raise RuntimeError("robe agent did not start")
+            raise StartupError(f"robe agent in {self.net.client.name} did not start: {err}") from None
+        if answer != b"READY":
+            self.kill()
+            raise StartupError(f"robe agent in {self.net.client.name} did not start: printed {answer[:80]!r}")
 
     def _read_line(self, timeout_s: float) -> bytes:
         assert self.proc is not None and self.proc.stdout is not None
@@ -287,10 +297,7 @@ class Worker:
         server = self.net.popen(self.net.server, argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 env=env, cwd=PROJECT_ROOT)  # fmt: skip
         assert server.stdout is not None
-        first = server.stdout.readline()
-        if not first.startswith("LISTENING"):
-            err = server.stderr.read() if server.stderr else ""
-            raise ExperimentError(f"worker {index}: robe {command} did not start: {first.strip()} {err.strip()}")
+        wait_ready(server, f"worker {index}: robe {command} in {self.net.server.name}", "LISTENING")
         threading.Thread(target=self.log.follow, args=(server.stdout,), daemon=True).start()
         return server
 
@@ -505,8 +512,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, _raise_interrupt)
     try:
         return run_sweep(options)
-    except ExperimentError as err:
-        print(f"error: {err}", file=sys.stderr)
+    except EXPECTED_FAILURES as err:
+        print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted before the sweep started; nothing was left behind", file=sys.stderr)

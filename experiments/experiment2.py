@@ -37,7 +37,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from experiments.experiment1 import ExperimentError
+from experiments.experiment1 import EXPECTED_FAILURES, ExperimentError
 from experiments.metadata import PROJECT_ROOT, base_metadata, write_json
 from experiments.profile import ProfileError
 from experiments.profile2 import (
@@ -56,6 +56,7 @@ from topologies.fig3 import allow_congestion_control, mptcp_commands
 from topologies.fig7 import CLIENT_DSL, CLIENT_LTE, DNS, HAAP_INTERNET, ORIGINS, Fig7Network
 from topologies.links import PREFIX, choose_backend
 from topologies.shell import in_netns, run
+from topologies.startup import StartupError, last_line, one_line, wait_ready
 from webreplay.adblock import default_blocklist
 from webreplay.adblock import wget_args as adblock_wget_args
 from webreplay.corpus import load_site
@@ -210,8 +211,10 @@ class LoadWorker:
         strategies = [split_strategy(label) for label in profile.strategies]
         (self.dir / "hosts").write_text(hosts_file_text(addresses))
         (self.dir / "resolv.conf").write_text(resolv_conf_text(DNS_STUB))
-        self._start("dns", dnsmasq_command(DNS, self.dir / "hosts", self.dir / "dnsmasq.pid",
-                                           self.dir / "dnsmasq.log", log_queries=False), ready=None)  # fmt: skip
+        self.stderr_files: dict[int, Path] = {}
+        dnsmasq = self._start("dns", dnsmasq_command(DNS, self.dir / "hosts", self.dir / "dnsmasq.pid",
+                                                     self.dir / "dnsmasq.log", log_queries=False),
+                              ready=None)  # fmt: skip
         # wget's resolver: a stub in the client that logs every lookup and forwards it over the
         # default path (or answers from its local cache).
         cache = ["--cache", str(self.dir / "hosts")] if profile.dns == "local-cache" else []
@@ -250,7 +253,7 @@ class LoadWorker:
                                    "--haap-user", f"{HAAP_INTERNET}:{haap_user}", "--strategy", strategy,
                                    "--scheduler", scheduler, "--source", CLIENT_LTE, "--source", CLIENT_DSL,
                                    "--log", str(self._proxy_log(label))], ready="READY")  # fmt: skip
-        self._wait_dns()
+        self._wait_dns(dnsmasq)
 
     def _proxy_log(self, label: str) -> Path:
         return self.dir / f"proxy-{label}.log"
@@ -259,19 +262,17 @@ class LoadWorker:
         return self.dir / f"haap-{scheduler}.log"
 
     def _start(self, role: str, argv: list[str], ready: str | None) -> subprocess.Popen[str]:
-        with (self.dir / f"{role}-{len(os.listdir(self.dir))}.stderr").open("w") as stderr:
+        stderr_file = self.dir / f"{role}-{len(os.listdir(self.dir))}.stderr"
+        with stderr_file.open("w") as stderr:
             proc = self.net.popen(self.net.host(role), argv, stdout=subprocess.PIPE, stderr=stderr, text=True,
                                   env=self.env, cwd=PROJECT_ROOT)  # fmt: skip
+        self.stderr_files[proc.pid] = stderr_file
         if ready is not None:
-            assert proc.stdout is not None
-            line = proc.stdout.readline()
-            if not line.startswith(ready):
-                proc.wait(timeout=5)
-                raise ExperimentError(f"worker {self.index}: {argv[2] if len(argv) > 2 else argv[0]} in {role} did "
-                                      f"not start: {line.strip()!r}; see {stderr.name}")  # fmt: skip
+            what = f"worker {self.index}: {argv[2] if len(argv) > 2 else argv[0]} in {role}"
+            wait_ready(proc, what, ready, stderr_file=stderr_file)
         return proc
 
-    def _wait_dns(self) -> None:
+    def _wait_dns(self, dnsmasq: subprocess.Popen[str]) -> None:
         """The DNS server answers through the stub before the first load (dnsmasq binds a moment after
         starting); the lookups of this check are not part of any load."""
         name = next(iter(self.sites.values())).hosts()[0]
@@ -280,8 +281,12 @@ class LoadWorker:
         while True:
             if run(in_netns(self.net.host("client").pid, argv), check=False).returncode == 0:
                 return
+            said = last_line(self.stderr_files[dnsmasq.pid].read_text(errors="replace"))
+            if dnsmasq.poll() is not None:
+                raise StartupError(one_line(f"worker {self.index}: dnsmasq in dns did not start: exited "
+                                            f"{dnsmasq.returncode}: {said}"))  # fmt: skip
             if time.monotonic() > deadline:
-                raise ExperimentError(f"worker {self.index}: dnsmasq does not answer {name}")
+                raise StartupError(f"worker {self.index}: dnsmasq in dns does not answer {name} within 10 s")
             time.sleep(0.1)
 
     def _client(self, argv: Sequence[str]) -> Any:
@@ -596,8 +601,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return run_sweep(options)
-    except ExperimentError as err:
-        print(f"experiment2: error: {err}", file=sys.stderr)
+    except EXPECTED_FAILURES as err:
+        print(f"experiment2: error: {one_line(err)}", file=sys.stderr)
         return 2
 
 

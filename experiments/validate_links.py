@@ -32,6 +32,7 @@ from experiments.metadata import PROJECT_ROOT, base_metadata, new_run_dir, write
 from topologies.fig3 import CLIENT_A1, CLIENT_A2, SERVER_B1, Fig3Config, Fig3Network, PathConfig
 from topologies.links import Backend, TapWireLink, choose_backend
 from topologies.shell import in_netns, run
+from topologies.startup import STARTUP_FAILURES, one_line, wait_ready
 
 CLIENT_ADDRESS = {1: CLIENT_A1, 2: CLIENT_A2}
 PROBE_PORT = 9000
@@ -110,10 +111,7 @@ class ProbeRound:
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             env=_child_env(), cwd=PROJECT_ROOT, text=True,
         )  # fmt: skip
-        assert self.reflector.stdout is not None
-        first = self.reflector.stdout.readline().strip()
-        if first != "READY":
-            raise RuntimeError(f"probe reflector did not start: {first!r} {self.reflector.stderr.read()}")  # type: ignore[union-attr]
+        wait_ready(self.reflector, f"probe reflector in {net.server.name}", "READY")
 
     def send(self, path: int, stream: int, count: int, interval_ms: float) -> subprocess.Popen[str]:
         """Start a sender bound to the path's client address."""
@@ -311,6 +309,10 @@ def validate(plan: ValidationPlan, out_dir: Path, backend_setting: str | None = 
     except KeyboardInterrupt:
         interrupted = True
         print("\ninterrupted: network torn down; keeping the figures measured so far", file=sys.stderr)
+    except STARTUP_FAILURES as err:
+        metadata["error"] = one_line(err)
+        write_json(run_dir / "metadata.json", metadata)
+        raise
     metadata["interrupted"] = interrupted
     metadata["wall_time_s"] = round(time.monotonic() - started, 1)
     write_json(run_dir / "metadata.json", metadata)
@@ -346,7 +348,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"validate-links: {err}", file=sys.stderr)
         return 2
     signal.signal(signal.SIGTERM, _interrupt)
-    passed, run_dir = validate(plan, args.out, args.backend)
+    try:
+        passed, run_dir = validate(plan, args.out, args.backend)
+    except STARTUP_FAILURES as err:
+        print(f"validate-links: error: {one_line(err)}", file=sys.stderr)
+        return 2
     print(f"\nresults: {run_dir}")
     print(
         "link validation PASSED" if passed else "link validation FAILED",

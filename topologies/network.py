@@ -18,10 +18,10 @@ from typing import Any, Self
 
 from mininet.link import Link
 from mininet.net import Mininet
-from mininet.node import Host
 from mininet.topo import Topo
 
 from topologies.cleanup import netns_inode, processes_in_netns, terminate
+from topologies.hosts import BoundedHost
 from topologies.links import PREFIX, BackendChoice, EmulatedLink, choose_backend, link_class
 from topologies.shell import in_netns, run
 
@@ -54,10 +54,12 @@ class EmulatedNetwork:
     Attributes:
         NAME: how errors name the topology ("Figure 3").
         ROLES: the hosts' roles; host ``r`` is named ``<run_tag>-<r>``.
+        HOST_CLASS: the Mininet host class (its shell must come up in bounded time).
     """
 
     NAME = "robe-lab"
     ROLES: tuple[str, ...] = ()
+    HOST_CLASS: type[BoundedHost] = BoundedHost
 
     def __init__(self, backend: BackendChoice | None = None) -> None:
         if os.geteuid() != 0:
@@ -91,8 +93,8 @@ class EmulatedNetwork:
     # -- shared ---------------------------------------------------------------------------------
 
     def _build(self) -> None:
-        self.net = Mininet(topo=self.topo(link_class(self.backend.backend)), controller=None, host=Host, link=Link,
-                           build=False, cleanup=False)  # fmt: skip
+        self.net = Mininet(topo=self.topo(link_class(self.backend.backend)), controller=None, host=self.HOST_CLASS,
+                           link=Link, build=False, cleanup=False)  # fmt: skip
         self.net.build()
         self._configure()
         self.check_links()
