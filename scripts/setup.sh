@@ -9,15 +9,24 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$here"
 
-# What the project runs: Mininet (mnexec + its Python module for /usr/bin/python3), iproute2
-# (ip, tc, ip mptcp), iptables (kernel loss rules), iperf3 (throughput checks), tcpdump,
-# wget (experiment 2 page loads), dnsmasq-base (experiment 2 DNS), ethtool, procps (sysctl), iputils-ping, util-linux (nsenter), python3-venv (.venv from /usr/bin/python3),
-# mptcpize (experiment 2: wget's own socket made MPTCP, the direct-mptcp client).
-DEB_PACKAGES=(mininet iproute2 iptables iperf3 tcpdump wget dnsmasq-base ethtool procps iputils-ping util-linux python3-venv python3-pip mptcpize)
+# The Debian packages whose programs the project and its tests run, each with who runs it, are
+# listed in one place: scripts/debian-packages.txt ("<program>[,<program>...] <package>  # who").
+package_list=scripts/debian-packages.txt
+mapfile -t DEB_PACKAGES < <(sed -e 's/#.*//' "$package_list" | awk 'NF { print $2 }')
+if ((${#DEB_PACKAGES[@]} == 0)); then
+    echo "setup: error: no packages read from $package_list" >&2
+    exit 2
+fi
+if [[ ${1:-} == --list-packages ]]; then
+    printf '%s\n' "${DEB_PACKAGES[@]}"
+    exit 0
+fi
 
+# One dpkg-query for all of them: the installed ones print "ii <name>"; unknown ones print nothing.
+installed="$(dpkg-query -W -f='${db:Status-Abbrev} ${Package}\n' "${DEB_PACKAGES[@]}" 2>/dev/null || true)"
 missing=()
 for pkg in "${DEB_PACKAGES[@]}"; do
-    if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
+    if ! grep -qx "ii  *$pkg" <<<"$installed"; then
         missing+=("$pkg")
     fi
 done
