@@ -6,7 +6,7 @@ PROFILE ?= paper
 JOBS ?= 16
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: help setup test lint unit-test integration-test validate-links validate-transport experiment1 experiment2 ablation record-sites plots bench clean-net clean
+.PHONY: help setup test lint unit-test integration-test validate-links validate-transport experiment1 experiment2 ablation record-sites plots bench fresh-check clean-net clean
 
 help:
 	@echo "robe-lab make targets:"
@@ -19,6 +19,7 @@ help:
 	@echo "  make plots                 regenerate every figure and report from stored results (no root)"
 	@echo "  sudo make bench            userspace RobE transport against kernel MPTCP: goodput, CPU per set-up, memory"
 	@echo "  make test                  ruff, mypy, unit tests; and, when root, the integration tests"
+	@echo "  sudo make fresh-check      the README's commands on a fresh Debian 12 root (debootstrap + systemd-nspawn)"
 	@echo "  sudo make clean-net        remove every namespace, process and temp folder robe-lab created (rl-*)"
 	@echo "  make setup                 install missing Debian packages and build .venv (every target does this)"
 	@echo "  make clean                 remove .venv and caches"
@@ -47,6 +48,12 @@ integration-test: setup
 test: lint unit-test
 	@if [ "$$(id -u)" = 0 ]; then $(MAKE) --no-print-directory integration-test; \
 	else echo "note: not root: integration tests (namespaces, kernel MPTCP) skipped; run 'sudo make test'"; fi
+
+# The README's commands on a fresh Debian 12 root (debootstrap, cached in /var/cache/robe-lab),
+# under systemd-nspawn, on a clean clone of HEAD; ARGS="--rev REV --rebuild --keep" pass options.
+fresh-check: setup
+	$(call require_root)
+	$(PYTHON) -m provision.fresh_check $(ARGS)
 
 validate-links: setup
 	$(call require_root)

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import ast
 import re
+import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PACKAGE_LIST = PROJECT_ROOT / "scripts" / "debian-packages.txt"
+#: What ``make fresh-check`` needs on the host (a developer's and CI's tools, not a user's).
+FRESH_CHECK_LIST = PROJECT_ROOT / "scripts" / "fresh-check-packages.txt"
 
 #: Folders whose Python files run programs (the code and its tests).
 CODE_FOLDERS = ("robe", "topologies", "experiments", "webreplay", "analysis", "provision", "tests")
@@ -68,6 +71,14 @@ def read_package_list(path: Path = PACKAGE_LIST) -> list[Entry]:
 def listed_programs(entries: Iterable[Entry]) -> dict[str, str]:
     """Program -> the package listed for it."""
     return {program: entry.package for entry in entries for program in entry.programs}
+
+
+def installed_packages(packages: Iterable[str]) -> set[str]:
+    """Which of ``packages`` dpkg reports installed."""
+    names = list(packages)
+    shown = subprocess.run(["dpkg-query", "-W", "-f=${db:Status-Abbrev} ${Package}\n", *names],
+                           capture_output=True, text=True, check=False).stdout  # fmt: skip
+    return {line.split()[1] for line in shown.splitlines() if line.startswith("ii ") and len(line.split()) > 1}
 
 
 def _first_string(node: ast.AST) -> str | None:

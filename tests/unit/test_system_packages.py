@@ -9,10 +9,12 @@ from pathlib import Path
 import pytest
 
 from provision.packages import (
+    FRESH_CHECK_LIST,
     PACKAGE_LIST,
     PROJECT_ROOT,
     PackageListError,
     candidate_programs,
+    installed_packages,
     listed_programs,
     programs_in_code,
     python_files,
@@ -34,7 +36,8 @@ def _resolves_outside_venv(name: str) -> bool:
 
 
 def test_every_program_the_code_runs_is_in_the_list():
-    listed = listed_programs(read_package_list())
+    # The project's list, and the developer tools of make fresh-check (provision/ runs those).
+    listed = listed_programs([*read_package_list(), *read_package_list(FRESH_CHECK_LIST)])
     candidates = programs_in_code(python_files())
     # Programs found on this machine: whoever adds a program has it installed, so a missing line
     # shows up on their machine first. Names that are no program here ("delay", "mptcp") are data.
@@ -56,9 +59,7 @@ def test_the_scan_sees_the_programs_the_code_is_known_to_run():
 def test_every_listed_package_and_program_is_there_after_setup():
     entries = read_package_list()
     packages = [entry.package for entry in entries]
-    shown = subprocess.run(["dpkg-query", "-W", "-f=${db:Status-Abbrev} ${Package}\n", *packages],
-                           capture_output=True, text=True, check=False).stdout  # fmt: skip
-    installed = {line.split()[1] for line in shown.splitlines() if line.startswith("ii ")}
+    installed = installed_packages(packages)
     assert set(packages) <= installed, f"not installed: {sorted(set(packages) - installed)}; run: make setup"
     missing = [p for p in listed_programs(entries) if shutil.which(p, path=SEARCH_PATH) is None]
     assert not missing, f"listed programs not found after set-up: {missing}"
