@@ -46,6 +46,43 @@ def overlay_mount_command(layers: Layers) -> list[str]:
     return ["mount", "-t", "overlay", "overlay", "-o", options, str(layers.merged)]
 
 
+_PEM = re.compile(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL)
+HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+
+
+def extra_certificates(host_bundle: str, root_bundle: str) -> list[str]:
+    """PEM certificates the host trusts beyond those of the fresh root (e.g. an HTTPS proxy's CA)."""
+    known = set(_PEM.findall(root_bundle))
+    return [pem for pem in dict.fromkeys(_PEM.findall(host_bundle)) if pem not in known]
+
+
+def certificate_subject(pem: str) -> str:
+    """The certificate's subject, e.g. ``CN=proxy-ca``."""
+    from cryptography import x509
+
+    return x509.load_pem_x509_certificate(pem.encode()).subject.rfc4514_string()
+
+
+def trust_host_certificates(merged: Path, host_bundle: Path = HOST_CA_BUNDLE) -> list[str]:
+    """Let the machine trust what the host trusts beyond Debian's CAs; their subjects.
+
+    The machine uses the host's network: where that network intercepts HTTPS (this project's CI
+    reaches PyPI through such a proxy), the machine must trust the proxy's CA as the host does,
+    the way an administrator adds a local CA (``/usr/local/share/ca-certificates`` then
+    ``update-ca-certificates``). A machine on an open network gets nothing added.
+    """
+    root_bundle = merged / "etc" / "ssl" / "certs" / "ca-certificates.crt"
+    extra = extra_certificates(host_bundle.read_text(), root_bundle.read_text())
+    if not extra:
+        return []
+    folder = merged / "usr" / "local" / "share" / "ca-certificates"
+    folder.mkdir(parents=True, exist_ok=True)
+    for number, pem in enumerate(extra):
+        (folder / f"host-network-{number}.crt").write_text(pem + "\n")
+    subprocess.run(["chroot", str(merged), "update-ca-certificates"], check=True, capture_output=True, text=True)
+    return [certificate_subject(pem) for pem in extra]
+
+
 def nspawn_command(merged: Path, machine: str, hostname: str, user: str, command: str) -> list[str]:
     """Run ``command`` in a login shell of ``user`` (a user's PATH, profile and home) in the root."""
     return [

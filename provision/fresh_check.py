@@ -44,6 +44,7 @@ from provision.container import (
     overlay_mount_command,
     processes_rooted_in,
     run_streaming,
+    trust_host_certificates,
 )
 from provision.packages import FRESH_CHECK_LIST, PROJECT_ROOT, installed_packages, read_package_list
 from provision.rootfs import DEFAULT_CACHE, RootRecipe, ensure_root
@@ -53,6 +54,8 @@ STEPS = ("sudo make experiment1 PROFILE=quick", "make test", "sudo make integrat
 DEFAULT_LOGS = Path("/var/tmp/robe-lab-fresh-check")
 #: Set once the process runs in its own mount namespace (see ``main``).
 PRIVATE_MOUNTS_ENV = "ROBE_LAB_FRESH_CHECK_PRIVATE_MOUNTS"
+#: systemd-nspawn's state folder (a private tmpfs during a run).
+NSPAWN_STATE = Path("/run/systemd/nspawn")
 #: Names of the interfaces robe-lab's topologies create (prefix of every robe-lab name).
 OUR_PREFIX = "rl-"
 
@@ -76,6 +79,7 @@ class Report:
     dirty_warning: str
     recipe: str
     root_line: str = ""
+    trusted: list[str] = field(default_factory=list)
     steps: list[StepResult] = field(default_factory=list)
     recorded_commit: str = ""
     leftovers: list[str] = field(default_factory=list)
@@ -100,6 +104,10 @@ class Report:
         if self.dirty_warning:
             out.append(f"  note: {self.dirty_warning}")
         out.append(f"  root: {self.root_line}")
+        if self.trusted:
+            out.append(
+                f"  network: the host's, trusting its CA certificate(s) beyond Debian's ({'; '.join(self.trusted)})"
+            )
         width = max(len(s) for s in STEPS)
         for number, step in enumerate(self.steps, start=1):
             status = "stopped" if step.returncode is None else f"exit {step.returncode}"
@@ -202,6 +210,10 @@ class FreshMachine:
         for folder in (self.layers.upper, self.layers.work, self.layers.merged):
             folder.mkdir(parents=True)
         subprocess.run(overlay_mount_command(self.layers), check=True, capture_output=True, text=True)
+        # systemd-nspawn keeps per-machine state in /run/systemd/nspawn; a tmpfs of our own mount
+        # namespace keeps it off the host (where /run may be a disk folder nspawn refuses to clean).
+        NSPAWN_STATE.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(NSPAWN_STATE)], check=True, capture_output=True)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -211,6 +223,7 @@ class FreshMachine:
             os.kill(pid, signal.SIGKILL)
         if stray:
             self.leftovers.append(f"{len(stray)} process(es) of the container (killed)")
+        subprocess.run(["umount", str(NSPAWN_STATE)], capture_output=True, check=False)
         done = subprocess.run(["umount", str(merged)], capture_output=True, text=True, check=False)
         if done.returncode != 0:
             self.leftovers.append(f"overlay still mounted: {done.stderr.strip()}")
@@ -285,6 +298,7 @@ def run_check(args: argparse.Namespace) -> int:
         with machine:
             home = machine.layers.merged / "home" / recipe.user
             clone_into(home, commit, uid, gid, out.quiet)
+            report.trusted = trust_host_certificates(machine.layers.merged)
             for number, command in enumerate(STEPS, start=1):
                 report.steps.append(type_command(machine, recipe, number, command, args.step_timeout, out))
             report.recorded_commit = recorded_commit(home / "robe-lab")

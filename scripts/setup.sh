@@ -53,13 +53,14 @@ want="$(cat requirements.txt scripts/setup.sh | sha256sum | cut -d' ' -f1)"
 if [[ ! -x $venv/bin/python || ! -f $stamp || "$(cat "$stamp")" != "$want" ]]; then
     echo "setup: creating $venv (system site packages, for Debian's mininet) and installing requirements.txt"
     rm -rf "$venv"
+    # Built through sudo: the venv is the user's, also when this fails half-way (or a later
+    # `make test` as the user could neither use nor remove it).
+    if [[ $EUID -eq 0 && -n "${SUDO_USER:-}" && "${SUDO_USER}" != root ]]; then
+        trap 'chown -R "$SUDO_USER": "$venv" 2>/dev/null || true' EXIT
+    fi
     /usr/bin/python3 -m venv --system-site-packages "$venv"
     "$venv/bin/python" -m pip install -q --disable-pip-version-check -r requirements.txt
     "$venv/bin/python" -c "import mininet.net" || {
         echo "setup: error: Debian's mininet module does not import in $venv" >&2; exit 2; }
     echo "$want" > "$stamp"
-    # Built through sudo: hand the venv back to the user so that a later `make test` works.
-    if [[ $EUID -eq 0 && -n "${SUDO_USER:-}" && "${SUDO_USER}" != root ]]; then
-        chown -R "$SUDO_USER": "$venv"
-    fi
 fi
