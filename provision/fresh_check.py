@@ -122,6 +122,8 @@ class Report:
         out.append(f"  total: {duration(self.total_seconds)}; log: {self.log}")
         verdict = "INTERRUPTED" if self.interrupted else ("PASSED" if self.passed else "FAILED")
         out.append(f"fresh-check: {verdict}")
+        passed = sum(s.passed for s in self.steps)
+        out.append(f"fresh-check: {passed} passed, {len(STEPS) - passed} failed")
         return out
 
 
