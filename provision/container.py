@@ -86,6 +86,8 @@ def trust_host_certificates(merged: Path, host_bundle: Path = HOST_CA_BUNDLE) ->
 def nspawn_command(merged: Path, machine: str, hostname: str, user: str, command: str) -> list[str]:
     """Run ``command`` in a login shell of ``user`` (a user's PATH, profile and home) in the root."""
     return [
+        # SIGTERM to nspawn if fresh-check dies, even by SIGKILL: no container outlives it.
+        "setpriv", "--pdeathsig", "TERM", "--",
         "systemd-nspawn", "--quiet", f"--directory={merged}", f"--machine={machine}", f"--hostname={hostname}",
         "--register=no", "--keep-unit", "--as-pid2", "--capability=all", "--resolv-conf=copy-host",
         "--console=pipe", f"--user={user}", "bash", "-lc", command,
@@ -117,7 +119,7 @@ def run_streaming(argv: list[str], env: dict[str, str], timeout_s: float, emit: 
 
     On Ctrl-C (KeyboardInterrupt) or after ``timeout_s`` the process is stopped (SIGTERM, then
     SIGKILL) and KeyboardInterrupt re-raised / None returned. Its own session keeps a Ctrl-C at the
-    terminal from reaching it before we stop it in order.
+    terminal from reaching it before we stop it in order; if we are killed, it gets SIGTERM.
     """
     proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, errors="replace", start_new_session=True)  # fmt: skip

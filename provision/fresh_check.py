@@ -259,19 +259,44 @@ class Output:
 
 
 def type_command(
-    machine: FreshMachine, recipe: RootRecipe, number: int, command: str, timeout_s: float, out: Output
-) -> StepResult:
-    """Type ``command`` in ~/robe-lab as the user, in a fresh login shell in the machine."""
+    machine: FreshMachine,
+    recipe: RootRecipe,
+    number: int,
+    command: str,
+    timeout_s: float,
+    out: Output,
+    steps: list[StepResult],
+) -> None:
+    """Type ``command`` in ~/robe-lab as the user, in a fresh login shell in the machine; add its result."""
     out(f"\n=== [{number}/{len(STEPS)}] {recipe.user}@{recipe.hostname}:~/robe-lab$ {command}")
     argv = nspawn_command(machine.layers.merged, f"rl-fresh-{os.getpid()}", recipe.hostname, recipe.user,
                           f"cd ~/robe-lab && {command}")  # fmt: skip
     out.quiet("$ " + " ".join(argv))
     started = time.monotonic()
-    code = run_streaming(argv, nspawn_environment(), timeout_s, out)
+    try:
+        code = run_streaming(argv, nspawn_environment(), timeout_s, out)
+    except KeyboardInterrupt:
+        steps.append(StepResult(command, None, time.monotonic() - started, "interrupted"))
+        raise
     seconds = time.monotonic() - started
     out(f"=== [{number}/{len(STEPS)}] {command}: exit {code if code is not None else 'none (stopped)'} "
         f"after {duration(seconds)}")  # fmt: skip
-    return StepResult(command, code, seconds, f"stopped after {duration(timeout_s)}" if code is None else "")
+    steps.append(StepResult(command, code, seconds, f"stopped after {duration(timeout_s)}" if code is None else ""))
+
+
+def remove_stale_runs(logs: Path, log: Callable[[str], None]) -> None:
+    """Delete the overlay layers of earlier runs that were killed (their reports and logs stay)."""
+    for run_dir in sorted(logs.glob("*/")):
+        try:
+            pid = int((run_dir / "pid").read_text())
+        except (OSError, ValueError):
+            continue
+        if Path(f"/proc/{pid}").exists() or mounts_under(run_dir):
+            continue  # still running (or mounted: never delete below a mount)
+        for name in ("upper", "work", "merged"):
+            if (run_dir / name).exists():
+                shutil.rmtree(run_dir / name, ignore_errors=True)
+                log(f"fresh-check: removed {run_dir / name}, left by a killed run")
 
 
 def run_check(args: argparse.Namespace) -> int:
@@ -280,7 +305,10 @@ def run_check(args: argparse.Namespace) -> int:
     commit, warning = resolve_commit(args.rev)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     run_dir = args.logs / f"{stamp}-{commit[:8]}"
+    if args.logs.exists():
+        remove_stale_runs(args.logs, print)
     run_dir.mkdir(parents=True)
+    (run_dir / "pid").write_text(f"{os.getpid()}\n")
     out = Output(run_dir / "fresh-check.log")
     recipe = RootRecipe()
     report = Report(commit=commit, revision=args.rev, dirty_warning=warning, recipe=recipe.describe(),
@@ -302,7 +330,7 @@ def run_check(args: argparse.Namespace) -> int:
             clone_into(home, commit, uid, gid, out.quiet)
             report.trusted = trust_host_certificates(machine.layers.merged)
             for number, command in enumerate(STEPS, start=1):
-                report.steps.append(type_command(machine, recipe, number, command, args.step_timeout, out))
+                type_command(machine, recipe, number, command, args.step_timeout, out, report.steps)
             report.recorded_commit = recorded_commit(home / "robe-lab")
     except KeyboardInterrupt:
         report.interrupted = True

@@ -55,7 +55,8 @@ def test_overlay_keeps_the_cached_root_read_only_below():
 
 def test_nspawn_types_the_command_as_the_user_in_a_login_shell_with_all_capabilities():
     argv = nspawn_command(Path("/runs/r1/merged"), "rl-fresh-1", "fresh-debian12", "robe", "cd ~/robe-lab && make test")
-    assert argv[0] == "systemd-nspawn" and "--directory=/runs/r1/merged" in argv
+    assert argv[:5] == ["setpriv", "--pdeathsig", "TERM", "--", "systemd-nspawn"]
+    assert "--directory=/runs/r1/merged" in argv
     assert {"--capability=all", "--register=no", "--user=robe", "--as-pid2"} <= set(argv)
     assert "--private-network" not in argv  # the set-up needs the host's network (mirror, PyPI)
     assert argv[-3:] == ["bash", "-lc", "cd ~/robe-lab && make test"]
