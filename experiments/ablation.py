@@ -16,9 +16,10 @@ import time
 from collections.abc import Sequence
 
 from analysis.ablation import run as analyse
-from experiments.experiment1 import ExperimentError
+from experiments.experiment1 import EXPECTED_FAILURES
 from experiments.experiment2 import RESULTS_BASE, Options, _raise_interrupt, run_sweep
 from experiments.profile2 import PROFILE_DIR, load_profile2
+from topologies.startup import one_line
 
 PREFIX = "experiment2-abl-"
 
@@ -46,8 +47,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level_start = time.monotonic()
         try:
             code = run_sweep(Options(profile, RESULTS_BASE / profile.name, args.jobs, None))
-        except ExperimentError as err:
-            print(f"ablation: {name}: {err}", file=sys.stderr)
+        except EXPECTED_FAILURES as err:
+            print(f"ablation: {name}: error: {one_line(err)}", file=sys.stderr)
             code = 2
         print(f"ablation: {name} done in {(time.monotonic() - level_start) / 60:.1f} min (status {code})", flush=True)
         status = max(status, code)

@@ -56,7 +56,7 @@ from topologies.fig3 import allow_congestion_control, mptcp_commands
 from topologies.fig7 import CLIENT_DSL, CLIENT_LTE, DNS, HAAP_INTERNET, ORIGINS, Fig7Network
 from topologies.links import PREFIX, choose_backend
 from topologies.shell import in_netns, run
-from topologies.startup import StartupError, last_line, one_line, wait_ready
+from topologies.startup import READY_TIMEOUT_S, StartupError, last_line, one_line, read_line_within, wait_ready
 from webreplay.adblock import default_blocklist
 from webreplay.adblock import wget_args as adblock_wget_args
 from webreplay.corpus import load_site
@@ -318,10 +318,11 @@ class LoadWorker:
             proc = self.net.popen(self.net.host("client"), argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                   text=True)  # fmt: skip
             assert proc.stderr is not None
-            line = proc.stderr.readline()  # "listening on a1, ...": capturing from now on
-            if "listening" not in line:
+            line = read_line_within(proc.stderr)  # "listening on a1, ...": capturing from now on
+            if line is None or "listening" not in line:
                 proc.kill()
-                raise ExperimentError(f"worker {self.index}: tcpdump on {intf} did not start: {line.strip()!r}")
+                said = f"nothing within {READY_TIMEOUT_S:g} s" if line is None else repr(line.strip())
+                raise ExperimentError(f"worker {self.index}: tcpdump on {intf} did not start: {said}")
             captures.append((proc, path))
         return captures
 

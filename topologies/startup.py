@@ -65,6 +65,12 @@ def _read_within(read: Any, timeout_s: float) -> str | None:
     return box[0] if box else None
 
 
+def read_line_within(stream: Any, timeout_s: float = READY_TIMEOUT_S) -> str | None:
+    """One line of ``stream`` (``""`` at its end), or None when none came within ``timeout_s``."""
+    line = _read_within(stream.readline, timeout_s)
+    return None if line is None else str(line)
+
+
 def _stderr_text(proc: subprocess.Popen[str], stderr_file: Path | None) -> str:
     """What the (stopped) process wrote on stderr: from its pipe or from the file it went to."""
     if stderr_file is not None:
