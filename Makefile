@@ -1,4 +1,5 @@
-# robe-lab: every target first runs the one-command set-up (Debian packages + .venv).
+# robe-lab: every target first runs the one-command set-up (Debian packages + .venv), except
+# `make plots` and `make compare`, which only need .venv (never root, never Debian packages).
 # Targets that build networks need root and say so.
 
 PYTHON := .venv/bin/python
@@ -6,7 +7,7 @@ PROFILE ?= paper
 JOBS ?= 16
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: help setup test lint unit-test integration-test validate-links validate-transport experiment1 experiment2 ablation record-sites plots bench fresh-check clean-net clean
+.PHONY: help setup venv compare test lint unit-test integration-test validate-links validate-transport experiment1 experiment2 ablation record-sites plots bench fresh-check clean-net clean
 
 help:
 	@echo "robe-lab make targets:"
@@ -17,6 +18,7 @@ help:
 	@echo "  sudo make ablation         experiment 2's ablation: every abl-* profile, then the improvement-against-factor figure"
 	@echo "  make record-sites SITES=URLS  record live pages into HAR files (needs internet; not run in CI)"
 	@echo "  make plots                 regenerate every figure and report from stored results (no root)"
+	@echo "  make compare RUNS=\"D1 D2\"  overlay result folders of one experiment, test every cell, diff metadata"
 	@echo "  sudo make bench            userspace RobE transport against kernel MPTCP: goodput, CPU per set-up, memory"
 	@echo "  make test                  ruff, mypy, unit tests; and, when root, the integration tests"
 	@echo "  sudo make fresh-check      the README's commands on a fresh Debian 12 root (debootstrap + systemd-nspawn)"
@@ -26,6 +28,10 @@ help:
 
 setup:
 	@bash scripts/setup.sh
+
+# Only the venv: for the targets that read stored results (no root, no Debian packages).
+venv:
+	@bash scripts/setup.sh --venv-only
 
 define require_root
 	@if [ "$$(id -u)" != 0 ]; then \
@@ -83,8 +89,12 @@ record-sites: setup
 	@if [ -z "$(SITES)" ]; then echo "usage: make record-sites SITES='https://www.example.com/ ...' [ARGS='--out DIR']" >&2; exit 2; fi
 	$(PYTHON) -m webreplay.record $(SITES) $(ARGS)
 
-plots: setup
+plots: venv
 	$(PYTHON) -m analysis.plots $(ARGS)
+
+compare: venv
+	@if [ -z "$(RUNS)" ]; then echo "usage: make compare RUNS='results/experiment1/paper results/experiment1/quick' [ARGS='--out DIR --metric request']" >&2; exit 2; fi
+	$(PYTHON) -m analysis.compare $(RUNS) $(ARGS)
 
 clean-net: setup
 	$(call require_root)

@@ -4,7 +4,16 @@
 # Idempotent and quick when nothing changed: every make target calls it first.
 # Debian packages need root; as a normal user missing packages are installed through sudo
 # (which may ask for a password), or the script stops with the exact command to run.
+#
+# --venv-only (make plots, make compare): never touches Debian packages and never asks for root;
+# it (re)builds .venv when requirements.txt changed and python3 -m venv works, and otherwise says
+# what to run.
 set -euo pipefail
+
+venv_only=0
+if [[ ${1:-} == --venv-only ]]; then
+    venv_only=1
+fi
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$here"
@@ -22,6 +31,21 @@ if [[ ${1:-} == --list-packages ]]; then
     exit 0
 fi
 
+venv=.venv
+stamp="$venv/.robe-lab-setup"
+want="$(cat requirements.txt scripts/setup.sh | sha256sum | cut -d' ' -f1)"
+
+if ((venv_only)); then
+    if [[ -x $venv/bin/python && -f $stamp && "$(cat "$stamp")" == "$want" ]]; then
+        exit 0
+    fi
+    if [[ ! -w . ]] || ! /usr/bin/python3 -c "import ensurepip, venv" 2>/dev/null; then
+        echo "setup: .venv is missing or out of date and cannot be built here without Debian packages;" \
+             "run 'sudo make setup' once (it installs them), then this command again" >&2
+        exit 2
+    fi
+fi
+
 # One dpkg-query for all of them: the installed ones print "ii <name>"; unknown ones print nothing.
 installed="$(dpkg-query -W -f='${db:Status-Abbrev} ${Package}\n' "${DEB_PACKAGES[@]}" 2>/dev/null || true)"
 missing=()
@@ -31,7 +55,7 @@ for pkg in "${DEB_PACKAGES[@]}"; do
     fi
 done
 
-if ((${#missing[@]})); then
+if ((${#missing[@]} && ! venv_only)); then
     echo "setup: installing Debian packages: ${missing[*]}"
     if [[ $EUID -eq 0 ]]; then
         as_root=()
@@ -47,9 +71,6 @@ if ((${#missing[@]})); then
     "${as_root[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-venv=.venv
-stamp="$venv/.robe-lab-setup"
-want="$(cat requirements.txt scripts/setup.sh | sha256sum | cut -d' ' -f1)"
 if [[ ! -x $venv/bin/python || ! -f $stamp || "$(cat "$stamp")" != "$want" ]]; then
     echo "setup: creating $venv (system site packages, for Debian's mininet) and installing requirements.txt"
     rm -rf "$venv"
@@ -60,7 +81,9 @@ if [[ ! -x $venv/bin/python || ! -f $stamp || "$(cat "$stamp")" != "$want" ]]; t
     fi
     /usr/bin/python3 -m venv --system-site-packages "$venv"
     "$venv/bin/python" -m pip install -q --disable-pip-version-check -r requirements.txt
-    "$venv/bin/python" -c "import mininet.net" || {
-        echo "setup: error: Debian's mininet module does not import in $venv" >&2; exit 2; }
+    if ((! venv_only)); then
+        "$venv/bin/python" -c "import mininet.net" || {
+            echo "setup: error: Debian's mininet module does not import in $venv" >&2; exit 2; }
+    fi
     echo "$want" > "$stamp"
 fi
