@@ -35,6 +35,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from analysis.ownership import make_results_dir
+from analysis.schema import EXPERIMENT1
 from analysis.stats import percentile
 from experiments.metadata import PROJECT_ROOT, base_metadata, write_json
 from experiments.profile import Experiment1Profile, ProfileError, RunSpec, expand_runs, load_profile
@@ -50,12 +52,8 @@ SERVER_PORT = 5001
 USERSPACE_PORT = 5003
 #: Linux gives up retransmitting data after tcp_retries2=15 back-offs: about 924.6 s.
 DATA_GIVE_UP_S = 925.0
-ROW_FIELDS = [
-    "run_id", "conn_id", "strategy", "loss_pct", "repetition", "seed", "worker", "status", "setup_ms",
-    "accept_ms", "established_ms", "reply_ms", "winner_path", "fallback_tcp", "server_mptcp",
-    "syn_retransmits_path1", "syn_retransmits_path2", "joined_subflows", "subflow_ready_ms",
-    "losers_accepted", "error", "started_utc", "server_subflow_ready_ms",
-]  # fmt: skip
+#: Columns of runs.csv (their types and meanings: ``analysis.schema.EXPERIMENT1``).
+ROW_FIELDS = EXPERIMENT1.names
 
 
 class ExperimentError(RuntimeError):
@@ -393,7 +391,7 @@ def check_before_building(options: Options) -> None:
     if not enabled.exists():
         raise ExperimentError("this kernel has no MPTCP (no /proc/sys/net/mptcp): Linux >= 5.6 with CONFIG_MPTCP")
     try:
-        options.out.mkdir(parents=True, exist_ok=True)
+        make_results_dir(options.out)
         probe = options.out / f".write-test-{os.getpid()}"
         probe.write_text("")
         probe.unlink()
@@ -459,7 +457,7 @@ def run_sweep(options: Options) -> int:
             workers, run=Worker.run,
             error_row=lambda worker, spec, err: build_row(spec, worker.index, "", {"status": "error",
                                                                                   "error": repr(err)}, None, 0),
-            runs_csv=runs_csv, fields=ROW_FIELDS, desc=f"experiment1/{profile.name}", unit="run",
+            runs_csv=runs_csv, schema=EXPERIMENT1, desc=f"experiment1/{profile.name}", unit="run",
             interrupt=Worker.interrupt, join_timeout_s=10.0,
         )  # fmt: skip
         counts: dict[str, int] = {}

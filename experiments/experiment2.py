@@ -37,6 +37,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from analysis.ownership import hand_to_invoking_user, make_results_dir
+from analysis.schema import CONNECTIONS, EXPERIMENT2, SchemaError
 from experiments.experiment1 import EXPECTED_FAILURES, ExperimentError
 from experiments.metadata import PROJECT_ROOT, base_metadata, write_json
 from experiments.profile import ProfileError
@@ -49,7 +51,7 @@ from experiments.profile2 import (
     split_strategy,
 )
 from experiments.sweep import Sweep, append_row, finished_run_ids
-from experiments.timeline import CONNECTION_FIELDS, connection_rows
+from experiments.timeline import connection_rows
 from experiments.wget import parse_wget_log, wget_command
 from robe.proxy import redirect
 from topologies.fig3 import allow_congestion_control, mptcp_commands
@@ -76,12 +78,8 @@ PROXY_BASE_PORT = 9001
 DNS_STUB = "127.0.0.1"
 #: Headers only: Ethernet, IP and TCP with its options (MPTCP's DSS and joins ride in them).
 PCAP_SNAPLEN = 128
-ROW_FIELDS = [
-    "run_id", "site", "strategy", "repetition", "seed", "worker", "status", "load_ms", "wget_ms",
-    "objects_expected", "objects_fetched", "objects_served", "replay_misses", "connections", "bytes_down",
-    "bytes_up", "winner_paths", "setup_ms_median", "max_subflows", "error", "started_utc",
-    "load_close_ms", "dns_ms", "dns_lookups", "pcap",
-]  # fmt: skip
+#: Columns of runs.csv (their types and meanings: ``analysis.schema.EXPERIMENT2``).
+ROW_FIELDS = EXPERIMENT2.names
 
 
 @dataclass(frozen=True)
@@ -295,8 +293,7 @@ class LoadWorker:
     def _start_capture(self, spec: LoadSpec) -> list[tuple[subprocess.Popen[str], Path]]:
         """tcpdump on both access links (headers only), running before the load starts."""
         assert self.out is not None
-        folder = self.out / "pcap"
-        folder.mkdir(exist_ok=True)
+        folder = make_results_dir(self.out / "pcap")
         captures = []
         for intf in ("a1", "a2"):
             path = folder / f"{spec.run_id}-{intf}.pcap"
@@ -342,6 +339,7 @@ class LoadWorker:
             with path.open("rb") as raw, gzip.open(packed, "wb") as out:
                 shutil.copyfileobj(raw, out)
             path.unlink()
+            hand_to_invoking_user(packed)
             names.append(packed.name)
         return ";".join(names)
 
@@ -349,7 +347,7 @@ class LoadWorker:
         if self.out is None:
             return
         for row in rows:
-            append_row(self.out / "connections.csv", row, self.csv_lock, CONNECTION_FIELDS)
+            append_row(self.out / "connections.csv", row, self.csv_lock, CONNECTIONS)
 
     def run(self, spec: LoadSpec) -> dict[str, Any]:
         """One page load; returns its row (and appends its connections to connections.csv)."""
@@ -480,7 +478,7 @@ def check_before_building(options: Options) -> None:
     if not enabled.exists() or enabled.read_text().strip() != "1":
         raise ExperimentError("this kernel has no MPTCP enabled (net.mptcp.enabled != 1)")
     try:
-        options.out.mkdir(parents=True, exist_ok=True)
+        make_results_dir(options.out)
         probe = options.out / ".write-test"
         probe.write_text("")
         probe.unlink()
@@ -501,6 +499,12 @@ def run_sweep(options: Options) -> int:
     profile = options.profile
     sites = load_sites(profile)
     runs_csv = options.out / "runs.csv"
+    try:  # resumed loads append lines that must line up with the stored files' columns
+        for path, schema in ((runs_csv, EXPERIMENT2), (options.out / "connections.csv", CONNECTIONS)):
+            if path.exists() and path.stat().st_size > 0:
+                schema.check_header(path)
+    except SchemaError as err:
+        raise ExperimentError(str(err)) from None
     done = finished_run_ids(runs_csv)
     pending = [spec for spec in expand_loads(profile) if spec.run_id not in done]
     if options.limit is not None:
@@ -548,7 +552,7 @@ def run_sweep(options: Options) -> int:
                 workers, run=LoadWorker.run,
                 error_row=lambda worker, spec, err: build_row(spec, worker.index, "", {"status": "error",
                                                                                       "error": repr(err)}),
-                runs_csv=runs_csv, fields=ROW_FIELDS, desc=f"experiment2/{profile.name}", unit="load",
+                runs_csv=runs_csv, schema=EXPERIMENT2, desc=f"experiment2/{profile.name}", unit="load",
                 join_timeout_s=30.0,
             )  # fmt: skip
             try:

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from analysis.ownership import hand_to_invoking_user, make_results_dir
 from topologies.shell import run
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -66,18 +67,22 @@ def base_metadata(kind: str, arguments: dict[str, Any]) -> dict[str, Any]:
 
 
 def write_json(path: Path, data: Any) -> None:
-    """Write JSON atomically (a Ctrl-C never leaves half a file)."""
+    """Write JSON atomically (a Ctrl-C never leaves half a file), owned by the invoking user."""
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    hand_to_invoking_user(tmp)
     os.replace(tmp, path)
 
 
 def new_run_dir(base: Path, label: str) -> Path:
-    """A fresh result folder ``base/<UTC timestamp>-<label>``; fails clearly if base is unwritable."""
+    """A fresh result folder ``base/<UTC timestamp>-<label>`` (owned by the invoking user); fails
+    clearly if base is unwritable."""
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     path = base / f"{stamp}-{label}"
+    if path.exists():
+        raise PermissionError(f"results folder {path}: exists already")
     try:
-        path.mkdir(parents=True, exist_ok=False)
+        make_results_dir(path)
     except OSError as err:
         raise PermissionError(f"results folder {path}: cannot create it ({err.strerror})") from None
     return path

@@ -19,7 +19,9 @@ from typing import Any, Generic, TypeVar
 
 from tqdm import tqdm
 
-FINAL_STATUSES = ("ok", "failed", "censored")
+from analysis.ownership import hand_to_invoking_user
+from analysis.schema import FINAL_STATUSES, Schema
+
 W = TypeVar("W")
 S = TypeVar("S")
 
@@ -32,17 +34,21 @@ def finished_run_ids(runs_csv: Path) -> set[str]:
         return {row["run_id"] for row in csv.DictReader(handle) if row.get("status") in FINAL_STATUSES}
 
 
-def append_row(runs_csv: Path, row: dict[str, Any], lock: threading.Lock, fields: Sequence[str]) -> None:
-    """Append one row and flush it to disk (a crash loses nothing already written)."""
+def append_row(runs_csv: Path, row: dict[str, Any], lock: threading.Lock, schema: Schema) -> None:
+    """Append one row, validated by its schema, and flush it to disk (a crash loses nothing already
+    written); a new file starts with the schema's header and belongs to the invoking user."""
+    fields = schema.format_row(row)
     with lock:
         new = not runs_csv.exists() or runs_csv.stat().st_size == 0
         with runs_csv.open("a", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(fields))
+            writer = csv.writer(handle)
             if new:
-                writer.writeheader()
-            writer.writerow(row)
+                writer.writerow(schema.names)
+            writer.writerow(fields)
             handle.flush()
             os.fsync(handle.fileno())
+        if new:
+            hand_to_invoking_user(runs_csv)
 
 
 @dataclass
@@ -54,7 +60,7 @@ class Sweep(Generic[W, S]):
     run: Callable[[W, S], dict[str, Any]]
     error_row: Callable[[W, S, Exception], dict[str, Any]]
     runs_csv: Path
-    fields: Sequence[str]
+    schema: Schema
     desc: str
     unit: str = "run"
     interrupt: Callable[[W], None] | None = None
@@ -62,6 +68,8 @@ class Sweep(Generic[W, S]):
 
     def execute(self, pending: Sequence[S]) -> tuple[dict[str, int], bool]:
         """Run every pending item; the status counts, and whether Ctrl-C stopped the sweep."""
+        if self.runs_csv.exists() and self.runs_csv.stat().st_size > 0:
+            self.schema.check_header(self.runs_csv)  # appended rows must line up with its columns
         todo: queue.Queue[S] = queue.Queue()
         for item in pending:
             todo.put(item)
@@ -84,7 +92,7 @@ class Sweep(Generic[W, S]):
                     row = self.error_row(worker, item, err)
                 if stop.is_set() and row["status"] != "ok":
                     return  # ended by Ctrl-C: not a result (a resume runs it again)
-                append_row(self.runs_csv, row, lock, self.fields)
+                append_row(self.runs_csv, row, lock, self.schema)
                 with lock:
                     counts[row["status"]] = counts.get(row["status"], 0) + 1
                     bar.set_postfix(counts, refresh=False)

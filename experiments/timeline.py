@@ -18,14 +18,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-#: Columns of connections.csv, in order.
-CONNECTION_FIELDS = [
-    "run_id", "site", "strategy", "repetition", "conn", "host", "dst", "scheme",
-    "dns_start_ms", "dns_ms", "accept_ms", "setup_ms", "winner_path", "haap_accepted_ms", "haap_connected_ms",
-    "tls_done_ms", "requests", "first_request_ms", "last_response_ms", "server_ms", "first_byte_ms",
-    "last_byte_ms", "client_end_ms",
-    "closed_ms", "bytes_up", "bytes_down", "subflows", "join_path", "join_ms", "subflow_ports", "error",
-]  # fmt: skip
+from analysis.schema import CONNECTIONS
+
+#: Columns of connections.csv, in order (their types and meanings: ``analysis.schema.CONNECTIONS``).
+CONNECTION_FIELDS = CONNECTIONS.names
 
 LTE_SOURCE = "198.18.1.1"
 

@@ -27,6 +27,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from analysis.ownership import hand_to_invoking_user
 from analysis.stats import clopper_pearson, loss_within_interval, percentile
 from experiments.metadata import PROJECT_ROOT, base_metadata, new_run_dir, write_json
 from topologies.fig3 import CLIENT_A1, CLIENT_A2, SERVER_B1, Fig3Config, Fig3Network, PathConfig
@@ -321,6 +322,7 @@ def validate(plan: ValidationPlan, out_dir: Path, backend_setting: str | None = 
         writer = csv.DictWriter(handle, fieldnames=list(Check.__dataclass_fields__))
         writer.writeheader()
         writer.writerows(asdict(c) for c in checks)
+    hand_to_invoking_user(run_dir / "checks.csv")
     print_table(checks)
     passed = bool(checks) and not interrupted and all(c.ok for c in checks)
     return passed, run_dir

@@ -17,6 +17,7 @@ import json
 import sys
 from pathlib import Path
 
+from analysis.ownership import hand_to_invoking_user
 from analysis.transport_validation import check_formulas, check_twin, gains, read_rows, render
 from experiments import experiment1
 from experiments.metadata import base_metadata, write_json
@@ -82,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     report, summary, passed = analyse(args.out)
     print(report)
     (args.out / "validation.md").write_text(report)
+    hand_to_invoking_user(args.out / "validation.md")
     write_json(args.out / "validation.json", summary)
     arguments = {"jobs": args.jobs, "analyse_only": args.analyse_only, "out": str(args.out)}
     write_json(args.out / "metadata.json", base_metadata("validate-transport", arguments))

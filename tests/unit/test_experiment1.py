@@ -5,6 +5,7 @@ import os
 
 import pytest
 
+from analysis.schema import EXPERIMENT1
 from experiments.experiment1 import (
     ROW_FIELDS,
     ExperimentError,
@@ -41,17 +42,22 @@ def test_row_joins_client_and_server_logs_on_one_clock():
     assert row["winner_path"] == 2 and row["losers_accepted"] == 1 and row["fallback_tcp"] == 0
     # The winner's own subflow is not a joined one; the other path's is, at 62 ms.
     assert row["joined_subflows"] == 1 and row["subflow_ready_ms"] == "62.000"
+    assert EXPERIMENT1.format_row(row)[EXPERIMENT1.names.index("accept_ms")] == "30.400"  # the schema takes it
 
 
 def test_a_connection_the_server_never_saw_is_an_error_not_a_result():
     row = build_row(RunSpec("tcp-L0-r00", "tcp", 0.0, 0, 1), 0, "t", _client(), None, 0)
     assert row["status"] == "error" and row["setup_ms"] == ""
+    broken = build_row(RunSpec("tcp-L0-r00", "tcp", 0.0, 0, 1), 0, "", {"status": "error", "error": "boom"}, None, 0)
+    for written in (row, broken):
+        EXPERIMENT1.format_row(written)  # error rows are valid rows too
 
 
 def test_failed_rows_have_no_times():
     client = _client(status="failed", winner=None, established_ns=None, reply_ns=None, error="path 0: timed out")
     row = build_row(RunSpec("tcp-L100-r00", "tcp", 100.0, 0, 1), 0, "t", client, None, 0)
     assert row["status"] == "failed" and row["setup_ms"] == "" and row["winner_path"] == ""
+    EXPERIMENT1.format_row(row)
 
 
 def test_resume_skips_final_rows_and_reruns_errors(tmp_path):

@@ -1,0 +1,144 @@
+"""The results schema: strict reading (file:line:column in every error), writing through it, stored files."""
+
+import csv
+import threading
+from pathlib import Path
+
+import pytest
+
+from analysis.schema import EXPERIMENT1, EXPERIMENT2, SchemaError, read_runs
+from experiments.sweep import append_row
+
+RESULTS = Path(__file__).resolve().parents[2] / "results"
+
+
+def _row(**values):
+    row: dict[str, object] = dict.fromkeys(EXPERIMENT1.names, "")
+    row.update(run_id="tcp-L0-r00", conn_id="tcp-L0-r00-ab", strategy="tcp", loss_pct="0", repetition=0, seed=7,
+               worker=0, status="ok", setup_ms="30.500", accept_ms="30.400", joined_subflows=0, losers_accepted=0,
+               started_utc="2026-01-01T00:00:00+00:00")  # fmt: skip
+    row.update(values)
+    return row
+
+
+def _write(path: Path, rows, header=None):
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header or EXPERIMENT1.names)
+        for row in rows:
+            writer.writerow(row if isinstance(row, list) else EXPERIMENT1.format_row(row))
+    return path
+
+
+def test_rows_written_through_the_schema_read_back_typed(tmp_path):
+    lock = threading.Lock()
+    runs = tmp_path / "runs.csv"
+    append_row(runs, _row(), lock, EXPERIMENT1)
+    append_row(runs, _row(run_id="robe-sim-L0-r00", strategy="robe-sim", winner_path=2, fallback_tcp=False,
+                          subflow_ready_ms="61.0;82.5", server_subflow_ready_ms="70.1"), lock, EXPERIMENT1)  # fmt: skip
+    append_row(runs, _row(run_id="tcp-L100-r00", status="failed", setup_ms="", accept_ms="", loss_pct="100"), lock,
+               EXPERIMENT1)  # fmt: skip
+    frame = EXPERIMENT1.read(runs)
+    assert list(frame.columns) == EXPERIMENT1.names and len(frame) == 3
+    assert frame["setup_ms"].dtype == "float64" and frame["repetition"].dtype == "Int64"
+    assert frame["fallback_tcp"].dtype == "boolean" and not frame.loc[1, "fallback_tcp"]
+    assert frame["fallback_tcp"].isna().iloc[0]
+    assert frame.loc[1, "subflow_ready_ms"] == (61.0, 82.5) and frame.loc[0, "subflow_ready_ms"] == ()
+    assert frame.loc[1, "winner_path"] == 2 and frame["winner_path"].isna().iloc[0]
+    assert frame["setup_ms"].isna().iloc[2] and frame.loc[2, "status"] == "failed"
+
+
+def test_truncated_row_is_an_error_naming_file_and_line(tmp_path):
+    runs = _write(tmp_path / "runs.csv", [_row(), EXPERIMENT1.format_row(_row(run_id="b"))[:9]])
+    with pytest.raises(SchemaError, match=rf"{runs}:3: 9 fields, the header has 23 \(a truncated row\)"):
+        EXPERIMENT1.read(runs)
+
+
+def test_row_with_extra_fields_is_an_error_naming_file_and_line(tmp_path):
+    fields = EXPERIMENT1.format_row(_row(run_id="b"))
+    runs = _write(tmp_path / "runs.csv", [_row(), _row(run_id="c"), [*fields, *fields[:5]]])
+    with pytest.raises(SchemaError, match=rf"{runs}:4: 28 fields, the header has 23 \(extra fields\)"):
+        EXPERIMENT1.read(runs)
+
+
+def test_unparsable_value_names_file_line_and_column(tmp_path):
+    fields = EXPERIMENT1.format_row(_row())
+    fields[EXPERIMENT1.names.index("setup_ms")] = "30.5ms"
+    runs = _write(tmp_path / "runs.csv", [_row(), fields])
+    with pytest.raises(SchemaError, match=rf"{runs}:3: column 9 \(setup_ms\): '30.5ms' is not a number"):
+        EXPERIMENT1.read(runs)
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "problem"),
+    [
+        ("status", "done", "is not one of ok, failed, censored, error"),
+        ("repetition", "1.5", "is not an integer"),
+        ("fallback_tcp", "yes", "is not 0 or 1"),
+        ("seed", "", "empty, but the column needs a value"),
+        ("setup_ms", "", "empty in an ok row"),
+        ("setup_ms", "nan", "is not a finite number"),
+        ("subflow_ready_ms", "1.0;x", "is not a number"),
+    ],
+)
+def test_every_kind_of_bad_value_is_refused_on_read_and_on_write(tmp_path, column, value, problem):
+    fields = EXPERIMENT1.format_row(_row())
+    fields[EXPERIMENT1.names.index(column)] = value
+    runs = _write(tmp_path / "runs.csv", [fields])
+    with pytest.raises(SchemaError, match=rf":2: column \d+ \({column}\): .*{problem}"):
+        EXPERIMENT1.read(runs)
+    with pytest.raises(SchemaError, match=rf"column {column}: .*{problem}"):
+        EXPERIMENT1.format_row(_row(**{column: value}))
+
+
+def test_header_problems_are_errors(tmp_path):
+    names = EXPERIMENT1.names
+    missing = _write(tmp_path / "missing.csv", [], header=[n for n in names if n != "accept_ms"])
+    with pytest.raises(SchemaError, match=r"missing\.csv:1: .*missing column\(s\) accept_ms"):
+        EXPERIMENT1.read(missing)
+    unknown = _write(tmp_path / "unknown.csv", [], header=[*names, "colour"])
+    with pytest.raises(SchemaError, match=r"unknown column\(s\) colour"):
+        EXPERIMENT1.read(unknown)
+    (tmp_path / "empty.csv").write_text("")
+    with pytest.raises(SchemaError, match=r"empty\.csv:1: empty file"):
+        EXPERIMENT1.read(tmp_path / "empty.csv")
+
+
+def test_files_from_before_an_optional_column_read_with_its_default(tmp_path):
+    old = [n for n in EXPERIMENT1.names if n != "server_subflow_ready_ms"]
+    row = EXPERIMENT1.format_row(_row())[: len(old)]
+    frame = EXPERIMENT1.read(_write(tmp_path / "runs.csv", [row], header=old))
+    assert frame.loc[0, "server_subflow_ready_ms"] == () and list(frame.columns) == EXPERIMENT1.names
+
+
+def test_line_numbers_count_quoted_newlines(tmp_path):
+    bad = EXPERIMENT1.format_row(_row(run_id="x"))
+    bad[EXPERIMENT1.names.index("repetition")] = "one"
+    runs = _write(tmp_path / "runs.csv", [_row(error="first\nsecond", status="failed", setup_ms="", accept_ms=""), bad])
+    with pytest.raises(SchemaError, match=r":4: column 5 \(repetition\)"):
+        EXPERIMENT1.read(runs)
+
+
+def test_appending_to_a_file_of_another_schema_is_refused_before_any_run(tmp_path):
+    from experiments.sweep import Sweep
+
+    runs = _write(tmp_path / "runs.csv", [], header=EXPERIMENT1.names[:-1])
+    sweep: Sweep[int, str] = Sweep([0], run=lambda w, s: _row(), error_row=lambda w, s, e: _row(), runs_csv=runs,
+                                   schema=EXPERIMENT1, desc="t")  # fmt: skip
+    with pytest.raises(SchemaError, match=r"header .* differs from the experiment1 schema"):
+        sweep.execute(["a"])
+
+
+def test_writing_refuses_rows_with_other_columns():
+    with pytest.raises(SchemaError, match=r"missing columns \['error'\], unknown columns \['colour'\]"):
+        EXPERIMENT1.format_row({**{k: v for k, v in _row().items() if k != "error"}, "colour": "red"})
+
+
+def test_every_stored_runs_file_reads():
+    folders = sorted(p.parent for p in RESULTS.glob("**/runs.csv"))
+    assert len(folders) >= 7
+    for folder in folders:
+        frame = read_runs(folder)
+        assert len(frame) > 0 and not frame["status"].isna().any(), folder
+        schema = EXPERIMENT2 if "experiment2" in str(folder) else EXPERIMENT1
+        assert list(frame.columns) == schema.names
