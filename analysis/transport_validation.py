@@ -23,15 +23,17 @@ the other path. Each strategy's own formula (what its implementation must reach 
 
 from __future__ import annotations
 
-import csv
 import math
-import statistics
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from scipy import stats
+
+from analysis.schema import EXPERIMENT1
+from analysis.stats import bootstrap_interval
 
 KERNEL_JOINERS = ("mptcp", "robe-timer", "robe-sim")
 ROBE_FIRST = ("robe-sim", "robe-downgrade", "robe-bbm", "robe-esim")
@@ -88,14 +90,9 @@ def expected(strategy: str, rtt_default_ms: float, rtt_other_ms: float) -> Expec
     return Expected(strategy, setup, client, server, words, setup, paper_join)
 
 
-def _floats(cell: str) -> list[float]:
-    return [float(v) for v in cell.split(";") if v]
-
-
-def read_rows(runs_csv: Path) -> list[dict[str, str]]:
-    """The stored runs of a sweep."""
-    with runs_csv.open(newline="") as handle:
-        return list(csv.DictReader(handle))
+def read_rows(runs_csv: Path) -> pd.DataFrame:
+    """The stored runs of a sweep (experiment 1 rows, read through the schema)."""
+    return EXPERIMENT1.read(runs_csv)
 
 
 @dataclass(frozen=True)
@@ -116,23 +113,24 @@ class FormulaCheck:
         return {**asdict(self), "expected": asdict(self.expected)}
 
 
-def _median(values: list[float]) -> float | None:
-    return statistics.median(values) if values else None
+def _median_of_first(subflows: pd.Series[Any]) -> float | None:
+    """Median over the attempts of the first later subflow's time (None if no attempt had one)."""
+    firsts = [min(times) for times in subflows if times]
+    return float(np.median(firsts)) if firsts else None
 
 
-def check_formulas(rows: list[dict[str, str]], rtt_default_ms: float, rtt_other_ms: float) -> list[FormulaCheck]:
+def check_formulas(rows: pd.DataFrame, rtt_default_ms: float, rtt_other_ms: float) -> list[FormulaCheck]:
     """Per strategy (in the order first seen): medians at 0 % loss and whether they meet the formulas."""
     checks = []
-    for strategy in dict.fromkeys(r["strategy"] for r in rows):
-        mine = [r for r in rows if r["strategy"] == strategy and float(r["loss_pct"]) == 0]
-        ok = [r for r in mine if r["status"] == "ok"]
+    for strategy in dict.fromkeys(rows["strategy"]):
+        mine = rows[(rows["strategy"] == strategy) & (rows["loss_pct"] == 0)]
+        ok = mine[mine["status"] == "ok"]
         exp = expected(strategy, rtt_default_ms, rtt_other_ms)
-        setup = _median([float(r["setup_ms"]) for r in ok]) or math.nan
-        client = _median([min(_floats(r["subflow_ready_ms"])) for r in ok if r["subflow_ready_ms"]])
-        server = _median([min(_floats(r.get("server_subflow_ready_ms", ""))) for r in ok
-                          if r.get("server_subflow_ready_ms")])  # fmt: skip
+        setup = float(ok["setup_ms"].median()) if len(ok) else math.nan
+        client = _median_of_first(ok["subflow_ready_ms"])
+        server = _median_of_first(ok["server_subflow_ready_ms"])
         pairs = [(setup, exp.setup_ms), (client, exp.join_client_ms), (server, exp.join_server_ms)]
-        within = bool(ok) and len(ok) == len(mine)
+        within = not ok.empty and len(ok) == len(mine)
         for measured, predicted in pairs:
             if predicted is not None:
                 within = within and measured is not None and abs(measured - predicted) <= TOLERANCE_MS
@@ -206,43 +204,45 @@ class TwinCheck:
     ks_p_offset_corrected: float = math.nan
 
 
-def check_twin(rows: list[dict[str, str]], kernel: str = "mptcp", user: str = "mptcp-user") -> list[TwinCheck]:
+def check_twin(rows: pd.DataFrame, kernel: str = "mptcp", user: str = "mptcp-user") -> list[TwinCheck]:
     """Two-sample KS test and relative mean difference of the set-up times, per loss level."""
     out = []
     offset = math.nan
-    for loss in sorted({float(r["loss_pct"]) for r in rows}):
-        at = [r for r in rows if float(r["loss_pct"]) == loss]
-        k = [float(r["setup_ms"]) for r in at if r["strategy"] == kernel and r["status"] == "ok"]
-        u = [float(r["setup_ms"]) for r in at if r["strategy"] == user and r["status"] == "ok"]
-        failed_k = sum(1 for r in at if r["strategy"] == kernel and r["status"] != "ok")
-        failed_u = sum(1 for r in at if r["strategy"] == user and r["status"] != "ok")
+    for loss, at in rows.groupby("loss_pct", sort=True):
+        ok = at["status"] == "ok"
+        k = at.loc[ok & (at["strategy"] == kernel), "setup_ms"].to_numpy(dtype=float)
+        u = at.loc[ok & (at["strategy"] == user), "setup_ms"].to_numpy(dtype=float)
+        failed_k = int((~ok & (at["strategy"] == kernel)).sum())
+        failed_u = int((~ok & (at["strategy"] == user)).sum())
         if len(k) < 2 or len(u) < 2:
             continue
         result = stats.ks_2samp(k, u)
         if loss == 0:
-            offset = statistics.median(u) - statistics.median(k)
-        corrected = float(stats.ks_2samp(k, [x - offset for x in u]).pvalue) if not math.isnan(offset) else math.nan
-        mk, mu = statistics.fmean(k), statistics.fmean(u)
+            offset = float(np.median(u) - np.median(k))
+        corrected = float(stats.ks_2samp(k, u - offset).pvalue) if not math.isnan(offset) else math.nan
+        mk, mu = float(np.mean(k)), float(np.mean(u))
         diff = 100 * (mu - mk) / mk
         p = float(result.pvalue)
         agree = p > 0.01 and abs(diff) <= 5.0
-        out.append(TwinCheck(loss, len(k), len(u), failed_k, failed_u, mk, mu, diff, float(result.statistic), p,
+        level = float(str(loss))
+        out.append(TwinCheck(level, len(k), len(u), failed_k, failed_u, mk, mu, diff, float(result.statistic), p,
                              agree, relative_difference_ci(k, u), offset, corrected))  # fmt: skip
     return out
 
 
-def relative_difference_ci(kernel: list[float], user: list[float], resamples: int = 5000) -> tuple[float, float]:
+def relative_difference_ci(kernel: Any, user: Any, resamples: int = 5000) -> tuple[float, float]:
     """95 % percentile-bootstrap interval of 100 (mean user - mean kernel) / mean kernel (seeded).
 
     Shows how far the sample alone lets the means differ: with heavy tails (SYN back-offs of
     tens of seconds) it is wide, and a 5 % criterion on the means cannot be met by chance alone.
     """
-    rng = np.random.default_rng(8684)
-    k, u = np.asarray(kernel), np.asarray(user)
-    mk = rng.choice(k, size=(resamples, k.size)).mean(axis=1)
-    mu = rng.choice(u, size=(resamples, u.size)).mean(axis=1)
-    low, high = np.quantile(100 * (mu - mk) / mk, [0.025, 0.975])
-    return float(low), float(high)
+
+    def relative(k: Any, u: Any, axis: int) -> Any:
+        mk = np.mean(k, axis=axis)
+        return 100 * (np.mean(u, axis=axis) - mk) / mk
+
+    samples = (np.asarray(kernel, dtype=float), np.asarray(user, dtype=float))
+    return bootstrap_interval(samples, relative, 0.95, resamples=resamples)
 
 
 def _fmt(value: float | None, digits: int = 1) -> str:
