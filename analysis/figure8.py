@@ -1,215 +1,162 @@
 """Figure 8 from stored experiment 1 results: set-up time against loss on the default path.
 
-Reads ``runs.csv`` (one row per connection attempt) and ``metadata.json`` of a result folder and
-writes ``figure8.png``/``figure8.pdf`` and ``summary.csv`` beside them. Top panel: mean
-connect()->request-at-server time of successful runs per strategy with its 95 % confidence band
-(percentile bootstrap), and the analytic expectation (``analysis.model``) as dashed lines with its 95 %
-interval for the same number of runs. Bottom panel: share of failed (and censored) attempts.
+``render(folder)`` reads ``runs.csv`` (through ``analysis.schema``) and ``metadata.json`` and writes
+``summary.csv`` and two figures beside them, both in seaborn's paper style:
+
+- ``figure8.png``/``.pdf``, one column wide (3.3 in): the paper's metric, connect() -> accept()
+  (``metric="request"`` draws connect() -> request at the server instead);
+- ``figure8-wide.png``/``.pdf``, two columns wide (7 in): both metrics side by side.
+
+Per metric, one panel per strategy family (kernel sockets, userspace transport) as small
+multiples: the mean of the successful attempts (line, filled markers) with its 95 % bootstrap CI
+(band), the median (hollow markers) and the analytic model's mean (dashed); a log time axis. The
+bottom panel holds the share of failed attempts with its 95 % Clopper–Pearson interval and the
+model's (dashed). Strategies are dodged slightly along the loss axis so that equal values stay
+visible. The number of attempts behind each point is in ``report.md``.
 """
 
 from __future__ import annotations
 
-import csv
+import itertools
 import json
 import math
-import statistics
-from collections import defaultdict
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
+from matplotlib.lines import Line2D
 
-from analysis import model
-from analysis.stats import bootstrap_mean_ci
+from analysis.experiment1_cells import DEFAULT_METRIC, METRIC_LABELS, METRICS, summarise
+from analysis.ownership import hand_to_invoking_user
+from analysis.schema import EXPERIMENT1
+from analysis.style import FAMILIES, ONE_COLUMN_IN, TWO_COLUMN_IN, apply_theme, color, ordered, save, style
 
-STYLE = {
-    "tcp": ("tab:gray", "s"),
-    "mptcp": ("tab:blue", "o"),
-    "robe-sim": ("tab:green", "^"),
-    "robe-timer": ("tab:orange", "v"),
-    "mptcp-user": ("tab:purple", "D"),
-    "robe-downgrade": ("tab:red", "P"),
-    "robe-bbm": ("tab:brown", "X"),
-    "robe-esim": ("tab:pink", "*"),
-}
+FAMILY_TITLES = {"kernel": "kernel sockets", "userspace": "userspace transport", "other": "other"}
+TIME_PANEL_IN = 1.75
+FAILURE_PANEL_IN = 1.0
 
 
-@dataclass(frozen=True)
-class Point:
-    """Summary of one (strategy, loss) cell."""
-
-    strategy: str
-    loss_pct: float
-    runs: int
-    ok: int
-    failed: int
-    censored: int
-    mean_ms: float
-    ci_low_ms: float
-    ci_high_ms: float
-    median_ms: float
-    model_mean_ms: float
-    model_low_ms: float
-    model_high_ms: float
-    model_success: float
-    path2_win_share: float
-    losers_accepted: int
-    fallbacks: int
-
-    @property
-    def failed_share(self) -> float:
-        """Failed or censored attempts / all attempts."""
-        return (self.failed + self.censored) / self.runs if self.runs else math.nan
+def _dodge(strategies: list[str], loss_levels: list[float]) -> dict[str, float]:
+    """Horizontal offsets (in loss %) that keep the strategies' points apart."""
+    spacing = min((b - a for a, b in itertools.pairwise(loss_levels)), default=10.0)
+    width = 0.12 * spacing
+    count = len(strategies)
+    return {s: (i - (count - 1) / 2) * width / max(count - 1, 1) for i, s in enumerate(strategies)}
 
 
-def read_runs(folder: Path) -> list[dict[str, str]]:
-    """Rows of ``runs.csv``."""
-    with (folder / "runs.csv").open(newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
-@dataclass(frozen=True)
-class ModelSettings:
-    """What the analytic model needs to know about a result folder's kernel and profile."""
-
-    rtt1_s: float
-    rtt2_s: float
-    timer_s: float
-    syn_retries: int
-    applicable: bool  # False: loss not on the client's egress only, or linear SYN timeouts
-    reason: str = ""
-
-
-def model_settings(metadata: dict[str, Any]) -> ModelSettings:
-    """Read RTTs, the timer and the client's SYN settings from a folder's metadata."""
-    profile = metadata["profile"]
-    client = metadata.get("network", {}).get("sysctls", {}).get("client", {})
-    syn_retries = int(profile.get("tcp_syn_retries") or client.get("net.ipv4.tcp_syn_retries", model.TCP_SYN_RETRIES))
-    linear = client.get("net.ipv4.tcp_syn_linear_timeouts", "0")
-    applicable, reason = True, ""
-    if profile.get("loss_direction", "up") != "up":
-        applicable, reason = False, "model covers loss on the client's egress (loss_direction = up) only"
-    elif str(linear) != "0":
-        applicable, reason = False, f"model assumes exponential SYN back-off; tcp_syn_linear_timeouts = {linear}"
-    return ModelSettings(
-        profile["path1"]["rtt_ms"] / 1000, profile["path2"]["rtt_ms"] / 1000, profile["timer_s"], syn_retries,
-        applicable, reason,
-    )  # fmt: skip
-
-
-def expectation(strategy: str, loss_pct: float, settings: ModelSettings) -> model.Expectation | None:
-    """The analytic expectation of one (strategy, loss) cell, or None where no model applies."""
-    if not settings.applicable:
-        return None
-    loss = loss_pct / 100
-    if strategy in ("tcp", "mptcp", "mptcp-user"):
-        return model.single_path(settings.rtt1_s, loss, syn_retries=settings.syn_retries)
-    if strategy in ("robe-sim", "robe-timer", "robe-downgrade", "robe-bbm", "robe-esim"):
-        start2 = settings.timer_s if strategy == "robe-timer" else 0.0
-        return model.two_path_race(settings.rtt1_s, loss, settings.rtt2_s, start2, syn_retries=settings.syn_retries)
-    return None
-
-
-def model_for(strategy: str, loss_pct: float, settings: ModelSettings, n: int) -> tuple[float, float, float, float]:
-    """(mean, low, high, success) of the analytic expectation in ms for ``n`` successful runs."""
-    expect = expectation(strategy, loss_pct, settings)
-    if expect is None:
-        return (math.nan, math.nan, math.nan, math.nan)
-    low, high = expect.interval(max(n, 1))
-    if expect.sd_s == 0:
-        low = high = expect.mean_s
-    return (1000 * expect.mean_s, 1000 * low, 1000 * high, expect.success)
-
-
-def summarise(rows: list[dict[str, str]], metadata: dict[str, Any]) -> list[Point]:
-    """One Point per (strategy, loss) cell; ``error`` rows (broken attempts, rerun on resume) are left out."""
-    settings = model_settings(metadata)
-    cells: dict[tuple[str, float], list[dict[str, str]]] = defaultdict(list)
-    for row in rows:
-        if row["status"] in ("ok", "failed", "censored"):
-            cells[(row["strategy"], float(row["loss_pct"]))].append(row)
-    points = []
-    for (strategy, loss), members in sorted(cells.items()):
-        ok = [r for r in members if r["status"] == "ok" and r["setup_ms"]]
-        times = [float(r["setup_ms"]) for r in ok]
-        mean, low, high = bootstrap_mean_ci(times) if times else (math.nan,) * 3
-        median = statistics.median(times) if times else math.nan
-        m_mean, m_low, m_high, m_success = model_for(strategy, loss, settings, len(times))
-        path2_wins = sum(r["winner_path"] == "2" for r in ok) / len(ok) if ok else math.nan
-        points.append(Point(
-            strategy, loss, len(members), len(times),
-            sum(r["status"] == "failed" for r in members), sum(r["status"] == "censored" for r in members),
-            mean, low, high, median, m_mean, m_low, m_high, m_success,
-            path2_wins, sum(int(r["losers_accepted"] or 0) for r in members),
-            sum(r["fallback_tcp"] == "1" for r in members),
-        ))  # fmt: skip
-    return points
-
-
-def write_summary(points: list[Point], path: Path) -> None:
-    """summary.csv: the plotted numbers."""
-    names = [*Point.__dataclass_fields__, "failed_share"]
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(names)
-        for p in points:
-            writer.writerow([getattr(p, n) for n in names])
-
-
-def plot(points: list[Point], metadata: dict[str, Any], out_stem: Path) -> list[Path]:
-    """Draw Figure 8 and save PNG and PDF; return the files."""
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7.5, 7), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
-    strategies = sorted({p.strategy for p in points}, key=lambda s: list(STYLE).index(s) if s in STYLE else 99)
+def _time_panel(ax: Any, cells: pd.DataFrame, strategies: list[str], dodge: dict[str, float]) -> None:
     for strategy in strategies:
-        color, marker = STYLE.get(strategy, ("black", "x"))
-        mine = [p for p in points if p.strategy == strategy]
-        xs = [p.loss_pct for p in mine if not math.isnan(p.mean_ms)]
-        ys = [p.mean_ms for p in mine if not math.isnan(p.mean_ms)]
-        top.plot(xs, ys, marker=marker, color=color, label=f"{strategy} (measured mean)")
-        lows = [p.ci_low_ms for p in mine if not math.isnan(p.mean_ms)]
-        top.fill_between(xs, lows, [p.ci_high_ms for p in mine if not math.isnan(p.mean_ms)], color=color,
-                         alpha=0.15)  # fmt: skip
-        modeled = [p for p in mine if not math.isnan(p.model_mean_ms)]
-        if modeled:
-            top.plot([p.loss_pct for p in modeled], [p.model_mean_ms for p in modeled], linestyle="--",
-                     color=color, alpha=0.8, label=f"{strategy} (model)")  # fmt: skip
-        bottom.plot([p.loss_pct for p in mine], [100 * p.failed_share for p in mine], marker=marker, color=color)
-        with_model = [p for p in mine if not math.isnan(p.model_success)]
-        if with_model:
-            bottom.plot([p.loss_pct for p in with_model], [100 * (1 - p.model_success) for p in with_model],
-                        linestyle="--", color=color, alpha=0.8)  # fmt: skip
-    top.set_yscale("log")
-    top.set_ylabel("connect() → request at server [ms]\n(mean of successful runs, 95 % bootstrap CI)")
-    top.grid(True, which="both", alpha=0.3)
-    top.legend(fontsize=7, ncol=2, loc="upper left")
-    profile = metadata.get("profile", {})
-    top.set_title(
-        f"Experiment 1 ({profile.get('name', '?')}): RTT {profile.get('path1', {}).get('rtt_ms')} / "
-        f"{profile.get('path2', {}).get('rtt_ms')} ms, loss on path 1 ({profile.get('loss_direction')}), "
-        f"backend {metadata.get('link_backend', {}).get('backend', '?')}",
-        fontsize=9,
-    )
-    bottom.set_xlabel("packet loss on the default path [%]")
-    bottom.set_ylabel("failed [%]\n(dashed: model)")
-    bottom.set_ylim(-5, 105)
-    bottom.grid(True, alpha=0.3)
-    fig.tight_layout()
-    files = [out_stem.with_suffix(".png"), out_stem.with_suffix(".pdf")]
-    for file in files:
-        # No creation date in the PDF: regenerating a figure from the same results gives the same bytes.
-        file_metadata = {"CreationDate": None} if file.suffix == ".pdf" else None
-        fig.savefig(file, dpi=150, metadata=file_metadata)
-    plt.close(fig)
-    return files
+        mine = cells[(cells["strategy"] == strategy) & cells["ok"].gt(0)].copy()
+        if mine.empty:
+            continue
+        mine["x"] = mine["loss_pct"] + dodge[strategy]
+        look = style(strategy)
+        c = color(strategy)
+        sns.lineplot(data=mine, x="x", y="mean_ms", ax=ax, color=c, marker=look.marker, markeredgewidth=0,
+                     errorbar=None, legend=False, zorder=3)  # fmt: skip
+        banded = mine.dropna(subset=["ci_low_ms", "ci_high_ms"])
+        ax.fill_between(banded["x"], banded["ci_low_ms"], banded["ci_high_ms"], color=c, alpha=0.15, linewidth=0)
+        ax.scatter(mine["x"], mine["median_ms"], marker=look.marker, facecolors="white", edgecolors=[c],
+                   linewidths=0.7, s=14, zorder=4)  # fmt: skip
+        modeled = cells[(cells["strategy"] == strategy)].dropna(subset=["model_mean_ms"])
+        if not modeled.empty:
+            ax.plot(modeled["loss_pct"], modeled["model_mean_ms"], color=c, linestyle=(0, (3, 2)), linewidth=0.9,
+                    alpha=0.9, zorder=2)  # fmt: skip
+    ax.set_yscale("log")
+    ax.set_xlabel("")
 
 
-def render(folder: Path) -> list[Path]:
-    """Regenerate Figure 8 and summary.csv in one result folder."""
+def _failure_panel(ax: Any, cells: pd.DataFrame, strategies: list[str], dodge: dict[str, float]) -> None:
+    # The 95 % Clopper-Pearson intervals are in summary.csv and report.md; drawn, they hide the lines.
+    for strategy in strategies:
+        mine = cells[cells["strategy"] == strategy]
+        c = color(strategy)
+        ax.plot(mine["loss_pct"] + dodge[strategy], 100 * mine["failed_share"], color=c,
+                marker=style(strategy).marker, markersize=3.5, markeredgewidth=0, linewidth=1.0, zorder=3)  # fmt: skip
+        modeled = mine.dropna(subset=["model_success"])
+        if not modeled.empty:
+            ax.plot(modeled["loss_pct"], 100 * (1 - modeled["model_success"]), color=c, linestyle=(0, (3, 2)),
+                    linewidth=0.9, zorder=2)  # fmt: skip
+    ax.set_ylim(-5, 105)
+    ax.set_yticks([0, 50, 100])
+    ax.set_ylabel("failed [%]")
+    ax.set_xlabel("packet loss on the default path [%]")
+
+
+def _legend(fig: Any, strategies: list[str], ncol: int) -> None:
+    handles = [Line2D([], [], color=color(s), marker=style(s).marker, markeredgewidth=0, label=s) for s in strategies]
+    grey = "0.35"
+    handles += [
+        Line2D([], [], color=grey, marker="o", markeredgewidth=0, label="mean, 95 % CI"),
+        Line2D([], [], color=grey, marker="o", linestyle="none", markerfacecolor="white", markeredgewidth=0.7,
+               label="median"),
+        Line2D([], [], color=grey, linestyle=(0, (3, 2)), label="model"),
+    ]  # fmt: skip
+    fig.legend(handles=handles, loc="outside lower center", ncol=ncol, handlelength=1.8, columnspacing=1.0,
+               handletextpad=0.4)  # fmt: skip
+
+
+def plot(cells: pd.DataFrame, metrics: list[str], width_in: float, stem: Path) -> list[Path]:
+    """Draw Figure 8 for ``metrics`` (one column each) ``width_in`` wide; save PNG and PDF."""
+    apply_theme()
+    strategies = ordered(cells["strategy"])
+    families = [f for f in FAMILIES if any(style(s).family == f for s in strategies)]
+    loss_levels = sorted(cells["loss_pct"].unique())
+    dodge = _dodge(strategies, loss_levels)
+    ncol_legend = 4 if width_in < 4 else 7
+    legend_rows = math.ceil((len(strategies) + 3) / ncol_legend)
+    heights = [TIME_PANEL_IN] * len(families) + [FAILURE_PANEL_IN]
+    fig, axes = plt.subplots(len(heights), len(metrics), figsize=(width_in, sum(heights) + 0.3 + 0.14 * legend_rows),
+                             sharex=True, squeeze=False, layout="constrained",
+                             gridspec_kw={"height_ratios": heights})  # fmt: skip
+    for col, metric in enumerate(metrics):
+        mine = cells[cells["metric"] == metric]
+        for row, fam in enumerate(families):
+            ax = axes[row][col]
+            _time_panel(ax, mine, [s for s in strategies if style(s).family == fam], dodge)
+            ax.set_ylabel("set-up time [ms]" if col == 0 else "")
+            title = [METRIC_LABELS[metric]] if row == 0 else []
+            if len(families) > 1:
+                title.append(FAMILY_TITLES[fam])
+            ax.set_title(", ".join(title) if width_in >= 4 or row else "\n".join(title), pad=3)
+        _failure_panel(axes[-1][col], mine, strategies, dodge)
+        if col:
+            axes[-1][col].set_ylabel("")
+    for row in range(len(families)):  # one time scale per family row, shared by the metrics
+        low = min(a.get_ylim()[0] for a in axes[row])
+        high = max(a.get_ylim()[1] for a in axes[row])
+        for ax in axes[row]:
+            ax.set_ylim(low, high)
+    for ax in axes[-1]:
+        ax.set_xticks(loss_levels if len(loss_levels) <= 6 else loss_levels[::2])
+    _legend(fig, strategies, ncol_legend)
+    return save(fig, stem)
+
+
+def write_summary(cells: pd.DataFrame, path: Path) -> Path:
+    """summary.csv: every plotted number, one row per (strategy, loss, metric)."""
+    cells.to_csv(path, index=False, float_format="%.6g")
+    hand_to_invoking_user(path)
+    return path
+
+
+def load(folder: Path) -> tuple[pd.DataFrame, dict[str, Any], pd.DataFrame]:
+    """(runs, metadata, cells) of one experiment 1 result folder."""
     metadata = json.loads((folder / "metadata.json").read_text())
-    points = summarise(read_runs(folder), metadata)
-    write_summary(points, folder / "summary.csv")
-    return [*plot(points, metadata, folder / "figure8"), folder / "summary.csv"]
+    runs = EXPERIMENT1.read(folder / "runs.csv")
+    return runs, metadata, summarise(runs, metadata)
+
+
+def render(folder: Path, metric: str = DEFAULT_METRIC, cells: pd.DataFrame | None = None) -> list[Path]:
+    """Regenerate Figure 8 (one- and two-column) and summary.csv in one result folder."""
+    if metric not in METRICS:
+        raise ValueError(f"metric={metric!r}: must be one of {', '.join(METRICS)}")
+    if cells is None:
+        cells = load(folder)[2]
+    stem = folder / ("figure8" if metric == DEFAULT_METRIC else f"figure8-{metric}")
+    files = plot(cells, [metric], ONE_COLUMN_IN, stem)
+    files += plot(cells, [DEFAULT_METRIC, *[m for m in METRICS if m != DEFAULT_METRIC]], TWO_COLUMN_IN,
+                  folder / "figure8-wide")  # fmt: skip
+    return [*files, write_summary(cells, folder / "summary.csv")]

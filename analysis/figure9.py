@@ -1,198 +1,127 @@
-"""Figure 9 of the paper from a stored experiment 2 folder: page load time per site with MPTCP and
-with RobE (mean and 95 % bootstrap CI of the successful loads), and RobE's relative improvement
-beside the paper's 50-100 %; plus ``summary.csv`` and ``report.md``.
+"""Figure 9 of the paper from a stored experiment 2 folder: page load time per site and strategy, and
+RobE's improvement beside the paper's 50-100 %.
 
-Improvement of a pair (classic, robe) at a site = mean load time classic / mean load time robe - 1
-(the paper's "loading time improvements between 50 % and 100 %").
+``render(folder)`` reads ``runs.csv`` (through ``analysis.schema``) and ``metadata.json`` and writes
+``summary.csv``, ``improvements.csv``, ``report.md`` and two figures in seaborn's paper style:
+``figure9.png``/``.pdf`` one column wide (3.3 in; the two panels stacked) and
+``figure9-wide.png``/``.pdf`` two columns wide (7 in; side by side). Left/top: mean load time per
+site and strategy (bars) with its 95 % bootstrap CI. Right/bottom: the improvement of each
+(classic, RobE) pair, mean classic / mean RobE - 1, with the 95 % bootstrap CI of that ratio,
+against the paper's band. The number of loads behind each bar is in the axis label (or on the bar
+when it differs).
 """
 
 from __future__ import annotations
 
-import csv
 import json
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 
-from analysis.stats import bootstrap_mean_ci
+from analysis.experiment2_cells import PAPER_IMPROVEMENT_PCT, improvements, summarise
+from analysis.ownership import hand_to_invoking_user
+from analysis.report2 import write_report
+from analysis.schema import EXPERIMENT2
+from analysis.style import ONE_COLUMN_IN, TWO_COLUMN_IN, apply_theme, color, ordered, save
 
-#: (classic, RobE) pairs compared, when both were run.
-PAIRS = (
-    ("mptcp", "robe-sim"),
-    ("mptcp-user", "robe-downgrade"),
-    ("mptcp-user+kernel-default", "robe-downgrade+kernel-default"),
-)
-PAPER_IMPROVEMENT = (50.0, 100.0)
-COLORS = {"mptcp": "tab:blue", "robe-sim": "tab:green", "mptcp-user": "tab:purple", "robe-downgrade": "tab:red",
-          "tcp": "tab:gray", "robe-timer": "tab:orange", "robe-bbm": "tab:brown", "robe-esim": "tab:pink",
-          "mptcp-user+kernel-default": "plum", "robe-downgrade+kernel-default": "lightcoral",
-          "direct": "black", "direct-mptcp": "tab:olive"}  # fmt: skip
+SITE_IN = 0.3  # height per site in the bar panel
 
 
-@dataclass(frozen=True)
-class Cell:
-    """One (site, strategy): its loads and mean load time."""
-
-    site: str
-    strategy: str
-    loads: int
-    ok: int
-    mean_ms: float
-    ci_low_ms: float
-    ci_high_ms: float
-    median_ms: float
-    objects: int
-    misses: int
-
-
-def read_loads(folder: Path) -> list[dict[str, str]]:
-    """runs.csv of an experiment 2 folder."""
-    with (folder / "runs.csv").open(newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
-def summarise(rows: list[dict[str, str]], site_order: list[str] | None = None) -> list[Cell]:
-    """Cells in ``site_order`` (the profile's; else first appearance), strategies in the PAIRS order."""
-    cells = []
-    present = list(dict.fromkeys(r["site"] for r in rows))
-    sites = [s for s in site_order or [] if s in present] + [s for s in present if s not in (site_order or [])]
-    order = [s for pair in PAIRS for s in pair]
-    strategies = sorted({r["strategy"] for r in rows}, key=lambda s: order.index(s) if s in order else 99)
-    for site in sites:
-        for strategy in strategies:
-            mine = [r for r in rows if r["site"] == site and r["strategy"] == strategy]
-            if not mine:
+def _bars(ax: Any, cells: pd.DataFrame, sites: list[str], strategies: list[str]) -> None:
+    shown = cells[cells["ok"] > 0].assign(mean_s=lambda d: d["mean_ms"] / 1000)
+    sns.barplot(data=shown, y="site", x="mean_s", hue="strategy", order=sites, hue_order=strategies,
+                palette={s: color(s) for s in strategies}, errorbar=None, orient="h", ax=ax, legend=False,
+                width=0.8, linewidth=0, saturation=1.0)  # fmt: skip
+    by_key = shown.set_index(["site", "strategy"])
+    uniform = shown["ok"].nunique() == 1
+    for strategy, container in zip(strategies, ax.containers, strict=False):
+        for patch in container:
+            site = sites[round(patch.get_y() + patch.get_height() / 2)]
+            if (site, strategy) not in by_key.index:
                 continue
-            times = [float(r["load_ms"]) for r in mine if r["status"] == "ok"]
-            mean, low, high = bootstrap_mean_ci(times) if times else (float("nan"),) * 3
-            median = sorted(times)[len(times) // 2] if times else float("nan")
-            cells.append(Cell(site, strategy, len(mine), len(times), mean, low, high, median,
-                              max((int(r["objects_fetched"] or 0) for r in mine), default=0),
-                              sum(int(r["replay_misses"] or 0) for r in mine)))  # fmt: skip
-    return cells
+            cell = by_key.loc[(site, strategy)]
+            y = patch.get_y() + patch.get_height() / 2
+            ax.errorbar(cell["mean_s"], y, xerr=[[cell["mean_s"] - cell["ci_low_ms"] / 1000],
+                                                  [cell["ci_high_ms"] / 1000 - cell["mean_s"]]],
+                        color="0.15", elinewidth=0.6, capsize=1.2, capthick=0.6, linestyle="none")  # fmt: skip
+            if not uniform:
+                ax.annotate(f"n={int(cell['ok'])}", (cell["ci_high_ms"] / 1000, y), xytext=(2, 0),
+                            textcoords="offset points", va="center", fontsize=5)  # fmt: skip
+    n = f"mean of n = {int(shown['ok'].iloc[0])} loads, 95 % CI" if uniform and not shown.empty else "mean, 95 % CI"
+    ax.set_xlabel(f"page load time [s]\n({n})")
+    ax.set_ylabel("")
+    ax.grid(axis="y", visible=False)
 
 
-def improvements(cells: list[Cell]) -> list[dict[str, Any]]:
-    """Per site and pair: mean ratio classic/robe and the improvement in percent."""
-    by_key = {(c.site, c.strategy): c for c in cells}
-    out = []
-    for site in dict.fromkeys(c.site for c in cells):
-        for classic, robe in PAIRS:
-            c, r = by_key.get((site, classic)), by_key.get((site, robe))
-            if c is None or r is None or not c.ok or not r.ok:
-                continue
-            ratio = c.mean_ms / r.mean_ms
-            out.append({"site": site, "classic": classic, "robe": robe, "classic_ms": c.mean_ms, "robe_ms": r.mean_ms,
-                        "ratio": ratio, "improvement_pct": 100 * (ratio - 1),
-                        "robe_faster": r.ci_high_ms < c.ci_low_ms})  # fmt: skip
-    return out
+def _gains(ax: Any, gains: pd.DataFrame, sites: list[str]) -> None:
+    ax.axvspan(*PAPER_IMPROVEMENT_PCT, color="0.85", linewidth=0, zorder=0)
+    ax.axvline(0, color="0.3", linewidth=0.6, zorder=1)
+    pairs = list(dict.fromkeys(gains["pair"])) if not gains.empty else []
+    for k, pair in enumerate(pairs):
+        mine = gains[gains["pair"] == pair]
+        offset = (k - (len(pairs) - 1) / 2) * 0.3
+        y = mine["site"].map(sites.index) + offset
+        robe = str(mine["robe"].iloc[0])
+        ax.errorbar(mine["improvement_pct"], y, xerr=[mine["improvement_pct"] - mine["improvement_ci_low_pct"],
+                                                      mine["improvement_ci_high_pct"] - mine["improvement_pct"]],
+                    color=color(robe), marker="o", markersize=3.5, linestyle="none", elinewidth=0.8,
+                    capsize=1.2, capthick=0.6, label=pair, zorder=3)  # fmt: skip
+    ax.set_yticks(range(len(sites)))
+    ax.set_yticklabels(sites)
+    ax.set_ylim(len(sites) - 0.5, -0.5)
+    ax.set_xlabel("RobE improvement [%]\n(mean classic / mean RobE − 1, 95 % CI)")
+    ax.grid(axis="y", visible=False)
 
 
-def plot(cells: list[Cell], gains: list[dict[str, Any]], metadata: dict[str, Any], stem: Path) -> list[Path]:
-    """Draw Figure 9 (PNG and PDF)."""
-    sites = list(dict.fromkeys(c.site for c in cells))
-    strategies = list(dict.fromkeys(c.strategy for c in cells))
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 7), sharex=True, gridspec_kw={"height_ratios": [3, 2]})
-    width = 0.8 / max(1, len(strategies))
-    for k, strategy in enumerate(strategies):
-        xs, ys, err_low, err_high = [], [], [], []
-        for i, site in enumerate(sites):
-            cell = next((c for c in cells if c.site == site and c.strategy == strategy and c.ok), None)
-            if cell is None:
-                continue
-            xs.append(i + (k - (len(strategies) - 1) / 2) * width)
-            ys.append(cell.mean_ms / 1000)
-            err_low.append((cell.mean_ms - cell.ci_low_ms) / 1000)
-            err_high.append((cell.ci_high_ms - cell.mean_ms) / 1000)
-        top.bar(xs, ys, width, yerr=[err_low, err_high], capsize=2, color=COLORS.get(strategy, "black"),
-                label=strategy)  # fmt: skip
-    top.set_ylabel("page load time [s]\n(mean, 95 % bootstrap CI)")
-    top.legend(fontsize=8, ncol=min(len(strategies), 4), loc="upper left")
-    top.set_ylim(0, top.get_ylim()[1] * (1.25 if len(strategies) > 4 else 1.1))  # room for the legend
-    top.grid(True, axis="y", alpha=0.3)
-    profile = metadata.get("profile", {})
-    top.set_title(
-        f"Experiment 2 ({profile.get('name', '?')}, {profile.get('corpus', '?')} corpus): LTE "
-        f"{profile.get('lte', {}).get('rtt_ms')} ms (default) + DSL {profile.get('dsl', {}).get('rtt_ms')} ms, "
-        f"internet {profile.get('internet_rtt_ms')} ms",
-        fontsize=9,
-    )
-    pairs = list(dict.fromkeys((g["classic"], g["robe"]) for g in gains))
-    width2 = 0.8 / max(1, len(pairs))
-    for k, (classic, robe) in enumerate(pairs):
-        mine = {g["site"]: g for g in gains if (g["classic"], g["robe"]) == (classic, robe)}
-        xs = [i + (k - (len(pairs) - 1) / 2) * width2 for i, s in enumerate(sites) if s in mine]
-        bottom.bar(xs, [mine[s]["improvement_pct"] for s in sites if s in mine], width2,
-                   color=COLORS.get(robe, "black"), label=f"{robe} vs {classic}")  # fmt: skip
-    bottom.axhspan(*PAPER_IMPROVEMENT, color="gold", alpha=0.25, label="paper: 50-100 %")
-    bottom.axhline(0, color="black", linewidth=0.8)
-    bottom.set_ylabel("RobE improvement [%]\n(mean classic / mean RobE - 1)")
-    bottom.legend(fontsize=8)
-    bottom.grid(True, axis="y", alpha=0.3)
-    bottom.set_xticks(range(len(sites)))
-    bottom.set_xticklabels(sites, rotation=30, ha="right")
-    fig.tight_layout()
-    files = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
-    for file in files:
-        fig.savefig(file, dpi=150, metadata={"CreationDate": None} if file.suffix == ".pdf" else None)
-    plt.close(fig)
-    return files
+def plot(cells: pd.DataFrame, gains: pd.DataFrame, width_in: float, stem: Path) -> list[Path]:
+    """Draw Figure 9 ``width_in`` wide (stacked when narrow, side by side when wide); save PNG and PDF."""
+    apply_theme()
+    sites = list(dict.fromkeys(cells["site"]))
+    strategies = ordered(cells["strategy"])
+    wide = width_in >= 4
+    bars_in = SITE_IN * len(sites) * max(1.0, len(strategies) / 4)
+    gains_in = 0.16 * len(sites) + 0.5
+    if wide:
+        fig, (top, bottom) = plt.subplots(1, 2, figsize=(width_in, bars_in + 0.9), layout="constrained",
+                                          gridspec_kw={"width_ratios": [3, 2]}, sharey=False)  # fmt: skip
+    else:
+        fig, (top, bottom) = plt.subplots(2, 1, figsize=(width_in, bars_in + gains_in + 1.0), layout="constrained",
+                                          gridspec_kw={"height_ratios": [bars_in, gains_in]})  # fmt: skip
+    _bars(top, cells, sites, strategies)
+    _gains(bottom, gains, sites)
+    if wide:
+        bottom.set_yticklabels([])
+    handles: list[Any] = [Patch(color=color(s), label=s) for s in strategies]
+    if not gains.empty:
+        for pair, robe in dict.fromkeys(zip(gains["pair"], gains["robe"], strict=True)):
+            handles.append(Line2D([], [], color=color(robe), marker="o", markersize=3.5, linestyle="none",
+                                  label=pair))  # fmt: skip
+    handles.append(Patch(color="0.85", label=f"paper: {PAPER_IMPROVEMENT_PCT[0]:.0f}-{PAPER_IMPROVEMENT_PCT[1]:.0f} %"))
+    fig.legend(handles=handles, loc="outside lower center", ncol=4 if wide else 2, handlelength=1.2,
+               columnspacing=1.0)  # fmt: skip
+    return save(fig, stem)
 
 
-def report(cells: list[Cell], gains: list[dict[str, Any]], rows: list[dict[str, str]], metadata: dict[str, Any]) -> str:
-    """report.md: the table per site, the acceptance checks and the run's provenance."""
-    lines = ["# Experiment 2 report", "", f"Profile `{metadata.get('profile', {}).get('name')}`; "
-             f"{len(rows)} loads stored; commit {metadata.get('git', {}).get('commit', '?')}.", ""]  # fmt: skip
-    walls = [inv.get("wall_time_s") for inv in metadata.get("invocations", []) if inv.get("wall_time_s")]
-    if walls:
-        lines += [f"Wall time of the invocations: {', '.join(f'{w / 60:.1f} min' for w in walls)}.", ""]
-    lines += ["| site | strategy | ok/loads | mean load [ms] | 95 % CI | median | objects | misses |",
-              "|---|---|---|---|---|---|---|---|"]  # fmt: skip
-    for c in cells:
-        ci = f"{c.ci_low_ms:.0f}-{c.ci_high_ms:.0f}"
-        lines.append(f"| {c.site} | {c.strategy} | {c.ok}/{c.loads} | {c.mean_ms:.0f} | {ci} | {c.median_ms:.0f} | "
-                     f"{c.objects} | {c.misses} |")  # fmt: skip
-    lines += ["", "## RobE against MPTCP per site (paper: improvements of 50-100 % in most cases)", "",
-              "| site | pair | classic [ms] | RobE [ms] | ratio | improvement | RobE faster (CIs apart) |",
-              "|---|---|---|---|---|---|---|"]  # fmt: skip
-    for g in gains:
-        apart = "yes" if g["robe_faster"] else "no"
-        lines.append(f"| {g['site']} | {g['robe']} vs {g['classic']} | {g['classic_ms']:.0f} | {g['robe_ms']:.0f} | "
-                     f"{g['ratio']:.2f} | {g['improvement_pct']:+.0f} % | {apart} |")  # fmt: skip
-    failed = [r for r in rows if r["status"] != "ok"]
-    misses = sum(int(r["replay_misses"] or 0) for r in rows)
-    mismatched = [r for r in rows if r["status"] == "ok" and not
-                  (r["objects_fetched"] == r["objects_served"] == r["objects_expected"])]  # fmt: skip
-    faster = all(g["ratio"] > 1 for g in gains if g["classic"] == "mptcp")
-    lines += [
-        "",
-        "## Checks",
-        "",
-        f"- robe-sim loads faster than mptcp at every site: {'yes' if faster and gains else 'NO'}",
-        f"- loads not ok: {len(failed)} of {len(rows)}"
-        + (f" (first: {failed[0]['run_id']}: {failed[0]['error']})" if failed else ""),
-        f"- replay misses over all loads: {misses}",
-        f"- ok loads whose fetched / served / page object counts differ: {len(mismatched)}",
-        "",
-    ]
-    return "\n".join(lines)
+def load(folder: Path) -> tuple[pd.DataFrame, dict[str, Any], pd.DataFrame, pd.DataFrame]:
+    """(runs, metadata, cells, improvements) of one experiment 2 folder."""
+    metadata = json.loads((folder / "metadata.json").read_text())
+    runs = EXPERIMENT2.read(folder / "runs.csv")
+    cells = summarise(runs, list(metadata.get("profile", {}).get("sites", [])))
+    return runs, metadata, cells, improvements(runs, cells)
 
 
 def render(folder: Path) -> list[Path]:
-    """Regenerate Figure 9, summary.csv and report.md in one experiment 2 folder."""
-    metadata = json.loads((folder / "metadata.json").read_text())
-    rows = read_loads(folder)
-    cells = summarise(rows, list(metadata.get("profile", {}).get("sites", [])))
-    gains = improvements(cells)
-    with (folder / "summary.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(Cell.__dataclass_fields__))
-        writer.writeheader()
-        for cell in cells:
-            writer.writerow(asdict(cell))
-    (folder / "report.md").write_text(report(cells, gains, rows, metadata))
-    return [*plot(cells, gains, metadata, folder / "figure9"), folder / "summary.csv", folder / "report.md"]
+    """Regenerate Figure 9 (one- and two-column), summary.csv, improvements.csv and report.md."""
+    runs, metadata, cells, gains = load(folder)
+    files = [*plot(cells, gains, ONE_COLUMN_IN, folder / "figure9"),
+             *plot(cells, gains, TWO_COLUMN_IN, folder / "figure9-wide")]  # fmt: skip
+    for name, table in (("summary.csv", cells), ("improvements.csv", gains)):
+        table.to_csv(folder / name, index=False, float_format="%.6g")
+        hand_to_invoking_user(folder / name)
+        files.append(folder / name)
+    return [*files, write_report(folder, runs, metadata, cells, gains)]

@@ -1,10 +1,11 @@
 """``make plots``: regenerate every figure and report from stored results (no root, no network).
 
-For each experiment 1 result folder under ``results/experiment1/``: Figure 8 (PNG, PDF),
-``summary.csv`` and ``report.md``; for each experiment 2 folder under ``results/experiment2/``:
-Figure 9, ``summary.csv`` and ``report.md``, plus the connection waterfalls, the packet report and
-the overhead table where the folder has their data (or only the folders given); and the ablation
-(``results/experiment2/ablation/``). Reports are also printed.
+For each experiment 1 result folder under ``results/experiment1/``: Figure 8 (one- and two-column,
+PNG and PDF), ``summary.csv`` and ``report.md``; for each experiment 2 folder under
+``results/experiment2/``: Figure 9, ``summary.csv``, ``improvements.csv`` and ``report.md``, plus the
+connection waterfalls, the packet report and the overhead table where the folder has their data (or
+only the folders given); and the ablation (``results/experiment2/ablation/``). Reports are also
+printed.
 """
 
 from __future__ import annotations
@@ -14,28 +15,26 @@ import json
 import sys
 from pathlib import Path
 
-from analysis import ablation, figure9, overhead, packets, timelines
-from analysis.figure8 import render
+from analysis import ablation, figure8, figure9, overhead, packets, timelines
+from analysis.experiment1_cells import DEFAULT_METRIC, METRICS
 from analysis.report import write_report
+from analysis.schema import SchemaError
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
 
 
-def experiment1_folders(base: Path = RESULTS / "experiment1") -> list[Path]:
-    """Result folders holding both runs.csv and metadata.json."""
+def result_folders(base: Path) -> list[Path]:
+    """Result folders under ``base`` holding both runs.csv and metadata.json."""
     return sorted(p.parent for p in base.glob("*/runs.csv") if (p.parent / "metadata.json").exists())
 
 
-def experiment2_folders(base: Path = RESULTS / "experiment2") -> list[Path]:
-    """Experiment 2 result folders holding both runs.csv and metadata.json."""
-    return sorted(p.parent for p in base.glob("*/runs.csv") if (p.parent / "metadata.json").exists())
-
-
-def _render(folder: Path) -> list[Path]:
+def render(folder: Path, metric: str = DEFAULT_METRIC) -> list[Path]:
+    """Every figure, table and report of one result folder (by its metadata's kind)."""
     kind = json.loads((folder / "metadata.json").read_text()).get("kind")
     if kind == "experiment2":
         return [*figure9.render(folder), *experiment2_extras(folder)]
-    return [*render(folder), write_report(folder)]
+    loaded = figure8.load(folder)
+    return [*figure8.render(folder, metric, loaded[2]), write_report(folder, loaded)]
 
 
 def experiment2_extras(folder: Path) -> list[Path]:
@@ -60,9 +59,15 @@ def main(argv: list[str] | None = None) -> int:
     """Render every folder; exit 1 if none was found or one could not be read."""
     parser = argparse.ArgumentParser(prog="python -m analysis.plots", description=__doc__.splitlines()[0])
     parser.add_argument("folders", nargs="*", type=Path, help="result folders (default: all stored ones)")
+    parser.add_argument(
+        "--metric",
+        choices=list(METRICS),
+        default=DEFAULT_METRIC,
+        help="Figure 8's one-column metric (default: accept, the paper's connect() -> accept())",
+    )
     parser.add_argument("--quiet", action="store_true", help="do not print the reports")
     args = parser.parse_args(argv)
-    folders = args.folders or [*experiment1_folders(), *experiment2_folders()]
+    folders = args.folders or [*result_folders(RESULTS / "experiment1"), *result_folders(RESULTS / "experiment2")]
     if not folders:
         print(f"no experiment results under {RESULTS}", file=sys.stderr)
         return 1
@@ -73,9 +78,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{RESULTS / 'experiment2' / 'ablation'}: wrote ablation.md, improvement_vs_factor.png")
     for folder in folders:
         try:
-            files = _render(folder)
-        except (OSError, KeyError, ValueError) as err:
-            print(f"{folder}: cannot render: {err!r}", file=sys.stderr)
+            files = render(folder, args.metric)
+        except (OSError, KeyError, ValueError, SchemaError) as err:
+            print(f"{folder}: cannot render: {err}", file=sys.stderr)
             status = 1
             continue
         print(f"{folder}: wrote {', '.join(f.name for f in files)}")

@@ -63,6 +63,14 @@ def test_quick_profile_end_to_end_then_resume_then_plots(tmp_path):
         assert (out / name).stat().st_size > 0
     assert "PASS: 100 % loss, robe-sim: every run connects" in (out / "report.md").read_text()
 
+    # make compare against the stored paper run: the quick profile differs in its fields, not its kind.
+    paper = PROJECT_ROOT / "results" / "experiment1" / "paper"
+    argv = [sys.executable, "-m", "analysis.compare", str(paper), str(out), "--out", str(tmp_path / "compare")]
+    compared = subprocess.run(argv, capture_output=True, text=True, cwd=PROJECT_ROOT, check=False)
+    assert compared.returncode == 0, compared.stderr
+    assert "profile.name" in compared.stdout and "quick" in compared.stdout
+    assert (tmp_path / "compare" / "compare.md").exists()
+
 
 def test_ctrl_c_keeps_finished_rows_and_leaves_nothing_behind(tmp_path):
     out = tmp_path / "interrupted"

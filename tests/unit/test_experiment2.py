@@ -1,11 +1,15 @@
 """Experiment 2 without a network: wget's command line and log, profiles, load summaries, Figure 9."""
 
+import csv
 import json
 from pathlib import Path
 
 import pytest
 
 from analysis import figure9
+from analysis.experiment2_cells import improvements, summarise
+from analysis.report2 import render_markdown
+from analysis.schema import EXPERIMENT2
 from experiments.experiment2 import build_row, judge, read_new_lines, summarise_connections
 from experiments.profile import ProfileError
 from experiments.profile2 import expand_loads, load_profile2, parse_profile2
@@ -112,41 +116,55 @@ def _rows():
     for site, mptcp, robe in (("a.com", [1000, 1100, 1050], [600, 650, 620]), ("b.com", [2000, 2100], [1500, 1600])):
         for strategy, times in (("mptcp", mptcp), ("robe-sim", robe)):
             for rep, ms in enumerate(times):
-                rows.append(
-                    {
-                        "run_id": f"{site}-{strategy}-r{rep}",
-                        "site": site,
-                        "strategy": strategy,
-                        "status": "ok",
-                        "load_ms": str(ms),
-                        "objects_fetched": "5",
-                        "objects_served": "5",
-                        "objects_expected": "5",
-                        "replay_misses": "0",
-                        "error": "",
-                    }
-                )
+                row: dict[str, object] = dict.fromkeys(EXPERIMENT2.names, "")
+                row.update(run_id=f"{site}-{strategy}-r{rep}", site=site, strategy=strategy, repetition=rep, seed=1,
+                           worker=0, status="ok", load_ms=str(ms), objects_fetched="5", objects_served="5",
+                           objects_expected="5", replay_misses="0", connections="3")  # fmt: skip
+                rows.append(row)
     return rows
 
 
-def test_figure9_numbers_and_report():
-    cells = figure9.summarise(_rows())
-    assert [(c.site, c.strategy, c.ok) for c in cells] == [
-        ("a.com", "mptcp", 3),
-        ("a.com", "robe-sim", 3),
+def _runs(tmp_path, rows):
+    with (tmp_path / "runs.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(EXPERIMENT2.names)
+        writer.writerows(EXPERIMENT2.format_row(r) for r in rows)
+    return EXPERIMENT2.read(tmp_path / "runs.csv")
+
+
+def test_figure9_numbers_and_report(tmp_path):
+    runs = _runs(tmp_path, _rows())
+    cells = summarise(runs, ["b.com", "a.com"])
+    assert list(zip(cells["site"], cells["strategy"], cells["ok"], strict=True)) == [
         ("b.com", "mptcp", 2),
         ("b.com", "robe-sim", 2),
+        ("a.com", "mptcp", 3),
+        ("a.com", "robe-sim", 3),
     ]
-    gains = figure9.improvements(cells)
-    assert gains[0]["ratio"] == pytest.approx(1050 / 623.3333, rel=1e-4)
-    assert gains[1]["improvement_pct"] == pytest.approx(100 * (2050 / 1550 - 1))
-    text = figure9.report(cells, gains, _rows(), {"profile": {"name": "t"}})
-    assert "robe-sim loads faster than mptcp at every site: yes" in text and "replay misses over all loads: 0" in text
+    # The median of an even sample is the mean of the middle pair (the old code took the upper one).
+    assert cells["median_ms"].tolist()[:2] == [2050.0, 1550.0]
+    gains = improvements(runs, cells)
+    assert gains["ratio"].iloc[1] == pytest.approx(1050 / 623.3333, rel=1e-4)
+    assert gains["improvement_pct"].iloc[0] == pytest.approx(100 * (2050 / 1550 - 1))
+    assert (gains["ratio_ci_low"] <= gains["ratio"]).all() and (gains["ratio"] <= gains["ratio_ci_high"]).all()
+    text = render_markdown(runs, {"profile": {"name": "t"}}, cells, gains)
+    assert "robe-sim loads faster than mptcp at every site (ratio CI above 1): yes" in text
+    assert "replay misses over all loads: 0" in text
+
+
+def test_figure9_renders_a_folder(tmp_path):
+    _runs(tmp_path, _rows())
+    (tmp_path / "metadata.json").write_text(json.dumps({"kind": "experiment2", "profile": {"name": "t"}}))
+    names = {f.name for f in figure9.render(tmp_path)}
+    assert names == {"figure9.png", "figure9.pdf", "figure9-wide.png", "figure9-wide.pdf", "summary.csv",
+                     "improvements.csv", "report.md"}  # fmt: skip
 
 
 def test_rows_carry_every_field():
     from experiments.experiment2 import ROW_FIELDS
     from experiments.profile2 import LoadSpec
 
-    row = build_row(LoadSpec("s-mptcp-r00", "s", "mptcp", 0, 7), 1, "t", {"status": "ok", "setup_ms_median": 20.5})
+    row = build_row(LoadSpec("s-mptcp-r00", "s", "mptcp", 0, 7), 1, "t", {"status": "ok", "setup_ms_median": 20.5,
+                                                                          "load_ms": "1000.000"})  # fmt: skip
     assert list(row) == ROW_FIELDS and row["setup_ms_median"] == "20.500" and row["worker"] == 1
+    assert EXPERIMENT2.format_row(row)[EXPERIMENT2.names.index("load_ms")] == "1000.000"

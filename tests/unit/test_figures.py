@@ -1,0 +1,79 @@
+"""Every stored result folder renders (make plots on copies): the files, their sizes, TrueType fonts
+only, and the same bytes from the same data."""
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from analysis import plots
+from analysis.style import DPI, ONE_COLUMN_IN, TWO_COLUMN_IN
+
+RESULTS = Path(__file__).resolve().parents[2] / "results"
+STORED = [*plots.result_folders(RESULTS / "experiment1"), *plots.result_folders(RESULTS / "experiment2")]
+
+
+def _copy(folder: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / folder.name
+    copy.mkdir()
+    for name in ("runs.csv", "metadata.json"):
+        shutil.copy(folder / name, copy / name)
+    return copy
+
+
+def _fonts(pdf: Path) -> list[str]:
+    """Font types of a PDF as pdffonts lists them (poppler-utils, installed by make setup)."""
+    out = subprocess.run(["pdffonts", str(pdf)], capture_output=True, text=True, check=True).stdout
+    return [line for line in out.splitlines()[2:] if line.strip()]
+
+
+def test_every_stored_folder_is_found():
+    names = {f"{f.parent.name}/{f.name}" for f in STORED}
+    assert {"experiment1/paper", "experiment1/userspace", "experiment2/paper", "experiment2/mahimahi"} <= names
+
+
+@pytest.mark.parametrize("folder", STORED, ids=lambda f: f"{f.parent.name}/{f.name}")
+def test_stored_folder_renders(folder, tmp_path):
+    copy = _copy(folder, tmp_path)
+    assert plots.main(["--quiet", str(copy)]) == 0
+    figure = "figure9" if folder.parent.name == "experiment2" else "figure8"
+    for stem, width_in in ((figure, ONE_COLUMN_IN), (f"{figure}-wide", TWO_COLUMN_IN)):
+        with Image.open(copy / f"{stem}.png") as image:
+            assert image.width == round(width_in * DPI)
+            assert image.height < 2.5 * image.width
+        fonts = _fonts(copy / f"{stem}.pdf")
+        assert fonts and all("TrueType" in line and "Type 3" not in line for line in fonts), fonts
+        assert b"/Type3" not in (copy / f"{stem}.pdf").read_bytes()
+    report = (copy / "report.md").read_text()
+    assert report.startswith("# Experiment") and (copy / "summary.csv").stat().st_size > 0
+    if figure == "figure8":
+        assert "## connect() → accept()" in report and "## connect() → request at server" in report
+
+
+def test_stored_figures_embed_truetype_fonts_only():
+    pdfs = sorted(RESULTS.glob("experiment*/*/*.pdf"))
+    assert len(pdfs) >= 10
+    for pdf in pdfs:
+        fonts = _fonts(pdf)
+        assert fonts and all("TrueType" in line for line in fonts), (pdf, fonts)
+
+
+def test_same_data_gives_the_same_bytes(tmp_path):
+    folder = RESULTS / "experiment1" / "asymmetric"
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first, second = _copy(folder, tmp_path / "a"), _copy(folder, tmp_path / "b")
+    for copy in (first, second):
+        assert plots.main(["--quiet", str(copy)]) == 0
+    for name in ("figure8.png", "figure8.pdf", "figure8-wide.png", "figure8-wide.pdf", "summary.csv", "report.md"):
+        assert (first / name).read_bytes() == (second / name).read_bytes(), name
+
+
+def test_a_broken_folder_is_reported_not_rendered(tmp_path, capsys):
+    copy = _copy(RESULTS / "experiment1" / "asymmetric", tmp_path)
+    with (copy / "runs.csv").open("a") as handle:
+        handle.write("robe-sim-L0-r99,x,robe-sim,0\n")
+    assert plots.main(["--quiet", str(copy)]) == 1
+    assert f"{copy / 'runs.csv'}:122: 4 fields, the header has 22 (a truncated row)" in capsys.readouterr().err
