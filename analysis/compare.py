@@ -337,7 +337,7 @@ def compare(folders: list[Path], out: Path | None = None, metric: str = DEFAULT_
         figures = plot_experiment2(runs, out / "compare")
     else:
         figures = plot_experiment1(runs, metrics, out / "compare")
-    tests.to_csv(out / "compare.csv", index=False, float_format="%.6g")
+    tests.to_csv(out / "compare.csv", index=False)
     diff = metadata_diff(runs)
     lines = [f"# Comparison of {', '.join(f'`{r.label}`' for r in runs)}", "",
              f"Reference: `{runs[0].label}`. Per cell: difference of the means (other - reference, ms) with its 95 % "

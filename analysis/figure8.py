@@ -58,7 +58,7 @@ def _time_panel(ax: Any, cells: pd.DataFrame, strategies: list[str], dodge: dict
                      errorbar=None, legend=False, zorder=3)  # fmt: skip
         banded = mine.dropna(subset=["ci_low_ms", "ci_high_ms"])
         ax.fill_between(banded["x"], banded["ci_low_ms"], banded["ci_high_ms"], color=c, alpha=0.15, linewidth=0)
-        ax.scatter(mine["x"], mine["median_ms"], marker=look.marker, facecolors="white", edgecolors=[c],
+        ax.scatter(mine["x"], mine["median_ms"], marker=look.marker, facecolors="none", edgecolors=[c],
                    linewidths=0.7, s=14, zorder=4)  # fmt: skip
         modeled = cells[(cells["strategy"] == strategy)].dropna(subset=["model_mean_ms"])
         if not modeled.empty:
@@ -90,7 +90,7 @@ def _legend(fig: Any, strategies: list[str], ncol: int) -> None:
     grey = "0.35"
     handles += [
         Line2D([], [], color=grey, marker="o", markeredgewidth=0, label="mean, 95 % CI"),
-        Line2D([], [], color=grey, marker="o", linestyle="none", markerfacecolor="white", markeredgewidth=0.7,
+        Line2D([], [], color=grey, marker="o", linestyle="none", markerfacecolor="none", markeredgewidth=0.7,
                label="median"),
         Line2D([], [], color=grey, linestyle=(0, (3, 2)), label="model"),
     ]  # fmt: skip
@@ -105,7 +105,7 @@ def plot(cells: pd.DataFrame, metrics: list[str], width_in: float, stem: Path) -
     families = [f for f in FAMILIES if any(style(s).family == f for s in strategies)]
     loss_levels = sorted(cells["loss_pct"].unique())
     dodge = _dodge(strategies, loss_levels)
-    ncol_legend = 4 if width_in < 4 else 7
+    ncol_legend = 7 if width_in >= 4 else (4 if len(strategies) <= 4 else 3)
     legend_rows = math.ceil((len(strategies) + 3) / ncol_legend)
     heights = [TIME_PANEL_IN] * len(families) + [FAILURE_PANEL_IN]
     fig, axes = plt.subplots(len(heights), len(metrics), figsize=(width_in, sum(heights) + 0.3 + 0.14 * legend_rows),
@@ -128,16 +128,20 @@ def plot(cells: pd.DataFrame, metrics: list[str], width_in: float, stem: Path) -
         low = min(a.get_ylim()[0] for a in axes[row])
         high = max(a.get_ylim()[1] for a in axes[row])
         for ax in axes[row]:
+            if high < 10 * low:  # less than a decade: a log axis would only show minor ticks
+                ax.set_yscale("linear")
             ax.set_ylim(low, high)
     for ax in axes[-1]:
         ax.set_xticks(loss_levels if len(loss_levels) <= 6 else loss_levels[::2])
+        if len(loss_levels) == 1:
+            ax.set_xlim(loss_levels[0] - 10, loss_levels[0] + 10)
     _legend(fig, strategies, ncol_legend)
     return save(fig, stem)
 
 
 def write_summary(cells: pd.DataFrame, path: Path) -> Path:
     """summary.csv: every plotted number, one row per (strategy, loss, metric)."""
-    cells.to_csv(path, index=False, float_format="%.6g")
+    cells.to_csv(path, index=False)
     hand_to_invoking_user(path)
     return path
 

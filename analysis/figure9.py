@@ -121,7 +121,7 @@ def render(folder: Path) -> list[Path]:
     files = [*plot(cells, gains, ONE_COLUMN_IN, folder / "figure9"),
              *plot(cells, gains, TWO_COLUMN_IN, folder / "figure9-wide")]  # fmt: skip
     for name, table in (("summary.csv", cells), ("improvements.csv", gains)):
-        table.to_csv(folder / name, index=False, float_format="%.6g")
+        table.to_csv(folder / name, index=False)
         hand_to_invoking_user(folder / name)
         files.append(folder / name)
     return [*files, write_report(folder, runs, metadata, cells, gains)]
