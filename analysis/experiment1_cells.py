@@ -85,7 +85,7 @@ def model_settings(metadata: dict[str, Any]) -> ModelSettings:
     if measured is None:
         rtt1, rtt2, source = float(profile["path1"]["rtt_ms"]), float(profile["path2"]["rtt_ms"]), "configured"
     else:
-        (rtt1, rtt2), source = measured, "measured (pre-flight p50)"
+        (rtt1, rtt2), source = measured, "measured: pre-flight p50"
     return ModelSettings(rtt1 / 1000, rtt2 / 1000, source, float(profile["timer_s"]), syn_retries, applicable, reason)
 
 

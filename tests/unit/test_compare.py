@@ -25,8 +25,8 @@ def test_two_stored_profiles_compare_cell_by_cell(tmp_path, capsys):
     # Cells in common: mptcp and robe-sim at 0, 50 and 100 %, both metrics.
     with (out / "compare.csv").open() as handle:
         rows = list(csv.DictReader(handle))
-    assert {(r["strategy"], r["loss_pct"]) for r in rows} == {(s, loss) for s in ("mptcp", "robe-sim")
-                                                              for loss in ("0", "50", "100")}  # fmt: skip
+    assert {(r["strategy"], float(r["loss_pct"])) for r in rows} == {(s, loss) for s in ("mptcp", "robe-sim")
+                                                                     for loss in (0.0, 50.0, 100.0)}  # fmt: skip
     assert len(rows) == 12
 
 
