@@ -31,6 +31,8 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
+from analysis.schema import EXPERIMENT2, read_runs
+from analysis.style import apply_theme, color, marker, save
 from analysis.tables import markdown
 
 RESULTS = Path(__file__).resolve().parent.parent / "results" / "experiment2"
@@ -77,8 +79,8 @@ LEVELS = (
 
 
 def read_loads(folder: Path) -> pd.DataFrame:
-    """Every final row of ``runs.csv`` (last per run id)."""
-    return pd.read_csv(folder / "runs.csv").drop_duplicates("run_id", keep="last")
+    """Every final row of ``runs.csv`` (last per run id), read through the schema."""
+    return read_runs(folder, EXPERIMENT2).drop_duplicates("run_id", keep="last")
 
 
 def improvement(classic: np.ndarray, robe: np.ndarray) -> float:
@@ -128,7 +130,8 @@ def plot(table: pd.DataFrame, path: Path) -> Path:
     pooled = table[table["site"] == "pooled"]
     factors = list(dict.fromkeys(pooled["factor"]))
     fig, axes = plt.subplots(1, len(factors), figsize=(2.3 * len(factors), 4.2), sharey=True, squeeze=False)
-    colors = dict(zip(PAIRS, sns.color_palette("colorblind", 2), strict=True))
+    apply_theme()
+    sns.set_style("ticks")
     for ax, factor in zip(axes[0], factors, strict=True):
         part = pooled[pooled["factor"] == factor]
         levels = list(dict.fromkeys(part["level"]))
@@ -138,24 +141,27 @@ def plot(table: pd.DataFrame, path: Path) -> Path:
             xs = [levels.index(v) + (k - 0.5) * 0.18 for v in mine["level"]]
             y = 100 * mine["improvement"]
             err = [100 * (mine["improvement"] - mine["ci_low"]), 100 * (mine["ci_high"] - mine["improvement"])]
-            ax.errorbar(xs, y, yerr=err, fmt="o-", color=colors[pair], capsize=3, label=f"{pair} pair")
+            classic, robe = PAIRS[pair]
+            ax.errorbar(xs, y, yerr=err, marker=marker(robe), linestyle="-", color=color(robe), capsize=3,
+                        markersize=6, label=f"{pair} pair ({robe} vs {classic})")  # fmt: skip
         ax.set_xticks(range(len(levels)), levels, rotation=30, ha="right", fontsize=8)
+        ax.tick_params(axis="y", labelsize=8)
         ax.axhline(0, color="black", linewidth=0.6)
         ax.set_title(factor, fontsize=9)
         ax.set_xlim(-0.5, len(levels) - 0.5)
     high = max(105.0, 100 * float(pooled["ci_high"].max()) + 5)
     low = min(-5.0, 100 * float(pooled["ci_low"].min()) - 5)
     axes[0, 0].set_ylim(low, high)
-    axes[0, 0].set_ylabel("RobE improvement, pooled over sites [%]\n(mean classic / mean RobE - 1, 95 % CI)")
-    axes[0, 0].legend(fontsize=8, loc="upper left")
+    axes[0, 0].set_ylabel("RobE improvement, pooled over sites [%]\n(mean classic / mean RobE - 1, 95 % CI)",
+                          fontsize=9)  # fmt: skip
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=2, fontsize=9)
     axes[0, -1].text(len(dict.fromkeys(pooled[pooled["factor"] == factors[-1]]["level"])) - 0.6, 97,
                      "paper: 50-100 %", ha="right", va="top", fontsize=7, color="0.4")  # fmt: skip
     fig.suptitle("Experiment 2 ablation: RobE's improvement against each factor (paper profile: the reference level)",
                  fontsize=10)  # fmt: skip
     fig.tight_layout()
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return save(fig, path.with_suffix(""), ("png",), dpi=120, bbox_inches="tight")[0]
 
 
 def run(results: Path = RESULTS, out: Path | None = None) -> str:

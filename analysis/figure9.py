@@ -27,7 +27,19 @@ from analysis.experiment2_cells import PAPER_IMPROVEMENT_PCT, improvements, summ
 from analysis.ownership import hand_to_invoking_user
 from analysis.report2 import write_report
 from analysis.schema import EXPERIMENT2
-from analysis.style import ONE_COLUMN_IN, TWO_COLUMN_IN, apply_theme, color, ordered, save
+from analysis.style import (
+    ONE_COLUMN_IN,
+    TWO_COLUMN_IN,
+    apply_theme,
+    color,
+    hatch,
+    legend_name,
+    marker,
+    ordered,
+    pair_name,
+    save,
+    strategy_patch,
+)
 
 SITE_IN = 0.3  # height per site in the bar panel
 
@@ -41,6 +53,7 @@ def _bars(ax: Any, cells: pd.DataFrame, sites: list[str], strategies: list[str])
     uniform = shown["ok"].nunique() == 1
     for strategy, container in zip(strategies, ax.containers, strict=False):
         for patch in container:
+            patch.set_hatch(hatch(strategy))
             site = sites[round(patch.get_y() + patch.get_height() / 2)]
             if (site, strategy) not in by_key.index:
                 continue
@@ -69,7 +82,7 @@ def _gains(ax: Any, gains: pd.DataFrame, sites: list[str]) -> None:
         robe = str(mine["robe"].iloc[0])
         ax.errorbar(mine["improvement_pct"], y, xerr=[mine["improvement_pct"] - mine["improvement_ci_low_pct"],
                                                       mine["improvement_ci_high_pct"] - mine["improvement_pct"]],
-                    color=color(robe), marker="o", markersize=3.5, linestyle="none", elinewidth=0.8,
+                    color=color(robe), marker=marker(robe), markersize=3.5, linestyle="none", elinewidth=0.8,
                     capsize=1.2, capthick=0.6, label=pair, zorder=3)  # fmt: skip
     ax.set_yticks(range(len(sites)))
     ax.set_yticklabels(sites)
@@ -96,14 +109,15 @@ def plot(cells: pd.DataFrame, gains: pd.DataFrame, width_in: float, stem: Path) 
     _gains(bottom, gains, sites)
     if wide:
         bottom.set_yticklabels([])
-    handles: list[Any] = [Patch(color=color(s), label=s) for s in strategies]
+    handles: list[Any] = [strategy_patch(s, legend_name(s)) for s in strategies]
     if not gains.empty:
-        for pair, robe in dict.fromkeys(zip(gains["pair"], gains["robe"], strict=True)):
-            handles.append(Line2D([], [], color=color(robe), marker="o", markersize=3.5, linestyle="none",
-                                  label=pair))  # fmt: skip
+        for classic, robe in dict.fromkeys(zip(gains["classic"], gains["robe"], strict=True)):
+            handles.append(Line2D([], [], color=color(robe), marker=marker(robe), markersize=3.5, linestyle="none",
+                                  label=pair_name(classic, robe)))  # fmt: skip
     handles.append(Patch(color="0.85", label=f"paper: {PAPER_IMPROVEMENT_PCT[0]:.0f}-{PAPER_IMPROVEMENT_PCT[1]:.0f} %"))
-    fig.legend(handles=handles, loc="outside lower center", ncol=4 if wide else 2, handlelength=1.2,
-               columnspacing=1.0)  # fmt: skip
+    # Column-major: the strategies first, then the pairs and the paper's band.
+    fig.legend(handles=handles, loc="outside lower center", ncol=4 if wide else 2, handlelength=1.4,
+               columnspacing=1.0, labelspacing=0.6)  # fmt: skip
     return save(fig, stem)
 
 

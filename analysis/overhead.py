@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from analysis.schema import EXPERIMENT2, read_connections, read_runs
 from analysis.tables import markdown, per_folder_main
 
 BASELINE = "direct"
@@ -34,13 +35,13 @@ MPTCP_BASELINE = "direct-mptcp"
 KERNEL_MPTCP = ("mptcp", "robe-sim", "robe-timer")
 
 
-def read_runs(folder: Path) -> pd.DataFrame:
+def read_loads(folder: Path) -> pd.DataFrame:
     """The ok loads of ``folder/runs.csv`` (the last row of a run id wins), with their HTTP and HTTPS
-    connection counts from ``connections.csv``."""
-    runs = pd.read_csv(folder / "runs.csv")
+    connection counts from ``connections.csv`` (both read through the schema)."""
+    runs = read_runs(folder, EXPERIMENT2)
     runs = runs.drop_duplicates("run_id", keep="last")
     runs = runs[runs["status"] == "ok"].copy()
-    conns = pd.read_csv(folder / "connections.csv").drop_duplicates(["run_id", "conn"], keep="last")
+    conns = read_connections(folder).drop_duplicates(["run_id", "conn"], keep="last")
     counts = conns.pivot_table(index="run_id", columns="scheme", values="conn", aggfunc="count", fill_value=0)
     for scheme in ("http", "https"):
         runs[f"{scheme}_connections"] = runs["run_id"].map(counts[scheme]) if scheme in counts else 0
@@ -84,7 +85,7 @@ def site_means(runs: pd.DataFrame, column: str = "wget_ms") -> pd.DataFrame:
 
 def write_report(folder: Path) -> str:
     """Write overhead.csv and overhead.md into ``folder``; return the Markdown."""
-    runs = read_runs(folder)
+    runs = read_loads(folder)
     table = overhead_table(runs)
     table.to_csv(folder / "overhead.csv", float_format="%.3f")
     text = (f"# Testbed overhead ({folder.name}): wget wall time fitted per strategy\n\n"

@@ -31,6 +31,7 @@ from pathlib import Path
 import dpkt
 import pandas as pd
 
+from analysis.schema import EXPERIMENT2, read_connections, read_runs
 from analysis.tables import markdown, per_folder_main
 
 CLIENT_ADDRESSES = ("198.18.1.1", "198.18.2.1")
@@ -116,8 +117,8 @@ def connection_report(segments: list[Segment], conn: pd.Series) -> dict[str, obj
 
 def folder_report(folder: Path) -> pd.DataFrame:
     """One row per captured connection of an experiment 2 folder."""
-    runs = pd.read_csv(folder / "runs.csv").drop_duplicates("run_id", keep="last")
-    conns = pd.read_csv(folder / "connections.csv").drop_duplicates(["run_id", "conn"], keep="last")
+    runs = read_runs(folder, EXPERIMENT2).drop_duplicates("run_id", keep="last")
+    conns = read_connections(folder).drop_duplicates(["run_id", "conn"], keep="last")
     rows = []
     for _, run in runs[runs["pcap"].notna() & (runs["status"] == "ok")].iterrows():
         segments: list[Segment] = []

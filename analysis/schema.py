@@ -6,8 +6,9 @@ experiment 2's ``connections.csv`` (``CONNECTIONS``). The runners write their ro
 reads every ``runs.csv`` with ``read_runs`` (``connections.csv`` with ``read_connections``) into a
 pandas DataFrame with typed columns. The reader is strict: a row with the wrong number of fields,
 a missing or unknown column, a value that does not parse or a value outside its choices is an
-error naming the file, line and column; nothing becomes a silent NaN. Empty fields are read as missing values (NA) only in the columns declared ``empty``,
-and a column declared ``needed_when_ok`` must not be empty in a row whose status is ``ok``.
+error naming the file, line and column; nothing becomes a silent NaN. Empty fields are read as
+missing values (NA) only in the columns declared ``empty``, and a column declared
+``needed_when_ok`` must not be empty in a row whose status is ``ok``.
 
 Files written before a column existed still read: a column with a ``default`` may be absent from
 a file's header, and its values are then the default (``_SINCE_ISSUE11`` marks the columns that
@@ -230,7 +231,7 @@ def _typed(schema: Schema, path: Path, header: Sequence[str], raw: pd.DataFrame,
 def _convert(column: Column, values: pd.Series[Any]) -> pd.Series[Any]:
     empty = values == ""
     if column.kind == "text":
-        return values.astype("string")
+        return values.mask(empty, None).astype("string")
     if column.kind == "int":
         return pd.to_numeric(values.mask(empty, None)).astype("Int64")
     if column.kind == "float":

@@ -1,6 +1,14 @@
-"""One look for every figure: seaborn's paper context, a colour-blind-safe palette, one colour and
-marker per strategy (the same in Figure 8, Figure 9 and ``make compare``), sizes for one- and
-two-column layouts, TrueType fonts in PDFs and byte-for-byte reproducible files.
+"""One look for every figure: seaborn's paper context, a colour-blind-safe palette, one colour,
+marker and hatch per strategy (the same in Figure 8, Figure 9, ``make compare``, the ablation and the
+timelines), sizes for one- and two-column layouts, TrueType fonts in PDFs and byte-for-byte
+reproducible files.
+
+Colours come from seaborn's ``colorblind`` palette (Okabe-Ito-like; distinguishable with the
+common colour-vision deficiencies), and no strategy relies on colour alone: each has its own
+marker, and the variants that share a colour with their twin differ by hatch and marker. The
+variants: ``+kernel-default`` (a userspace strategy scheduling by the kernel's default rule) keeps
+its strategy's colour with a ``////`` hatch; the ``direct`` clients (wget without the client
+proxy) are dark grey and pink with a ``....`` hatch.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import seaborn as sns
+from matplotlib.patches import Patch
 
 from analysis.ownership import hand_to_invoking_user
 
@@ -21,32 +30,43 @@ from analysis.ownership import hand_to_invoking_user
 ONE_COLUMN_IN = 3.3
 TWO_COLUMN_IN = 7.0
 PALETTE = "colorblind"
+#: seaborn's colour-blind palette, by index (blue, orange, green, vermilion, purple, brown, pink,
+#: grey, yellow, sky blue).
+_CB = sns.color_palette(PALETTE, 10).as_hex()
 DPI = 300
+#: Hatch of the ``+kernel-default`` scheduler variants and of the clients without a proxy.
+KERNEL_DEFAULT_HATCH = "////"
+DIRECT_HATCH = "...."
 
 
 @dataclass(frozen=True)
 class StrategyStyle:
-    """How one strategy looks everywhere: colour (index into the colour-blind palette), marker, and
-    whether it runs on kernel sockets or on the userspace transport."""
+    """How one strategy looks everywhere: colour (hex), marker, hatch (bars) and family (``kernel``
+    sockets, ``userspace`` transport, ``direct`` client without proxy, ``other``)."""
 
-    color_index: int
+    color: str
     marker: str
-    family: str  # "kernel" or "userspace"
+    family: str
+    hatch: str = ""
 
 
 #: The strategies in the order they are listed and drawn.
 STRATEGIES: dict[str, StrategyStyle] = {
-    "tcp": StrategyStyle(7, "s", "kernel"),
-    "mptcp": StrategyStyle(0, "o", "kernel"),
-    "robe-sim": StrategyStyle(2, "^", "kernel"),
-    "robe-timer": StrategyStyle(1, "v", "kernel"),
-    "mptcp-user": StrategyStyle(9, "D", "userspace"),
-    "robe-downgrade": StrategyStyle(3, "P", "userspace"),
-    "robe-bbm": StrategyStyle(4, "X", "userspace"),
-    "robe-esim": StrategyStyle(5, "*", "userspace"),
+    "direct": StrategyStyle("#3a3a3a", "h", "direct", DIRECT_HATCH),
+    "direct-mptcp": StrategyStyle(_CB[6], "H", "direct", DIRECT_HATCH),
+    "tcp": StrategyStyle(_CB[7], "s", "kernel"),
+    "mptcp": StrategyStyle(_CB[0], "o", "kernel"),
+    "robe-sim": StrategyStyle(_CB[2], "^", "kernel"),
+    "robe-timer": StrategyStyle(_CB[1], "v", "kernel"),
+    "mptcp-user": StrategyStyle(_CB[9], "D", "userspace"),
+    "robe-downgrade": StrategyStyle(_CB[3], "P", "userspace"),
+    "mptcp-user+kernel-default": StrategyStyle(_CB[9], "d", "userspace", KERNEL_DEFAULT_HATCH),
+    "robe-downgrade+kernel-default": StrategyStyle(_CB[3], "p", "userspace", KERNEL_DEFAULT_HATCH),
+    "robe-bbm": StrategyStyle(_CB[4], "X", "userspace"),
+    "robe-esim": StrategyStyle(_CB[5], "*", "userspace"),
 }
-_UNKNOWN = StrategyStyle(8, "x", "other")
-FAMILIES = ("kernel", "userspace", "other")
+_UNKNOWN = StrategyStyle(_CB[8], "x", "other")
+FAMILIES = ("kernel", "userspace", "direct", "other")
 
 
 def style(strategy: str) -> StrategyStyle:
@@ -55,13 +75,23 @@ def style(strategy: str) -> StrategyStyle:
 
 
 def color(strategy: str) -> tuple[float, float, float]:
-    """The strategy's colour."""
-    rgb = sns.color_palette(PALETTE, 10)[style(strategy).color_index]
+    """The strategy's colour as an RGB triple."""
+    rgb = matplotlib.colors.to_rgb(style(strategy).color)
     return (float(rgb[0]), float(rgb[1]), float(rgb[2]))
 
 
+def hatch(strategy: str) -> str:
+    """The strategy's hatch for bars (empty for most)."""
+    return style(strategy).hatch
+
+
+def marker(strategy: str) -> str:
+    """The strategy's marker."""
+    return style(strategy).marker
+
+
 def family(strategy: str) -> str:
-    """``kernel``, ``userspace`` or ``other``."""
+    """``kernel``, ``userspace``, ``direct`` or ``other``."""
     return style(strategy).family
 
 
@@ -69,6 +99,31 @@ def ordered(strategies: Any) -> list[str]:
     """The strategies in the table's order (unknown ones last, alphabetically)."""
     names = list(STRATEGIES)
     return sorted(set(strategies), key=lambda s: (names.index(s) if s in names else len(names), s))
+
+
+def legend_name(strategy: str) -> str:
+    """The strategy's name for a legend: the scheduler variant on its own line (narrow columns)."""
+    return strategy.replace("+", "\n+", 1)
+
+
+def pair_name(classic: str, robe: str) -> str:
+    """A (classic, RobE) pair for a legend, in two or three short lines."""
+    base_classic, _, variant = classic.partition("+")
+    base_robe = robe.partition("+")[0]
+    return f"{base_robe}\nvs {base_classic}" + (f"\n(both +{variant})" if variant else "")
+
+
+def strategy_patch(strategy: str, label: str | None = None) -> Any:
+    """A legend handle for a bar of ``strategy``: its colour and hatch."""
+    return Patch(facecolor=color(strategy), hatch=hatch(strategy), edgecolor="white", linewidth=0,
+                 label=strategy if label is None else label)  # fmt: skip
+
+
+def frame_label(text: Any, strategy: str) -> None:
+    """Frame a text artist naming ``strategy`` (an axis or tick label) in the strategy's colour (dashed
+    for the hatched variants), for figures whose colours encode something else (the timelines' phases)."""
+    text.set_bbox({"boxstyle": "round,pad=0.25", "facecolor": "white", "edgecolor": color(strategy),
+                   "linewidth": 1.4, "linestyle": "--" if hatch(strategy) else "-"})  # fmt: skip
 
 
 def apply_theme() -> None:
@@ -99,14 +154,18 @@ def apply_theme() -> None:
         "xtick.major.size": 2.5,
         "ytick.major.size": 2.5,
         "ytick.minor.size": 1.5,
+        "hatch.color": "white",  # hatches drawn over the strategy's colour
+        "hatch.linewidth": 0.6,
     })  # fmt: skip
 
 
-def save(fig: Any, stem: Path) -> list[Path]:
-    """Save ``stem``.png and ``stem``.pdf without time stamps (same data, same bytes); close the figure."""
-    files = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
-    fig.savefig(files[0], metadata={"Software": None})
-    fig.savefig(files[1], metadata={"CreationDate": None, "Producer": None, "Creator": None})
+def save(fig: Any, stem: Path, formats: tuple[str, ...] = ("png", "pdf"), **options: Any) -> list[Path]:
+    """Save ``stem``.png and ``stem``.pdf (or the ``formats`` given) without time stamps or version
+    strings (same data, same bytes); close the figure. ``options`` go to ``savefig``."""
+    metadata = {"png": {"Software": None}, "pdf": {"CreationDate": None, "Producer": None, "Creator": None}}
+    files = [stem.with_name(f"{stem.name}.{kind}") for kind in formats]  # stems may hold dots (yahoo.com)
+    for path, kind in zip(files, formats, strict=True):
+        fig.savefig(path, metadata=metadata[kind], **options)
     plt.close(fig)
     hand_to_invoking_user(*files)
     return files

@@ -33,17 +33,21 @@ from matplotlib.artist import Artist
 from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 
+from analysis.schema import EXPERIMENT2, read_connections, read_runs
+from analysis.style import apply_theme, frame_label, ordered, save
 from analysis.tables import per_folder_main
 
 PHASES = ["dns", "set-up", "TLS", "exchange", "tail"]
-COLORS = dict(zip([*PHASES, "wget"], sns.color_palette("colorblind", len(PHASES) + 1), strict=True))
+#: Paul Tol's "light" scheme (colour-blind safe): pale tones, so that no phase is mistaken for a
+#: strategy of the other figures (their saturated colours frame the strategy names here).
+COLORS = dict(zip([*PHASES, "wget"], ["#77AADD", "#EE8866", "#EEDD88", "#44BB99", "#FFAABB", "#BBBBBB"], strict=True))
 
 
 def read_folder(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The ok loads and their connections (last row of a run id wins)."""
-    runs = pd.read_csv(folder / "runs.csv").drop_duplicates("run_id", keep="last")
+    """The ok loads and their connections (last row of a run id wins), read through the schema."""
+    runs = read_runs(folder, EXPERIMENT2).drop_duplicates("run_id", keep="last")
     runs = runs[runs["status"] == "ok"]
-    conns = pd.read_csv(folder / "connections.csv").drop_duplicates(["run_id", "conn"], keep="last")
+    conns = read_connections(folder).drop_duplicates(["run_id", "conn"], keep="last")
     return runs, conns[conns["run_id"].isin(runs["run_id"])]
 
 
@@ -52,7 +56,7 @@ def phases(conns: pd.DataFrame) -> pd.DataFrame:
     c = conns.copy()
     start = c["accept_ms"]
     ready = c["setup_ms"].fillna(start)
-    secure = c["tls_done_ms"].where(c["scheme"] == "https").fillna(ready).clip(lower=ready)
+    secure = c["tls_done_ms"].where((c["scheme"] == "https").fillna(False)).fillna(ready).clip(lower=ready)
     last = c["last_byte_ms"].fillna(c["last_response_ms"]).fillna(secure).clip(lower=secure)
     end = c["client_end_ms"].fillna(c["closed_ms"]).fillna(last).clip(lower=last)
     out = pd.DataFrame({"run_id": c["run_id"], "site": c["site"], "strategy": c["strategy"], "conn": c["conn"]})
@@ -86,7 +90,7 @@ def where_time_goes(runs: pd.DataFrame, conns: pd.DataFrame) -> pd.DataFrame:
 def plot_waterfall(site: str, runs: pd.DataFrame, conns: pd.DataFrame, out: Path) -> Path:
     """One figure for ``site``: a panel per strategy, a bar per connection of its median load."""
     chosen = representative(runs[runs["site"] == site])
-    strategies = sorted(chosen["strategy"])
+    strategies = ordered(chosen["strategy"])
     parts = phases(conns[conns["run_id"].isin(chosen["run_id"])])
     rows = max(parts.groupby("run_id").size().max(), 1)
     fig, axes = plt.subplots(len(strategies), 1, figsize=(10, 1.0 + len(strategies) * (0.35 + 0.22 * rows)),
@@ -102,7 +106,9 @@ def plot_waterfall(site: str, runs: pd.DataFrame, conns: pd.DataFrame, out: Path
                 ax.plot(conn["join"], y, marker="|", color="black", markersize=9)
         ax.set_yticks(range(len(mine)), [f"c{int(c)}" for c in mine["conn"]], fontsize=7)
         ax.invert_yaxis()
-        ax.set_ylabel(f"{strategy}\n{load['load_ms']:.0f} ms", rotation=0, ha="right", va="center", fontsize=8)
+        label = ax.set_ylabel(f"{strategy}\n{load['load_ms']:.0f} ms", rotation=0, ha="right", va="center",
+                              fontsize=8, labelpad=8)  # fmt: skip
+        frame_label(label, strategy)
     handles: list[Artist] = [Rectangle((0, 0), 1, 1, color=COLORS[p]) for p in PHASES]
     handles.append(Line2D([], [], marker="|", color="black", linestyle="", markersize=9))
     axes[0, 0].legend(handles, [*PHASES, "second subflow up"], ncol=6, fontsize=7, loc="lower left",
@@ -110,10 +116,7 @@ def plot_waterfall(site: str, runs: pd.DataFrame, conns: pd.DataFrame, out: Path
     axes[-1, 0].set_xlabel("ms since wget started")
     fig.suptitle(f"{site}: connections of the median load per strategy", y=1.0, fontsize=10)
     fig.tight_layout()
-    path = out / f"waterfall_{site}.png"
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return save(fig, out / f"waterfall_{site}", ("png",), dpi=110, bbox_inches="tight")[0]
 
 
 def plot_where_time_goes(table: pd.DataFrame, out: Path) -> Path:
@@ -125,28 +128,30 @@ def plot_where_time_goes(table: pd.DataFrame, out: Path) -> Path:
                              squeeze=False)  # fmt: skip
     for ax, site in zip(axes.flat, sites, strict=False):
         part = table.loc[site]
+        part = part.loc[ordered(part.index)]
         left = pd.Series(0.0, index=part.index)
         for phase in [*PHASES, "wget"]:
             ax.barh(part.index, part[phase], left=left, color=COLORS[phase], label=phase)
             left += part[phase]
         ax.set_title(site, fontsize=9)
         ax.tick_params(labelsize=7)
+        ax.tick_params(axis="y", pad=5)
+        for text in ax.get_yticklabels():
+            frame_label(text, text.get_text())
         ax.invert_yaxis()
     for ax in axes.flat[len(sites) :]:
         ax.set_visible(False)
     axes[0, 0].legend(ncol=6, fontsize=7, loc="lower left", bbox_to_anchor=(0, 1.15))
     fig.supxlabel("mean time per load [ms] (phases summed over the load's connections)", fontsize=9)
     fig.tight_layout()
-    path = out / "where_time_goes.png"
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return save(fig, out / "where_time_goes", ("png",), dpi=110, bbox_inches="tight")[0]
 
 
 def write_figures(folder: Path) -> list[Path]:
     """Every waterfall, the stacked bars and where_time_goes.csv of ``folder``."""
     runs, conns = read_folder(folder)
-    sns.set_theme(style="whitegrid")
+    apply_theme()
+    sns.set_style("whitegrid")  # screen-sized figures: the sizes below, the paper theme's fonts and hatches
     paths = [plot_waterfall(site, runs, conns, folder) for site in sorted(runs["site"].unique())]
     table = where_time_goes(runs, conns)
     table.round(2).to_csv(folder / "where_time_goes.csv")
