@@ -14,6 +14,7 @@ when it differs).
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -97,13 +98,17 @@ def plot(cells: pd.DataFrame, gains: pd.DataFrame, width_in: float, stem: Path) 
     sites = list(dict.fromkeys(cells["site"]))
     strategies = ordered(cells["strategy"])
     wide = width_in >= 4
-    bars_in = SITE_IN * len(sites) * max(1.0, len(strategies) / 4)
-    gains_in = 0.16 * len(sites) + 0.5
+    bars_in = max(1.0, SITE_IN * len(sites) * max(1.0, len(strategies) / 4))
+    gains_in = max(0.8, 0.16 * len(sites) + 0.5)
+    pairs = gains["pair"].nunique() if not gains.empty else 0
+    # The legend below: about 0.3 in per row of two-line entries (strategies, pairs, the paper's band).
+    legend_in = 0.3 * math.ceil((len(strategies) + pairs + 1) / (4 if wide else 2))
     if wide:
-        fig, (top, bottom) = plt.subplots(1, 2, figsize=(width_in, bars_in + 0.9), layout="constrained",
+        fig, (top, bottom) = plt.subplots(1, 2, figsize=(width_in, bars_in + 0.9 + legend_in), layout="constrained",
                                           gridspec_kw={"width_ratios": [3, 2]}, sharey=False)  # fmt: skip
     else:
-        fig, (top, bottom) = plt.subplots(2, 1, figsize=(width_in, bars_in + gains_in + 1.0), layout="constrained",
+        fig, (top, bottom) = plt.subplots(2, 1, figsize=(width_in, bars_in + gains_in + 1.0 + legend_in),
+                                          layout="constrained",
                                           gridspec_kw={"height_ratios": [bars_in, gains_in]})  # fmt: skip
     _bars(top, cells, sites, strategies)
     _gains(bottom, gains, sites)

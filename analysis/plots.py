@@ -18,7 +18,7 @@ from pathlib import Path
 from analysis import ablation, figure8, figure9, overhead, packets, timelines
 from analysis.experiment1_cells import DEFAULT_METRIC, METRICS
 from analysis.report import write_report
-from analysis.schema import SchemaError
+from analysis.schema import EXPERIMENT2, SchemaError, read_runs
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
 
@@ -46,10 +46,12 @@ def experiment2_extras(folder: Path) -> list[Path]:
         files += timelines.write_figures(folder)
     if (folder / "pcap").is_dir():
         packets.write_report(folder)
-        files.append(folder / "packets.md")
+        if (folder / "packets.md").exists():
+            files.append(folder / "packets.md")
     profile = json.loads((folder / "metadata.json").read_text()).get("profile", {})
     delays = [profile.get("internet_rtt_ms"), *(profile.get(p, {}).get("rtt_ms") for p in ("lte", "dsl"))]
-    if ",direct," in (folder / "runs.csv").read_text() and delays == [0, 0, 0]:  # the fit assumes no delay
+    direct = bool(read_runs(folder, EXPERIMENT2)["strategy"].eq(overhead.BASELINE).any())
+    if direct and delays == [0, 0, 0] and (folder / "connections.csv").exists():  # the fit assumes no delay
         overhead.write_report(folder)
         files.append(folder / "overhead.md")
     return files

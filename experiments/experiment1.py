@@ -36,11 +36,11 @@ from types import FrameType
 from typing import Any
 
 from analysis.ownership import make_results_dir
-from analysis.schema import EXPERIMENT1
+from analysis.schema import EXPERIMENT1, SchemaError
 from analysis.stats import percentile
 from experiments.metadata import PROJECT_ROOT, base_metadata, write_json
 from experiments.profile import Experiment1Profile, ProfileError, RunSpec, expand_runs, load_profile
-from experiments.sweep import Sweep, finished_run_ids
+from experiments.sweep import Sweep, check_resumable, finished_run_ids
 from experiments.validate_links import ProbeRound
 from robe.userspace_endpoints import is_userspace
 from topologies.fig3 import CLIENT_A1, CLIENT_A2, SERVER_B1, Fig3Network, allow_congestion_control
@@ -413,7 +413,11 @@ def run_sweep(options: Options) -> int:
     check_before_building(options)
     profile = options.profile
     runs_csv = options.out / "runs.csv"
-    done = finished_run_ids(runs_csv)
+    try:
+        check_resumable([(runs_csv, EXPERIMENT1)])
+        done = finished_run_ids(runs_csv, EXPERIMENT1)
+    except SchemaError as err:
+        raise ExperimentError(f"cannot resume: {err}") from None
     pending = [spec for spec in expand_runs(profile) if spec.run_id not in done]
     if options.limit is not None:
         pending = pending[: options.limit]
@@ -468,7 +472,7 @@ def run_sweep(options: Options) -> int:
             invocation.update(
                 wall_time_s=round(time.monotonic() - started, 1), interrupted=interrupted, counts=dict(counts)
             )
-            metadata["complete"] = not interrupted and len(finished_run_ids(runs_csv)) == total
+            metadata["complete"] = not interrupted and len(finished_run_ids(runs_csv, EXPERIMENT1)) == total
             write_json(meta_file, metadata)
     print(f"runs: {counts}; results in {options.out}", flush=True)
     if interrupted:

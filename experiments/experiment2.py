@@ -50,7 +50,7 @@ from experiments.profile2 import (
     load_profile2,
     split_strategy,
 )
-from experiments.sweep import Sweep, append_row, finished_run_ids
+from experiments.sweep import Sweep, append_row, check_resumable, finished_run_ids
 from experiments.timeline import connection_rows
 from experiments.wget import parse_wget_log, wget_command
 from robe.proxy import redirect
@@ -499,13 +499,11 @@ def run_sweep(options: Options) -> int:
     profile = options.profile
     sites = load_sites(profile)
     runs_csv = options.out / "runs.csv"
-    try:  # resumed loads append lines that must line up with the stored files' columns
-        for path, schema in ((runs_csv, EXPERIMENT2), (options.out / "connections.csv", CONNECTIONS)):
-            if path.exists() and path.stat().st_size > 0:
-                schema.check_header(path)
+    try:
+        check_resumable([(runs_csv, EXPERIMENT2), (options.out / "connections.csv", CONNECTIONS)])
+        done = finished_run_ids(runs_csv, EXPERIMENT2)
     except SchemaError as err:
-        raise ExperimentError(str(err)) from None
-    done = finished_run_ids(runs_csv)
+        raise ExperimentError(f"cannot resume: {err}") from None
     pending = [spec for spec in expand_loads(profile) if spec.run_id not in done]
     if options.limit is not None:
         pending = pending[: options.limit]
@@ -560,7 +558,7 @@ def run_sweep(options: Options) -> int:
             finally:
                 invocation.update(wall_time_s=round(time.monotonic() - started, 1), interrupted=interrupted,
                                   counts=dict(counts))  # fmt: skip
-                metadata["complete"] = not interrupted and len(finished_run_ids(runs_csv)) == total
+                metadata["complete"] = not interrupted and len(finished_run_ids(runs_csv, EXPERIMENT2)) == total
                 write_json(meta_file, metadata)
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -26,12 +26,21 @@ W = TypeVar("W")
 S = TypeVar("S")
 
 
-def finished_run_ids(runs_csv: Path) -> set[str]:
-    """Runs with a final status in an existing runs.csv (``error`` rows are run again)."""
-    if not runs_csv.exists():
+def finished_run_ids(runs_csv: Path, schema: Schema) -> set[str]:
+    """Runs with a final status in an existing runs.csv (``error`` rows are run again), read through
+    its schema: a damaged file stops the resume with a SchemaError naming its file, line and column."""
+    if not runs_csv.exists() or runs_csv.stat().st_size == 0:
         return set()
-    with runs_csv.open(newline="") as handle:
-        return {row["run_id"] for row in csv.DictReader(handle) if row.get("status") in FINAL_STATUSES}
+    runs = schema.read(runs_csv)
+    return set(runs.loc[runs["status"].isin(FINAL_STATUSES), "run_id"].astype(str))
+
+
+def check_resumable(files: Sequence[tuple[Path, Schema]]) -> None:
+    """SchemaError unless every existing (non-empty) file has exactly its schema's header, so that the
+    rows a resumed sweep appends line up with the stored ones."""
+    for path, schema in files:
+        if path.exists() and path.stat().st_size > 0:
+            schema.check_header(path)
 
 
 def append_row(runs_csv: Path, row: dict[str, Any], lock: threading.Lock, schema: Schema) -> None:

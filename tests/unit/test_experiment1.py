@@ -1,11 +1,11 @@
 """Experiment 1's pure pieces: commands, row building, resume bookkeeping, early errors."""
 
-import csv
 import os
+import threading
 
 import pytest
 
-from analysis.schema import EXPERIMENT1
+from analysis.schema import EXPERIMENT1, SchemaError
 from experiments.experiment1 import (
     ROW_FIELDS,
     ExperimentError,
@@ -17,7 +17,7 @@ from experiments.experiment1 import (
     parse_args,
 )
 from experiments.profile import RunSpec, load_profile
-from experiments.sweep import finished_run_ids
+from experiments.sweep import append_row, check_resumable, finished_run_ids
 
 
 def _client(**extra):
@@ -60,15 +60,34 @@ def test_failed_rows_have_no_times():
     EXPERIMENT1.format_row(row)
 
 
+def _row(run_id, status):
+    spec = RunSpec(run_id, "tcp", 50.0, 0, 1)
+    client = _client() if status == "ok" else _client(status=status, winner=None, established_ns=None, reply_ns=None)
+    server = {"first_bytes_ns": 1_030_500_000, "accept_ns": 1_030_400_000, "mptcp": False}
+    return build_row(spec, 0, "t", client, server if status == "ok" else None, 0)
+
+
 def test_resume_skips_final_rows_and_reruns_errors(tmp_path):
     runs = tmp_path / "runs.csv"
-    with runs.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=ROW_FIELDS)
-        writer.writeheader()
-        for run_id, status in [("a", "ok"), ("b", "failed"), ("c", "censored"), ("d", "error")]:
-            writer.writerow({"run_id": run_id, "status": status})
-    assert finished_run_ids(runs) == {"a", "b", "c"}
-    assert finished_run_ids(tmp_path / "missing.csv") == set()
+    lock = threading.Lock()
+    for run_id, status in [("a", "ok"), ("b", "failed"), ("c", "censored"), ("d", "error")]:
+        append_row(runs, _row(run_id, status), lock, EXPERIMENT1)
+    assert finished_run_ids(runs, EXPERIMENT1) == {"a", "b", "c"}
+    assert finished_run_ids(tmp_path / "missing.csv", EXPERIMENT1) == set()
+    check_resumable([(runs, EXPERIMENT1)])
+
+
+def test_resume_refuses_a_damaged_or_foreign_runs_csv(tmp_path):
+    runs = tmp_path / "runs.csv"
+    append_row(runs, _row("a", "ok"), threading.Lock(), EXPERIMENT1)
+    with runs.open("a") as handle:
+        handle.write("b,x,tcp\n")  # a row cut short (e.g. the disk filled up)
+    with pytest.raises(SchemaError, match=rf"{runs}:3: 3 fields"):
+        finished_run_ids(runs, EXPERIMENT1)
+    foreign = tmp_path / "foreign.csv"
+    foreign.write_text(",".join(ROW_FIELDS[:-1]) + "\n")
+    with pytest.raises(SchemaError, match="differs from the experiment1 schema"):
+        check_resumable([(foreign, EXPERIMENT1)])
 
 
 def test_connect_command_and_kernel_limits():

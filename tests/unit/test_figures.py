@@ -1,5 +1,5 @@
 """Every stored result folder renders (make plots on copies): the files, their sizes, TrueType fonts
-only, and the same bytes from the same data."""
+only, the same bytes from the same data, and one style per strategy in every figure."""
 
 import shutil
 import subprocess
@@ -9,17 +9,22 @@ import pytest
 from PIL import Image
 
 from analysis import plots
-from analysis.style import DPI, ONE_COLUMN_IN, TWO_COLUMN_IN
+from analysis.schema import read_runs
+from analysis.style import _CB, DPI, ONE_COLUMN_IN, STRATEGIES, TWO_COLUMN_IN, style
 
 RESULTS = Path(__file__).resolve().parents[2] / "results"
 STORED = [*plots.result_folders(RESULTS / "experiment1"), *plots.result_folders(RESULTS / "experiment2")]
 
 
 def _copy(folder: Path, tmp_path: Path) -> Path:
+    """The folder's data (not its figures) in ``tmp_path``; the captures linked, not copied."""
     copy = tmp_path / folder.name
     copy.mkdir()
-    for name in ("runs.csv", "metadata.json"):
-        shutil.copy(folder / name, copy / name)
+    for name in ("runs.csv", "metadata.json", "connections.csv"):
+        if (folder / name).exists():
+            shutil.copy(folder / name, copy / name)
+    if (folder / "pcap").is_dir():
+        (copy / "pcap").symlink_to(folder / "pcap")
     return copy
 
 
@@ -50,11 +55,18 @@ def test_stored_folder_renders(folder, tmp_path):
     assert report.startswith("# Experiment") and (copy / "summary.csv").stat().st_size > 0
     if figure == "figure8":
         assert "## connect() → accept()" in report and "## connect() → request at server" in report
+    # Issue 11's analyses, where the folder has their data, come out the same as the stored ones.
+    for name in ("where_time_goes.csv", "packets.csv", "overhead.csv"):
+        if (folder / name).exists():
+            assert (copy / name).read_bytes() == (folder / name).read_bytes(), name
+    if (folder / "connections.csv").exists():
+        sites = set(read_runs(folder)["site"])
+        assert {p.name for p in copy.glob("waterfall_*.png")} == {f"waterfall_{site}.png" for site in sites}
 
 
 def test_stored_figures_embed_truetype_fonts_only():
-    pdfs = sorted(RESULTS.glob("experiment*/*/*.pdf"))
-    assert len(pdfs) >= 10
+    pdfs = sorted(RESULTS.glob("**/*.pdf"))
+    assert len(pdfs) >= 30
     for pdf in pdfs:
         fonts = _fonts(pdf)
         assert fonts and all("TrueType" in line for line in fonts), (pdf, fonts)
@@ -77,3 +89,34 @@ def test_a_broken_folder_is_reported_not_rendered(tmp_path, capsys):
         handle.write("robe-sim-L0-r99,x,robe-sim,0\n")
     assert plots.main(["--quiet", str(copy)]) == 1
     assert f"{copy / 'runs.csv'}:122: 4 fields, the header has 22 (a truncated row)" in capsys.readouterr().err
+
+
+def test_every_stored_strategy_has_its_own_colour_blind_safe_style():
+    stored = {s for folder in STORED for s in read_runs(folder)["strategy"].unique()}
+    assert stored <= set(STRATEGIES), stored - set(STRATEGIES)
+    looks = [(style(s).color, style(s).marker, style(s).hatch) for s in STRATEGIES]
+    assert len(set(looks)) == len(looks) and len({m for _, m, _ in looks}) == len(looks)  # markers alone suffice
+    for strategy, look in STRATEGIES.items():
+        assert look.color in _CB or strategy == "direct", strategy  # the colour-blind palette
+        twin = strategy.split("+")[0]
+        if twin != strategy:  # a scheduler variant: its twin's colour, told apart by hatch and marker
+            assert look.color == style(twin).color and look.hatch and not style(twin).hatch
+
+
+def test_same_data_gives_the_same_bytes_for_issue_11_figures(tmp_path):
+    folder = RESULTS / "experiment2" / "abl-synthetic"
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first, second = _copy(folder, tmp_path / "a"), _copy(folder, tmp_path / "b")
+    for copy in (first, second):
+        assert plots.main(["--quiet", str(copy)]) == 0
+    names = sorted(p.name for p in first.iterdir() if p.suffix in (".png", ".pdf", ".csv", ".md"))
+    assert {"where_time_goes.png", "waterfall_30x1k.png", "figure9.pdf", "improvements.csv"} <= set(names)
+    for name in names:
+        assert (first / name).read_bytes() == (second / name).read_bytes(), name
+
+
+def test_analysis_reads_results_only_through_the_schema():
+    sources = {p.name: p.read_text() for p in (RESULTS.parent / "analysis").glob("*.py")}
+    for name, text in sources.items():
+        assert "DictReader" not in text and "read_csv(" not in text, name

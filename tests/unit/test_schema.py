@@ -4,9 +4,10 @@ import csv
 import threading
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
-from analysis.schema import EXPERIMENT1, EXPERIMENT2, SchemaError, read_runs
+from analysis.schema import CONNECTIONS, EXPERIMENT1, EXPERIMENT2, SchemaError, read_connections, read_runs
 from experiments.sweep import append_row
 
 RESULTS = Path(__file__).resolve().parents[2] / "results"
@@ -142,3 +143,46 @@ def test_every_stored_runs_file_reads():
         assert len(frame) > 0 and not frame["status"].isna().any(), folder
         schema = EXPERIMENT2 if "experiment2" in str(folder) else EXPERIMENT1
         assert list(frame.columns) == schema.names
+
+
+def test_every_stored_connections_file_reads_and_matches_its_loads():
+    folders = sorted(p.parent for p in RESULTS.glob("experiment2/*/connections.csv"))
+    assert len(folders) >= 10
+    for folder in folders:
+        conns = read_connections(folder)
+        assert list(conns.columns) == CONNECTIONS.names
+        assert set(conns["run_id"]) <= set(read_runs(folder)["run_id"]), folder
+        assert conns["conn"].min() == 1 and conns["accept_ms"].notna().all(), folder
+
+
+def test_connections_rows_are_checked_like_runs_rows(tmp_path):
+    from experiments.timeline import CONNECTION_FIELDS, connection_rows
+
+    assert CONNECTIONS.names == CONNECTION_FIELDS  # the runner writes the schema's columns
+    rows = connection_rows(run_id="s-mptcp-r00", site="s", strategy="mptcp", repetition=0, t0_ns=0, proxy_events=[],
+                           haap_events=[], replay_connections=[{"peer": "198.18.1.1:4000", "local": "198.19.0.1:443",
+                                                                "open_ns": 1_000_000, "close_ns": 9_000_000}],
+                           dns_events=[], mptcp_events=[], host_of={"198.19.0.1": "a.example"})  # fmt: skip
+    path = tmp_path / "connections.csv"
+    for row in rows:
+        append_row(path, row, threading.Lock(), CONNECTIONS)
+    frame = CONNECTIONS.read(path)
+    assert frame.loc[0, "host"] == "a.example" and frame.loc[0, "accept_ms"] == 1.0 and pd.isna(frame.loc[0, "error"])
+    with path.open("a") as handle:
+        handle.write("s-mptcp-r00,s,mptcp,0,2,a.example\n")
+    with pytest.raises(SchemaError, match=rf"{path}:3: 6 fields, the header has {len(CONNECTIONS.names)}"):
+        CONNECTIONS.read(path)
+    with pytest.raises(SchemaError, match="column 5 \\(conn\\): 'two' is not an integer"):
+        CONNECTIONS.read(_write(tmp_path / "bad.csv", [["s-mptcp-r00", "s", "mptcp", "0", "two",
+                                                        *[""] * (len(CONNECTIONS.names) - 5)]],
+                                header=CONNECTIONS.names))  # fmt: skip
+
+
+def test_files_from_before_issue_11_read_with_its_columns_empty(tmp_path):
+    old_header = [n for n in EXPERIMENT2.names if n not in ("load_close_ms", "dns_ms", "dns_lookups", "pcap")]
+    frame = EXPERIMENT2.read(RESULTS / "experiment2" / "mahimahi" / "runs.csv")
+    assert frame["pcap"].isna().all() and frame["dns_lookups"].isna().all() and frame["load_ms"].notna().all()
+    with (RESULTS / "experiment2" / "mahimahi" / "runs.csv").open() as handle:
+        assert handle.readline().strip().split(",") == old_header
+    zero = read_connections(RESULTS / "experiment2" / "zero")  # written before subflow_ports existed
+    assert zero["subflow_ports"].isna().all() and zero["server_ms"].isna().all()
