@@ -167,7 +167,7 @@ def test_connections_rows_are_checked_like_runs_rows(tmp_path):
     for row in rows:
         append_row(path, row, threading.Lock(), CONNECTIONS)
     frame = CONNECTIONS.read(path)
-    assert frame.loc[0, "host"] == "a.example" and frame.loc[0, "accept_ms"] == 1.0 and pd.isna(frame.loc[0, "error"])
+    assert frame.loc[0, "host"] == "a.example" and frame.loc[0, "accept_ms"] == 1.0 and frame["error"].isna().all()
     with path.open("a") as handle:
         handle.write("s-mptcp-r00,s,mptcp,0,2,a.example\n")
     with pytest.raises(SchemaError, match=rf"{path}:3: 6 fields, the header has {len(CONNECTIONS.names)}"):
