@@ -4,7 +4,6 @@ import csv
 import threading
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 from analysis.schema import CONNECTIONS, EXPERIMENT1, EXPERIMENT2, SchemaError, read_connections, read_runs
