@@ -33,9 +33,11 @@ from analysis.experiment1_cells import DEFAULT_METRIC, METRIC_LABELS, METRICS
 from analysis.ownership import hand_to_invoking_user, make_results_dir
 from analysis.schema import FINAL_STATUSES, SchemaError, read_runs, schema_of
 from analysis.stats import bootstrap_difference_ci, bootstrap_mean_ci
-from analysis.style import TWO_COLUMN_IN, apply_theme, color, ordered, save, style
+from analysis.style import TWO_COLUMN_IN, apply_theme, color, legend_name, ordered, save, style
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
+#: Legend columns under the two-column figures (labels up to about 30 characters fit).
+LEGEND_COLUMNS = 4
 #: Line style and marker fill per folder (reference first).
 RUN_STYLES: tuple[tuple[Any, bool], ...] = (
     ("-", True),
@@ -258,8 +260,10 @@ def plot_experiment2(runs: list[Run], stem: Path) -> list[Path]:
     apply_theme()
     strategies = ordered({s for r in runs for s in r.runs["strategy"]})
     sites = list(dict.fromkeys(s for r in runs for s in r.runs["site"]))
-    fig, ax = plt.subplots(figsize=(TWO_COLUMN_IN, 0.35 * len(sites) + 1.2), layout="constrained")
     slots = [(s, k) for s in strategies for k in range(len(runs))]
+    site_in = max(0.35, 0.05 * len(slots))  # every (strategy, folder) point of a site apart
+    legend_in = 0.3 * math.ceil((len(strategies) + len(runs)) / LEGEND_COLUMNS)
+    fig, ax = plt.subplots(figsize=(TWO_COLUMN_IN, site_in * len(sites) + 0.8 + legend_in), layout="constrained")
     for k, run in enumerate(runs):
         summary = _summary("experiment2", run, "load_ms")
         filled = RUN_STYLES[k % len(RUN_STYLES)][1]
@@ -283,12 +287,14 @@ def plot_experiment2(runs: list[Run], stem: Path) -> list[Path]:
 
 
 def _legend(fig: Any, strategies: list[str], runs: list[Run]) -> None:
-    handles = [Line2D([], [], color=color(s), marker=style(s).marker, markeredgewidth=0, label=s) for s in strategies]
+    handles = [Line2D([], [], color=color(s), marker=style(s).marker, markeredgewidth=0, label=legend_name(s))
+               for s in strategies]  # fmt: skip
     for k, run in enumerate(runs):
         line, filled = RUN_STYLES[k % len(RUN_STYLES)]
         handles.append(Line2D([], [], color="0.3", linestyle=line, marker="o", markerfacecolor="0.3" if filled else
                               "white", markeredgecolor="0.3", label=run.label))  # fmt: skip
-    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 6), handlelength=2.2)
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), LEGEND_COLUMNS), handlelength=2.2,
+               labelspacing=0.6)  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------

@@ -37,6 +37,8 @@ DPI = 300
 #: Hatch of the ``+kernel-default`` scheduler variants and of the clients without a proxy.
 KERNEL_DEFAULT_HATCH = "////"
 DIRECT_HATCH = "...."
+#: The frame of a strategy's name where colours encode something else: its hatch as a line style.
+FRAME_LINESTYLES = {"": "-", KERNEL_DEFAULT_HATCH: "--", DIRECT_HATCH: ":"}
 
 
 @dataclass(frozen=True)
@@ -121,9 +123,10 @@ def strategy_patch(strategy: str, label: str | None = None) -> Any:
 
 def frame_label(text: Any, strategy: str) -> None:
     """Frame a text artist naming ``strategy`` (an axis or tick label) in the strategy's colour (dashed
-    for the hatched variants), for figures whose colours encode something else (the timelines' phases)."""
+    for the ``////`` variants, dotted for the ``....`` ones), for figures whose colours encode
+    something else (the timelines' phases)."""
     text.set_bbox({"boxstyle": "round,pad=0.25", "facecolor": "white", "edgecolor": color(strategy),
-                   "linewidth": 1.4, "linestyle": "--" if hatch(strategy) else "-"})  # fmt: skip
+                   "linewidth": 1.4, "linestyle": FRAME_LINESTYLES[hatch(strategy)]})  # fmt: skip
 
 
 def apply_theme() -> None:

@@ -141,9 +141,10 @@ def plot_where_time_goes(table: pd.DataFrame, out: Path) -> Path:
         ax.invert_yaxis()
     for ax in axes.flat[len(sites) :]:
         ax.set_visible(False)
-    axes[0, 0].legend(ncol=6, fontsize=7, loc="lower left", bbox_to_anchor=(0, 1.15))
     fig.supxlabel("mean time per load [ms] (phases summed over the load's connections)", fontsize=9)
     fig.tight_layout()
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, ncol=6, fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0))  # above all panels
     return save(fig, out / "where_time_goes", ("png",), dpi=110, bbox_inches="tight")[0]
 
 
