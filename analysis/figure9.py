@@ -42,7 +42,7 @@ from analysis.style import (
     strategy_patch,
 )
 
-SITE_IN = 0.3  # height per site in the bar panel
+BAR_IN = 0.055  # height per bar in the bar panel (a site has one bar per strategy, at least four bars' room)
 
 
 def _bars(ax: Any, cells: pd.DataFrame, sites: list[str], strategies: list[str]) -> None:
@@ -98,11 +98,11 @@ def plot(cells: pd.DataFrame, gains: pd.DataFrame, width_in: float, stem: Path) 
     sites = list(dict.fromkeys(cells["site"]))
     strategies = ordered(cells["strategy"])
     wide = width_in >= 4
-    bars_in = max(1.0, SITE_IN * len(sites) * max(1.0, len(strategies) / 4))
+    bars_in = max(1.0, BAR_IN * len(sites) * max(len(strategies), 4) + 0.3)
     gains_in = max(0.8, 0.16 * len(sites) + 0.5)
     pairs = gains["pair"].nunique() if not gains.empty else 0
-    # The legend below: about 0.3 in per row of two-line entries (strategies, pairs, the paper's band).
-    legend_in = 0.3 * math.ceil((len(strategies) + pairs + 1) / (4 if wide else 2))
+    # The legend below: about 0.25 in per row of two-line entries (strategies, pairs, the paper's band).
+    legend_in = 0.25 * math.ceil((len(strategies) + pairs + 1) / (4 if wide else 2))
     if wide:
         fig, (top, bottom) = plt.subplots(1, 2, figsize=(width_in, bars_in + 0.9 + legend_in), layout="constrained",
                                           gridspec_kw={"width_ratios": [3, 2]}, sharey=False)  # fmt: skip
