@@ -10,6 +10,7 @@ established connection to a callback. Both log every protocol event with ``time.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import errno
 import os
@@ -23,6 +24,7 @@ from typing import Any
 from robe.protocol.connection import (
     ClientConnection,
     CloseSubflow,
+    ConnectionReleased,
     DataReceived,
     Endpoint,
     Established,
@@ -33,11 +35,21 @@ from robe.protocol.connection import (
     StreamEnded,
     SubflowFailed,
     SubflowReady,
+    SubflowState,
     Superseded,
     Transmit,
 )
+from robe.protocol.frames import ResetReason, Rst
 
 READ_CHUNK = 65_536
+#: The server driver's own event log keeps the latest this many events (per-connection logs are
+#: bounded by their connection's lifetime).
+SERVER_EVENT_LOG = 10_000
+#: A subflow that has not completed its handshake (CAP, CAP_ATTACH, JOIN + JOIN_FIN) this long
+#: after it was accepted is reset (``ResetReason.TIMEOUT``).
+HANDSHAKE_TIMEOUT_S = 10.0
+#: Open subflows a server accepts at most; further ones are reset at once.
+MAX_SUBFLOWS = 8192
 
 
 def _abort(transport: asyncio.Transport) -> None:
@@ -78,11 +90,12 @@ class _Driver:
 
     transports: dict[int, asyncio.Transport] = field(default_factory=dict)
     paths: dict[int, int] = field(default_factory=dict)
-    events: list[dict[str, Any]] = field(default_factory=list)
+    events: collections.deque[dict[str, Any]] = field(default_factory=collections.deque)
     inbox: bytearray = field(default_factory=bytearray)
     data_ready: asyncio.Event = field(default_factory=asyncio.Event)
     progress: asyncio.Event = field(default_factory=asyncio.Event)
-    ended: bool = False
+    ended: bool = False  # the peer's stream ended (DATA_FIN): reads return b"" once the inbox is empty
+    reset: bool = False  # every subflow is gone before the peer's stream ended: reads raise
 
     def log(self, what: str, **detail: Any) -> None:
         self.events.append({"t_ns": time.monotonic_ns(), "what": what, **detail})
@@ -218,8 +231,13 @@ class _Driver:
                 await self.progress.wait()
 
     async def read(self, max_bytes: int = READ_CHUNK) -> bytes:
-        """Up to ``max_bytes`` in-order bytes; b"" once the peer's stream ended."""
+        """Up to ``max_bytes`` in-order bytes; b"" once the peer's stream ended.
+
+        Raises ConnectionResetError when the connection lost every subflow before its end.
+        """
         while not self.inbox and not self.ended:
+            if self.reset:
+                raise ConnectionResetError("every subflow of the userspace connection closed before its end")
             self.data_ready.clear()
             await self.data_ready.wait()
         chunk = bytes(self.inbox[:max_bytes])
@@ -404,17 +422,34 @@ class UserspaceClient(_Driver):
 
 @dataclass
 class UserspaceServer(_Driver):
-    """Accepts subflows; calls ``on_connection(server_connection_handle)`` for each new connection."""
+    """Accepts subflows; calls ``on_connection(server_connection_handle)`` for each new connection.
+
+    Attributes:
+        handshake_timeout_s: a subflow not ready for data (CAP, CAP_ATTACH, or JOIN and JOIN_FIN
+            done) this long after it was accepted is reset with ``ResetReason.TIMEOUT``.
+        max_subflows: open subflows at most; further ones are reset as soon as they are accepted.
+    """
 
     on_connection: Callable[[ServerHandle], Coroutine[Any, Any, None]] | None = None
     robe: bool = True
     scheduler: str = "lowest-rtt"  # of every connection (robe.protocol.sending.SCHEDULERS)
+    handshake_timeout_s: float = HANDSHAKE_TIMEOUT_S
+    max_subflows: int = MAX_SUBFLOWS
     server: Server = field(init=False)
     next_sid: int = 0
     handles: dict[int, ServerHandle] = field(default_factory=dict)  # by Key-A
+    deadlines: dict[int, asyncio.TimerHandle] = field(default_factory=dict)  # sid -> handshake deadline
+    handler_tasks: set[asyncio.Task[None]] = field(default_factory=set)  # on_connection(...) running
+    refused: int = 0  # subflows reset at once because ``max_subflows`` were open
+    timed_out: int = 0  # subflows reset by the handshake deadline
 
     def __post_init__(self) -> None:
+        if not self.handshake_timeout_s > 0:
+            raise ValueError(f"handshake_timeout_s={self.handshake_timeout_s!r}: must be > 0")
+        if self.max_subflows < 1:
+            raise ValueError(f"max_subflows={self.max_subflows}: must be >= 1")
         self.server = Server(robe=self.robe, scheduler=self.scheduler)
+        self.events = collections.deque(maxlen=SERVER_EVENT_LOG)
 
     def machine(self, sid: int) -> Endpoint | None:
         return self.server.owner.get(sid)
@@ -432,42 +467,86 @@ class UserspaceServer(_Driver):
         raise RuntimeError("the server never opens subflows")
 
     def subflow_up(self, sid: int, path: int, transport: asyncio.Transport) -> None:
+        peer = transport.get_extra_info("peername")
+        if len(self.transports) >= self.max_subflows:
+            self.refused += 1
+            self.log("refused", sid=sid, peer=f"{peer[0]}:{peer[1]}", reason=f"{self.max_subflows} subflows open")
+            _abort(transport)
+            return
         sock = transport.get_extra_info("socket")
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.transports[sid] = transport
-        peer = transport.get_extra_info("peername")
         self.log("accepted", sid=sid, peer=f"{peer[0]}:{peer[1]}")
         self.server.subflow_accepted(sid)
+        loop = asyncio.get_running_loop()
+        self.deadlines[sid] = loop.call_later(self.handshake_timeout_s, self._handshake_deadline, sid)
 
-    def subflow_data(self, sid: int, data: bytes) -> None:
-        conn, outputs = self.server.receive(sid, data)
+    def _handshake_deadline(self, sid: int) -> None:
+        """Reset the subflow unless its handshake is done (silent, dripping or stuck half-way)."""
+        self.deadlines.pop(sid, None)
+        transport = self.transports.get(sid)
+        if transport is None:
+            return
+        conn = self.server.owner.get(sid)
+        flow = conn.subflows.get(sid) if conn is not None else None
+        if flow is not None and flow.state is SubflowState.READY:
+            return
+        self.timed_out += 1
+        self.log("subflow_failed", sid=sid, reason=ResetReason.TIMEOUT.name,
+                 detail=f"handshake not complete within {self.handshake_timeout_s:g} s")  # fmt: skip
+        if not transport.is_closing():
+            transport.write(Rst(ResetReason.TIMEOUT).encode())
+        _abort(transport)  # connection_lost -> subflow_down releases what the subflow held
+
+    def _released(self, outputs: list[Output]) -> None:
+        """Handles of connections that ended or lost their last subflow: forget them, wake readers."""
         for out in outputs:
             if isinstance(out, Superseded):  # an eSIM loser merged into another connection: it ends
                 loser = self.handles.pop(out.key_a, None)
                 if loser is not None:
                     loser.ended = True
                     loser.data_ready.set()
+                    loser.progress.set()
+            elif isinstance(out, ConnectionReleased):
+                gone = self.handles.pop(out.key_a, None)
+                if gone is not None:
+                    if out.ended:
+                        gone.ended = True
+                    else:
+                        gone.reset = True
+                    gone.data_ready.set()
+                    gone.progress.set()
+
+    def subflow_data(self, sid: int, data: bytes) -> None:
+        conn, outputs = self.server.receive(sid, data)
         handle = None
         if conn is not None:
             handle = self.handles.get(conn.key_a)
-            if handle is None:
+            if handle is None and conn.subflows:  # not for a connection reset as soon as it came
                 handle = ServerHandle(self, conn)
                 self.handles[conn.key_a] = handle
                 if self.on_connection is not None:
-                    asyncio.get_running_loop().create_task(self.on_connection(handle))
+                    task = asyncio.get_running_loop().create_task(self.on_connection(handle))
+                    self.handler_tasks.add(task)
+                    task.add_done_callback(self.handler_tasks.discard)
         (handle or self).apply(outputs)
+        self._released(outputs)
+
+    def _apply_one(self, out: Output) -> None:
+        if isinstance(out, DataReceived | StreamEnded):
+            return  # of a connection without a handle (reset at once): nobody reads it
+        super()._apply_one(out)
 
     def subflow_down(self, sid: int) -> None:
+        deadline = self.deadlines.pop(sid, None)
+        if deadline is not None:
+            deadline.cancel()
         conn = self.server.owner.get(sid)
         self.transports.pop(sid, None)
         outputs = self.server.subflow_closed(sid)
         handle = self.handles.get(conn.key_a) if conn is not None else None
         (handle or self).apply(outputs)
-        if conn is not None and not conn.subflows:
-            gone = self.handles.pop(conn.key_a, None)
-            if gone is not None:  # no subflow left: the connection is over for its reader
-                gone.ended = True
-                gone.data_ready.set()
+        self._released(outputs)
 
 
 class ServerHandle(_Driver):

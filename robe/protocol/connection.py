@@ -49,7 +49,7 @@ from robe.protocol.frames import (
     ResetReason,
     Rst,
 )
-from robe.protocol.reassembly import Reassembly, WindowViolationError
+from robe.protocol.reassembly import Reassembly, TooFragmentedError, WindowViolationError
 from robe.protocol.sending import SCHEDULERS, SendBuffer, SubflowView
 
 VERSION = 1
@@ -125,6 +125,15 @@ class Superseded:
 
 
 @dataclass(frozen=True)
+class ConnectionReleased:
+    """Server: the connection keyed ``key_a`` has no subflow left and is forgotten (its token too);
+    ``ended`` says whether the client's stream had ended (DATA_FIN) first."""
+
+    key_a: int
+    ended: bool
+
+
+@dataclass(frozen=True)
 class SubflowFailed:
     """Subflow ``sid`` was reset, for ``reason`` (logged by the I/O layer)."""
 
@@ -143,6 +152,7 @@ Output = (
     | StreamEnded
     | SubflowFailed
     | Superseded
+    | ConnectionReleased
 )
 
 
@@ -255,10 +265,15 @@ class Endpoint:
         """Reassemble; acknowledge on the same subflow."""
         assert self.recv is not None
         dsn = expand(frame.dsn, self.recv.next_dsn)
+        if self.fin_at is not None and dsn + len(frame.data) > self.fin_at:
+            return self.reset_subflow(flow, ResetReason.MALFORMED, f"data up to {dsn + len(frame.data)} after "
+                                      f"the DATA_FIN at {self.fin_at}")  # fmt: skip
         try:
             delivered = self.recv.add(dsn, frame.data)
         except WindowViolationError as err:
             return self.reset_subflow(flow, ResetReason.MALFORMED, str(err))
+        except TooFragmentedError as err:
+            return self.reset_subflow(flow, ResetReason.FRAGMENTED, str(err))
         out: list[Output] = []
         if delivered:
             out.append(DataReceived(delivered))
@@ -266,10 +281,16 @@ class Endpoint:
         out += self._maybe_ended()
         return out
 
-    def on_data_fin(self, frame: DataFin) -> list[Output]:
-        """Remember where the peer's stream ends."""
+    def on_data_fin(self, flow: Subflow, frame: DataFin) -> list[Output]:
+        """Remember where the peer's stream ends: never before data already received, never moved."""
         assert self.recv is not None
-        self.fin_at = expand(frame.dsn, self.recv.next_dsn)
+        fin_at = expand(frame.dsn, self.recv.next_dsn)
+        if self.fin_at is not None and fin_at != self.fin_at:
+            return self.reset_subflow(flow, ResetReason.MALFORMED, f"DATA_FIN moved from {self.fin_at} to {fin_at}")
+        if fin_at < self.recv.highest_end:
+            return self.reset_subflow(flow, ResetReason.MALFORMED, f"DATA_FIN at {fin_at} before data already "
+                                      f"received up to {self.recv.highest_end}")  # fmt: skip
+        self.fin_at = fin_at
         return self._maybe_ended()
 
     def _maybe_ended(self) -> list[Output]:
@@ -458,7 +479,7 @@ class ClientConnection(Endpoint):
         if isinstance(frame, Data):
             return self.on_data(flow, frame)
         if isinstance(frame, DataFin):
-            return self.on_data_fin(frame)
+            return self.on_data_fin(flow, frame)
         return self.reset_subflow(flow, ResetReason.OUT_OF_STATE, f"{type(frame).__name__} in {flow.state}")
 
     def _attach(self) -> list[Output]:
@@ -543,14 +564,24 @@ class Server:
     def subflow_closed(self, sid: int) -> list[Output]:
         """The TCP connection ``sid`` ended (EOF, reset or error)."""
         self.unclassified.pop(sid, None)
-        conn = self.owner.pop(sid, None)
+        conn = self.owner.get(sid)
         if conn is None:
             return []
         conn.drop_subflow(sid)
-        if not conn.subflows:
-            self.connections.pop(conn.key_a, None)
-            self.by_token.pop(conn.token, None)
-        return conn.pump()
+        return self._release(conn, sid) + conn.pump()
+
+    def _release(self, conn: ServerConnection, sid: int) -> list[Output]:
+        """Forget subflow ``sid`` (gone: closed, reset by either side); the connection with its last.
+
+        Every way a subflow ends comes through here, so that no connection (and no token) outlives
+        its subflows, whichever end reset the last one and why.
+        """
+        self.owner.pop(sid, None)
+        if conn.subflows or self.connections.get(conn.key_a) is not conn:
+            return []
+        del self.connections[conn.key_a]
+        self.by_token.pop(conn.token, None)
+        return [ConnectionReleased(conn.key_a, conn.ended)]
 
     def receive(self, sid: int, data: bytes) -> tuple[ServerConnection | None, list[Output]]:
         """Bytes on subflow ``sid``: the connection they belong to (if any) and the outputs."""
@@ -567,7 +598,7 @@ class Server:
             out += self._on_frame(conn, flow, frame)
             conn = self.owner.get(sid, conn)  # a JOIN_CAP moves the subflow to another connection
         if flow.state is SubflowState.CLOSED:
-            self.owner.pop(sid, None)
+            out += self._release(conn, sid)
         return conn, out + conn.pump()
 
     def _reject(self, flow: Subflow, reason: ResetReason, detail: str) -> list[Output]:
@@ -598,15 +629,20 @@ class Server:
         if conn is None:
             return None, out
         # Frames behind the first one in the same read (the client's first data behind its CAP).
+        created = conn
         try:
             rest = list(frames)
         except FrameError as err:
-            return conn, out + conn.reset_subflow(flow, err.reason, str(err))
+            out += conn.reset_subflow(flow, err.reason, str(err))
+            return conn, out + self._release(conn, sid)
         for frame in rest:
             if flow.state is SubflowState.CLOSED:
                 break
             out += self._on_frame(conn, flow, frame)
-        if isinstance(first, Cap) and flow.state is SubflowState.READY:
+            conn = self.owner.get(sid, conn)  # a JOIN_CAP moves the subflow to another connection
+        if flow.state is SubflowState.CLOSED:
+            return conn, out + self._release(conn, sid) + conn.pump()
+        if isinstance(first, Cap) and flow.state is SubflowState.READY and conn is created:
             assert conn.recv is not None
             # CAP_ACK after the data that came with the CAP, so it acknowledges that data too.
             out.append(Transmit(sid, CapAck(conn.key_b, conn.recv.next_dsn % WRAP).encode()))
@@ -701,5 +737,5 @@ class Server:
         if isinstance(frame, DataAck):
             return conn.on_data_ack(flow, frame.data_ack)
         if isinstance(frame, DataFin):
-            return conn.on_data_fin(frame)
+            return conn.on_data_fin(flow, frame)
         return conn.reset_subflow(flow, ResetReason.OUT_OF_STATE, f"{type(frame).__name__} on a ready subflow")

@@ -49,6 +49,8 @@ class ResetReason(enum.IntEnum):
     NOT_READING = 7
     LOSER = 8  # a potentially initial subflow that lost the race (break before make)
     NO_ROBE = 9  # the peer does not speak RobE: fall back to single path
+    FRAGMENTED = 10  # more out-of-order segments than the receiver keeps (MP_TCPRST "too much outstanding data")
+    TIMEOUT = 11  # the subflow did not complete its handshake (CAP, JOIN) in time
 
 
 class FrameError(ValueError):
