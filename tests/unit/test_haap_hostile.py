@@ -9,7 +9,7 @@ import ipaddress
 import json
 import socket
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -112,7 +112,7 @@ def test_userspace_connections_ended_by_a_reset_leave_nothing_behind(tmp_path, e
 
 def test_subflows_that_never_complete_a_cap_time_out(tmp_path):
     async def main() -> None:
-        async with _haap(tmp_path, header_timeout_s=0.5) as (haap, _, log):
+        async with _haap(tmp_path, header_timeout_s=0.5) as (haap, _, _log):
             loop = asyncio.get_running_loop()
             socks = []
             for _ in range(50):
@@ -155,10 +155,8 @@ def test_nested_headers_never_make_the_haap_connect_to_itself(tmp_path):
         async with _haap(tmp_path) as (haap, origin, log):
             reader, writer = await asyncio.open_connection("127.0.0.1", haap.port)
             writer.write(_header(haap.port) * 50 + _header(origin) + b"hi")
-            try:
+            with suppress(ConnectionResetError):
                 await asyncio.wait_for(reader.read(), 5)
-            except ConnectionResetError:
-                pass
             writer.close()
             await asyncio.sleep(0.3)
             lines = [json.loads(line) for line in log.read_text().splitlines()]
@@ -177,7 +175,7 @@ def test_the_userspace_servers_own_event_log_is_bounded(monkeypatch):
         listener = await server.listen("127.0.0.1", 0)
         port = listener.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
         for i in range(400):  # each: accepted, and its end
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            _reader, writer = await asyncio.open_connection("127.0.0.1", port)
             writer.write(Cap(1, 0, 77 + i).encode())
             await writer.drain()
             writer.close()

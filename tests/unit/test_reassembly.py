@@ -59,7 +59,7 @@ def test_segments_stay_disjoint_sorted_and_exactly_what_was_sent(writes, base):
     data = bytes(range(256)) * 2
     stream = Reassembly(next_dsn=base, window=len(data), max_segments=0)
     delivered = bytearray()
-    seen = set()
+    seen: set[int] = set()
     for offset, length in writes:
         chunk = data[offset : offset + length]
         delivered += stream.add(base + offset, chunk)

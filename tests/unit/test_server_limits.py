@@ -2,7 +2,6 @@
 
 import json
 import os
-import resource
 import socket
 import subprocess
 import sys
@@ -12,10 +11,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _limit_fds() -> None:
-    resource.setrlimit(resource.RLIMIT_NOFILE, (48, 48))
-
-
 def _request(port: int, conn: str) -> bytes:
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
         sock.sendall(json.dumps({"conn": conn}).encode() + b"\n")
@@ -23,9 +18,10 @@ def _request(port: int, conn: str) -> bytes:
 
 
 def test_the_server_survives_running_out_of_descriptors_and_closes_silent_clients():
-    argv = [sys.executable, "-m", "robe", "serve", "--bind", "127.0.0.1", "--port", "0", "--idle-timeout", "1"]
+    argv = ["prlimit", "--nofile=48:48", sys.executable, "-m", "robe", "serve", "--bind", "127.0.0.1", "--port", "0",
+            "--idle-timeout", "1"]  # fmt: skip
     server = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-                              env={**os.environ, "PYTHONPATH": str(ROOT)}, preexec_fn=_limit_fds)  # fmt: skip
+                              env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
     idle: list[socket.socket] = []
     try:
         assert server.stdout is not None
