@@ -88,7 +88,7 @@ plots: setup
 
 clean-net: setup
 	$(call require_root)
-	$(PYTHON) -m topologies.cleanup
+	$(PYTHON) -m topologies.cleanup $(ARGS)
 
 clean:
 	rm -rf .venv .mypy_cache .ruff_cache .pytest_cache

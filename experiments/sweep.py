@@ -1,9 +1,13 @@
 """Running a sweep's pending items on parallel workers, the part experiments 1 and 2 share.
 
-One thread per worker takes the next item, runs it and appends its row to ``runs.csv`` (fsynced:
-a crash loses nothing already written); a progress bar shows the counts. Ctrl-C (or SIGTERM
-raised as KeyboardInterrupt) stops the workers, keeps every finished row and drops rows that
-ended because of the interruption; rerunning resumes from ``finished_run_ids``.
+One thread per worker takes the next item, runs it and appends its row to ``runs.csv`` (one line,
+fsynced: a crash loses nothing already written); a progress bar shows the counts. A row that
+cannot be written (disk full, I/O error) stops the sweep: ``SweepResult.unwritten`` names it and
+the runner exits non-zero (``SweepResult.exit_status``). Ctrl-C (or SIGTERM raised as
+KeyboardInterrupt) stops the workers, kills what they have in flight, waits for them (a second
+Ctrl-C meanwhile is held, not obeyed), keeps every finished row and drops rows that ended because
+of the interruption; rerunning resumes from ``finished_run_ids`` (see ``experiments.runs_folder``
+for the folder's lock, its repair and what may resume it).
 """
 
 from __future__ import annotations
@@ -11,13 +15,17 @@ from __future__ import annotations
 import csv
 import os
 import queue
+import sys
 import threading
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from tqdm import tqdm
+
+from topologies.interrupts import deferred_interrupts
 
 FINAL_STATUSES = ("ok", "failed", "censored")
 W = TypeVar("W")
@@ -25,30 +33,73 @@ S = TypeVar("S")
 
 
 def finished_run_ids(runs_csv: Path) -> set[str]:
-    """Runs with a final status in an existing runs.csv (``error`` rows are run again)."""
+    """Runs with a final status in an existing runs.csv (``error`` rows and malformed rows run again)."""
     if not runs_csv.exists():
         return set()
     with runs_csv.open(newline="") as handle:
-        return {row["run_id"] for row in csv.DictReader(handle) if row.get("status") in FINAL_STATUSES}
+        return {
+            row["run_id"]
+            for row in csv.DictReader(handle)
+            if None not in row and None not in row.values() and row.get("status") in FINAL_STATUSES
+        }
+
+
+def _one_line(value: Any) -> Any:
+    """Row values never span lines, so that one row is one line (a cut row is then easy to see)."""
+    if isinstance(value, str) and ("\n" in value or "\r" in value):
+        return value.replace("\r\n", " ").replace("\n", " ").replace("\r", " ")
+    return value
 
 
 def append_row(runs_csv: Path, row: dict[str, Any], lock: threading.Lock, fields: Sequence[str]) -> None:
-    """Append one row and flush it to disk (a crash loses nothing already written)."""
+    """Append one row and flush it to disk (a crash loses nothing already written); OSError if not written."""
     with lock:
         new = not runs_csv.exists() or runs_csv.stat().st_size == 0
         with runs_csv.open("a", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=list(fields))
             if new:
                 writer.writeheader()
-            writer.writerow(row)
+            writer.writerow({key: _one_line(value) for key, value in row.items()})
             handle.flush()
             os.fsync(handle.fileno())
 
 
 @dataclass
+class SweepResult:
+    """What a sweep did: status counts, whether Ctrl-C stopped it, rows it could not write (run id,
+    error), and workers still busy when it returned (they did not stop in time)."""
+
+    counts: dict[str, int]
+    interrupted: bool
+    unwritten: list[tuple[str, str]] = field(default_factory=list)
+    busy_workers: list[str] = field(default_factory=list)
+
+    def exit_status(self) -> int:
+        """The runner's exit status: 1 if rows are lost or broken, 130 if interrupted, else 0."""
+        if self.unwritten:
+            return 1
+        if self.interrupted:
+            return 130
+        return 0 if self.counts.get("error", 0) == 0 else 1
+
+    def report(self) -> list[str]:
+        """Lines for the user about what went wrong (empty when nothing did)."""
+        lines = []
+        if self.unwritten:
+            listed = "; ".join(f"{run_id} ({error})" for run_id, error in self.unwritten[:20])
+            more = f" and {len(self.unwritten) - 20} more" if len(self.unwritten) > 20 else ""
+            lines.append(f"error: {len(self.unwritten)} row(s) could not be written to runs.csv, so the sweep "
+                         f"stopped: {listed}{more}; a rerun runs them again once the cause is fixed")  # fmt: skip
+        if self.busy_workers:
+            lines.append(f"warning: {', '.join(self.busy_workers)} did not stop in time")
+        return lines
+
+
+@dataclass
 class Sweep(Generic[W, S]):
     """Pending items run by workers; ``run(worker, item)`` returns the row, ``error_row`` the row of
-    an item whose run raised; ``interrupt(worker)`` kills what a worker has in flight."""
+    an item whose run raised; ``interrupt(worker)`` kills what a worker has in flight;
+    ``row_stamp`` is set in every row (e.g. the invocation id); ``item_id`` names an item."""
 
     workers: Sequence[W]
     run: Callable[[W, S], dict[str, Any]]
@@ -58,14 +109,16 @@ class Sweep(Generic[W, S]):
     desc: str
     unit: str = "run"
     interrupt: Callable[[W], None] | None = None
-    join_timeout_s: float = 10.0
+    join_timeout_s: float = 60.0
+    row_stamp: Mapping[str, Any] = field(default_factory=dict)
+    item_id: Callable[[S], str] = lambda item: str(getattr(item, "run_id", item))
 
-    def execute(self, pending: Sequence[S]) -> tuple[dict[str, int], bool]:
-        """Run every pending item; the status counts, and whether Ctrl-C stopped the sweep."""
+    def execute(self, pending: Sequence[S]) -> SweepResult:
+        """Run every pending item (see the module docstring for errors and Ctrl-C)."""
         todo: queue.Queue[S] = queue.Queue()
         for item in pending:
             todo.put(item)
-        counts = {"ok": 0, "failed": 0, "censored": 0, "error": 0}
+        result = SweepResult(counts={"ok": 0, "failed": 0, "censored": 0, "error": 0}, interrupted=False)
         lock = threading.Lock()
         stop = threading.Event()
         bar = tqdm(total=len(pending), unit=self.unit, dynamic_ncols=True, desc=self.desc)
@@ -83,30 +136,44 @@ class Sweep(Generic[W, S]):
                         return
                     row = self.error_row(worker, item, err)
                 if stop.is_set() and row["status"] != "ok":
-                    return  # ended by Ctrl-C: not a result (a resume runs it again)
-                append_row(self.runs_csv, row, lock, self.fields)
+                    return  # ended by Ctrl-C (or a failed write): not a result; a resume runs it again
+                row = {**row, **self.row_stamp}
+                try:
+                    append_row(self.runs_csv, row, lock, self.fields)
+                except OSError as err:
+                    # The disk is full or failing: every later row would be lost too. Stop, say which.
+                    with lock:
+                        result.unwritten.append((str(row.get("run_id", self.item_id(item))), f"{err}"))
+                    stop.set()
+                    tqdm.write(f"error: cannot write {self.runs_csv}: {err}; stopping the sweep", file=sys.stderr)
+                    return
                 with lock:
-                    counts[row["status"]] = counts.get(row["status"], 0) + 1
-                    bar.set_postfix(counts, refresh=False)
+                    result.counts[row["status"]] = result.counts.get(row["status"], 0) + 1
+                    bar.set_postfix(result.counts, refresh=False)
                     bar.update(1)
 
         threads = [threading.Thread(target=work, args=(w,), name=f"worker{i}") for i, w in enumerate(self.workers)]
-        for thread in threads:
-            thread.start()
-        interrupted = False
         try:
+            for thread in threads:  # inside the try: a Ctrl-C may come while the last ones start
+                thread.start()
             while any(t.is_alive() for t in threads):
                 for thread in threads:
                     thread.join(timeout=0.5)
         except KeyboardInterrupt:
-            interrupted = True
+            result.interrupted = True
             stop.set()
             print("\ninterrupted: stopping what is in flight, keeping every finished row ...", flush=True)
-            for worker in self.workers:
-                if self.interrupt is not None:
-                    self.interrupt(worker)
-            for thread in threads:
-                thread.join(timeout=self.join_timeout_s)
+            # Until every worker has stopped, a second Ctrl-C is held: the networks must not be torn
+            # down under a running attempt, nor its processes left behind.
+            with deferred_interrupts("stopping the workers", reraise=False):
+                for worker in self.workers:
+                    if self.interrupt is not None:
+                        self.interrupt(worker)
+                deadline = time.monotonic() + self.join_timeout_s
+                for thread in threads:
+                    if thread.ident is not None:  # started
+                        thread.join(timeout=max(0.0, deadline - time.monotonic()))
         finally:
             bar.close()
-        return counts, interrupted
+        result.busy_workers = [t.name for t in threads if t.is_alive()]
+        return result

@@ -14,6 +14,7 @@ from experiments.experiment1 import (
     connect_request,
     kernel_give_up_s,
     parse_args,
+    run_sweep,
 )
 from experiments.profile import RunSpec, load_profile
 from experiments.sweep import finished_run_ids
@@ -108,4 +109,4 @@ def test_results_of_another_profile_are_not_mixed(tmp_path):
         pytest.skip("the root check comes first")
     (tmp_path / "metadata.json").write_text('{"profile_fingerprint": "someone-else"}')
     with pytest.raises(ExperimentError, match="different profile"):
-        check_before_building(Options(load_profile("quick"), tmp_path, 1, None, None))
+        run_sweep(Options(load_profile("quick"), tmp_path, 1, None, None))  # refused before building anything
