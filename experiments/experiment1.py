@@ -465,6 +465,7 @@ def _run_locked(options: Options) -> int:
     allow_congestion_control("cubic")
     started = time.monotonic()
     stack = ExitStack()
+    result = SweepResult(counts={}, interrupted=True)  # until the sweep returns
     try:
         workers: list[Worker] = []
         for index in range(min(options.jobs, len(pending))):
@@ -494,7 +495,6 @@ def _run_locked(options: Options) -> int:
             runs_csv=runs_csv, fields=ROW_FIELDS, desc=f"experiment1/{profile.name}", unit="run",
             interrupt=Worker.interrupt, join_timeout_s=30.0, row_stamp={"invocation": invocation["id"]},
         )  # fmt: skip
-        result = SweepResult(counts={}, interrupted=True)  # until the sweep returns
         try:
             result = sweep.execute(pending)
         finally:
@@ -503,7 +503,9 @@ def _run_locked(options: Options) -> int:
             metadata["complete"] = not result.interrupted and len(finished_run_ids(runs_csv)) == total
             write_json(meta_file, metadata)
     finally:
-        with deferred_interrupts("tearing the networks down"):
+        # A Ctrl-C while tearing down is held until it is done; it stops the run only if the sweep
+        # was not stopped already (then the teardown is what it asked for).
+        with deferred_interrupts("tearing the networks down", reraise=not result.interrupted):
             stack.close()
     print(f"runs: {result.counts}; results in {options.out}", flush=True)
     for line in result.report():
@@ -552,7 +554,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted before the sweep started; nothing was left behind", file=sys.stderr)
+        print("interrupted; every finished row is kept and nothing was left behind", file=sys.stderr)
         return 130
 
 

@@ -576,6 +576,7 @@ def _run_locked(options: Options) -> int:
     # The CA's key lives here: named with our PID, so that a clean-up after kill -9 removes it.
     work = Path(tempfile.mkdtemp(prefix=owned_name("exp2") + "-"))
     stack = ExitStack()
+    result = SweepResult(counts={}, interrupted=True)  # until the sweep returns
     try:
         ca = make_ca(work / "ca")
         leaf = issue_server_cert(ca, sorted(addresses), work / "tls")
@@ -610,7 +611,6 @@ def _run_locked(options: Options) -> int:
             runs_csv=runs_csv, fields=ROW_FIELDS, desc=f"experiment2/{profile.name}", unit="load",
             interrupt=LoadWorker.interrupt, join_timeout_s=60.0, row_stamp={"invocation": invocation["id"]},
         )  # fmt: skip
-        result = SweepResult(counts={}, interrupted=True)  # until the sweep returns
         try:
             result = sweep.execute(pending)
         finally:
@@ -619,7 +619,9 @@ def _run_locked(options: Options) -> int:
             metadata["complete"] = not result.interrupted and len(finished_run_ids(runs_csv)) == total
             write_json(meta_file, metadata)
     finally:
-        with deferred_interrupts("tearing the networks down"):
+        # A Ctrl-C while tearing down is held until it is done; it stops the run only if the sweep
+        # was not stopped already (then the teardown is what it asked for).
+        with deferred_interrupts("tearing the networks down", reraise=not result.interrupted):
             stack.close()
             shutil.rmtree(work, ignore_errors=True)
     print(f"loads: {result.counts}; results in {options.out}", flush=True)
@@ -668,6 +670,9 @@ def main(argv: list[str] | None = None) -> int:
     except EXPECTED_FAILURES as err:
         print(f"experiment2: error: {one_line(err)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("experiment2: interrupted; every finished row is kept and nothing was left behind", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from types import FrameType
 
 DEFERRED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+_active: list[list[int]] = []  # the held signals of each block in force, outermost first
 
 
 @contextmanager
@@ -24,8 +25,9 @@ def deferred_interrupts(what: str = "cleaning up", *, reraise: bool = True) -> I
     """Hold SIGINT, SIGTERM and SIGHUP while the block runs; yields the list of held signals.
 
     After the block, a held signal raises ``KeyboardInterrupt`` when ``reraise`` (the run then
-    stops as if it had arrived just after). Outside the main thread (where Python cannot install
-    handlers) it does nothing.
+    stops as if it had arrived just after); inside another such block it is handed to that one
+    instead, so a teardown made of several teardowns finishes all of them. Outside the main
+    thread (where Python cannot install handlers) it does nothing.
     """
     held: list[int] = []
     if threading.current_thread() is not threading.main_thread():
@@ -38,10 +40,14 @@ def deferred_interrupts(what: str = "cleaning up", *, reraise: bool = True) -> I
               file=sys.stderr, flush=True)  # fmt: skip
 
     previous = {signum: signal.signal(signum, hold) for signum in DEFERRED_SIGNALS}
+    _active.append(held)
     try:
         yield held
     finally:
+        _active.pop()
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-    if held and reraise:
+    if held and _active:
+        _active[-1].extend(held)  # the enclosing block decides
+    elif held and reraise:
         raise KeyboardInterrupt(f"signal {signal.Signals(held[0]).name} during {what}")

@@ -128,7 +128,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> tuple[CaPaths, ServerCertPa
 @pytest.fixture
 def short_dir() -> Iterator[Path]:
     """A short folder for Unix sockets (sun_path holds 107 bytes; pytest's tmp_path can be longer)."""
-    folder = Path(tempfile.mkdtemp(prefix="rl-rs-", dir="/tmp"))
+    folder = Path(tempfile.mkdtemp(prefix=f"rl-o{os.getpid()}-rs-", dir="/tmp"))
     try:
         yield folder
     finally:

@@ -140,6 +140,16 @@ def test_signals_held_during_a_teardown_are_raised_after_it():
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(0.05)
     assert held == [signal.SIGTERM]
+    # Nested (a network's teardown inside the runner's): the inner one finishes, the outer decides.
+    steps = []
+    with pytest.raises(KeyboardInterrupt), deferred_interrupts("all") as outer:
+        with deferred_interrupts("one network"):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+        steps.append("inner done, outer goes on")
+        with deferred_interrupts("another network"):
+            steps.append("the next teardown runs too")
+    assert steps == ["inner done, outer goes on", "the next teardown runs too"] and outer == [signal.SIGINT]
 
 
 def test_one_runner_per_results_folder(tmp_path):
