@@ -262,6 +262,8 @@ class UserspaceClient(_Driver):
     raw: dict[int, socket.socket] = field(default_factory=dict)  # sid -> socket before its transport
     backlog: dict[int, bytearray] = field(default_factory=dict)  # sid -> bytes the raw socket did not take
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    wrapping: set[int] = field(default_factory=set)  # connected sockets being handed to asyncio
+    doomed: set[int] = field(default_factory=set)  # of those, closed meanwhile: abort once wrapped
 
     def __post_init__(self) -> None:
         self.conn = ClientConnection(strategy=self.strategy, paths=len(self.sources), scheduler=self.scheduler)
@@ -344,6 +346,7 @@ class UserspaceClient(_Driver):
         self.log("tcp_connected", sid=sid, path=path, local="{}:{}".format(*sock.getsockname()[:2]))
         self.apply(self.conn.subflow_connected(sid, path))  # its frames go out on the raw socket now
         if self.raw.get(sid) is sock:  # not closed by the state machine (a break-before-make loser)
+            self.wrapping.add(sid)
             task = loop.create_task(self._wrap(sid, path, sock))
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
@@ -354,10 +357,19 @@ class UserspaceClient(_Driver):
         try:
             await loop.create_connection(lambda: _SubflowProtocol(self, sid, path), sock=sock)
         except OSError as err:
+            self.wrapping.discard(sid)
+            self.doomed.discard(sid)
             if self.raw.pop(sid, None) is sock:
                 self._attempt_failed(sid, path, sock, err.errno or 0)
+            else:
+                sock.close()
 
     def subflow_up(self, sid: int, path: int, transport: asyncio.Transport) -> None:
+        self.wrapping.discard(sid)
+        if sid in self.doomed:  # closed while asyncio took the socket over: reset it now
+            self.doomed.discard(sid)
+            _abort(transport)
+            return
         self.raw.pop(sid, None)
         self.pending.discard(sid)
         self.transports[sid] = transport
@@ -389,6 +401,13 @@ class UserspaceClient(_Driver):
         sock = self.raw.pop(sid, None)
         if sock is None:
             return False
+        self.backlog.pop(sid, None)
+        self.pending.discard(sid)
+        if sid in self.wrapping:
+            # asyncio may own the socket already (its transport exists before connection_made):
+            # closing it under the transport could close a reused descriptor. Abort the transport.
+            self.doomed.add(sid)
+            return True
         with contextlib.suppress(OSError):
             asyncio.get_running_loop().remove_writer(sock.fileno())
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -408,8 +427,25 @@ class UserspaceClient(_Driver):
     def endpoint(self) -> Endpoint:
         return self.conn
 
+    def abandon(self) -> None:
+        """The application closed or aborted the connection: no subflow joins it any more.
+
+        Attempts still connecting are reset, subflows still in their handshake too (the state
+        machine resets any that completes one later), unused prepared sockets are closed.
+        """
+        conn = self.conn
+        outputs = conn.abandon()
+        for sock in self.prepared.values():
+            sock.close()
+        self.prepared.clear()
+        for sid in [s for s in self.pending if s not in conn.subflows]:  # connecting: unknown to the machine
+            self.close_raw(sid)
+            outputs += conn.subflow_closed(sid)
+        self.apply(outputs)
+
     def abort(self) -> None:
         """Drop every subflow at once."""
+        self.conn.abandoned = True
         for transport in list(self.transports.values()):
             _abort(transport)
         self.transports.clear()
@@ -480,6 +516,12 @@ class UserspaceServer(_Driver):
         self.server.subflow_accepted(sid)
         loop = asyncio.get_running_loop()
         self.deadlines[sid] = loop.call_later(self.handshake_timeout_s, self._handshake_deadline, sid)
+
+    def abandon(self, handle: ServerHandle) -> None:
+        """``handle``'s application closed or aborted it (``ServerHandle.abandon``)."""
+        outputs = self.server.abandon(handle.conn)
+        handle.apply(outputs)
+        self._released(outputs)
 
     def _handshake_deadline(self, sid: int) -> None:
         """Reset the subflow unless its handshake is done (silent, dripping or stuck half-way)."""
@@ -565,3 +607,8 @@ class ServerHandle(_Driver):
 
     def endpoint(self) -> Endpoint:
         return self.conn
+
+    def abandon(self) -> None:
+        """The application closed or aborted the connection: no subflow joins it any more, and a
+        join still in its handshake is reset."""
+        self.owner.abandon(self)

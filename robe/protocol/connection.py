@@ -198,6 +198,7 @@ class Endpoint:
     fin_sid: int | None = None  # the subflow that carried our DATA_FIN
     closing: bool = False
     ended: bool = False
+    abandoned: bool = False  # the application closed or aborted the connection (``abandon``)
     pending_writes: bytearray = field(default_factory=bytearray)
     scheduler: str = "lowest-rtt"  # a name of robe.protocol.sending.SCHEDULERS
 
@@ -224,6 +225,27 @@ class Endpoint:
     def close(self) -> None:
         """End our stream once everything written is sent (DATA_FIN)."""
         self.closing = True
+
+    def abandon(self) -> list[Output]:
+        """The application is done with this connection (closed or aborted it): from now on no
+        subflow joins it; subflows still in their handshake are reset now (the ready ones are the
+        application's to close)."""
+        self.abandoned = True
+        out: list[Output] = []
+        for flow in [f for f in self.subflows.values() if f.state is not SubflowState.READY]:
+            out += self.reset_subflow(flow, ResetReason.CLOSED, "the connection was closed")
+        return out
+
+    @property
+    def finished(self) -> bool:
+        """Both streams ended and every byte we sent is acknowledged: nothing is left to carry."""
+        return self.ended and self.fin_sent and (self.send is None or self.send.acked_dsn == self.send.end_dsn)
+
+    def takes_subflows(self) -> bool:
+        """Whether a new subflow may still join: not abandoned and not finished. A subflow that
+        completes its handshake after the connection's last byte could carry nothing, and nobody
+        would ever close it (the application has let go of the connection)."""
+        return not self.abandoned and not self.finished
 
     def set_path_info(self, sid: int, srtt_us: int, writable: bool) -> None:
         """The I/O layer's view of a subflow: smoothed RTT and whether its socket takes more."""
@@ -372,6 +394,10 @@ class ClientConnection(Endpoint):
 
     def subflow_connected(self, sid: int, path: int) -> list[Output]:
         """The TCP connection ``sid`` on ``path`` completed its handshake."""
+        if self.initial is not None and not self.takes_subflows():
+            # Connected after the connection was closed: it would never carry a byte.
+            self.awaiting_initial.discard(path)
+            return [CloseSubflow(sid, ResetReason.CLOSED)]
         if path in self.awaiting_initial:
             self.awaiting_initial.discard(path)
         elif self.awaiting_join.get(path, 0) > 0 and self.key_b is not None:
@@ -409,7 +435,7 @@ class ClientConnection(Endpoint):
     def _open_joins(self) -> list[Output]:
         """After the first data-ack: a join on every path without a subflow (RFC 8684 section 3.2)."""
         used = {f.path for f in self.subflows.values()}
-        if self.strategy in ("robe-downgrade", "robe-esim"):
+        if self.strategy in ("robe-downgrade", "robe-esim") or not self.takes_subflows():
             return []
         wanted = [p for p in range(self.paths) if p not in used and p not in self.joined_paths]
         if self.strategy == "robe-bbm":
@@ -458,6 +484,8 @@ class ClientConnection(Endpoint):
             return self._on_cap_ack(flow, frame)
         if isinstance(frame, JoinAck) and flow.state is SubflowState.JOIN_SENT:
             assert self.key_b is not None
+            if not self.takes_subflows():
+                return self.reset_subflow(flow, ResetReason.CLOSED, "JOIN_ACK after the connection was closed")
             expected = crypto.join_ack_hmac(self.key_b, self.key_a, frame.nonce_b, flow.nonce_self)
             if not crypto.verify(expected, frame.hmac_b):
                 return self.reset_subflow(flow, ResetReason.BAD_HMAC, "JOIN_ACK HMAC does not verify")
@@ -471,6 +499,8 @@ class ClientConnection(Endpoint):
             if failed:
                 return failed
             if flow.state is SubflowState.JOIN_FIN_SENT:  # the fourth ACK: the join may carry data
+                if not self.takes_subflows():
+                    return self.reset_subflow(flow, ResetReason.CLOSED, "joined after the connection was closed")
                 flow.state = SubflowState.READY
                 return [SubflowReady(flow.sid, flow.path)]
             return []
@@ -487,6 +517,10 @@ class ClientConnection(Endpoint):
         out: list[Output] = []
         if self.key_b is None:
             return out
+        if not self.takes_subflows():
+            for flow in [f for f in self.subflows.values() if f.state is SubflowState.ATTACH_WAIT]:
+                out += self.reset_subflow(flow, ResetReason.CLOSED, "attaching after the connection was closed")
+            return out
         for flow in self.subflows.values():
             if flow.state is SubflowState.ATTACH_WAIT:
                 proof = crypto.attach_hmac(self.key_a, self.key_b, flow.path)
@@ -499,6 +533,10 @@ class ClientConnection(Endpoint):
         """eSIM: every losing attempt that has its Key-B' joins the connection with JOIN_CAP."""
         out: list[Output] = []
         if self.key_b is None:
+            return out
+        if not self.takes_subflows():
+            for flow in [f for f in self.subflows.values() if f.state is SubflowState.CAP_SENT and f.key_b_prime]:
+                out += self.reset_subflow(flow, ResetReason.CLOSED, "recycling after the connection was closed")
             return out
         for flow in self.subflows.values():
             if flow.state is SubflowState.CAP_SENT and flow.key_b_prime is not None:
@@ -569,6 +607,14 @@ class Server:
             return []
         conn.drop_subflow(sid)
         return self._release(conn, sid) + conn.pump()
+
+    def abandon(self, conn: ServerConnection) -> list[Output]:
+        """The application let go of ``conn`` (``Endpoint.abandon``); subflows it resets are released."""
+        before = set(conn.subflows)
+        out = conn.abandon()
+        for sid in before - set(conn.subflows):
+            out += self._release(conn, sid)
+        return out
 
     def _release(self, conn: ServerConnection, sid: int) -> list[Output]:
         """Forget subflow ``sid`` (gone: closed, reset by either side); the connection with its last.
@@ -677,6 +723,8 @@ class Server:
             return None, self._reject(flow, ResetReason.UNKNOWN_TOKEN, "CAP_ATTACH for an unknown Key-A")
         if not crypto.verify(crypto.attach_hmac(conn.key_a, conn.key_b, frame.addr_id), frame.hmac):
             return None, self._reject(flow, ResetReason.BAD_HMAC, "CAP_ATTACH HMAC does not verify")
+        if not conn.takes_subflows():
+            return None, self._reject(flow, ResetReason.CLOSED, "CAP_ATTACH to a closed connection")
         if len(conn.subflows) >= conn.max_subflows or frame.addr_id in {f.path for f in conn.subflows.values()}:
             return None, self._reject(flow, ResetReason.TOO_MANY_SUBFLOWS, f"path {frame.addr_id} already attached")
         return conn, self._adopt(conn, flow, frame.addr_id)
@@ -685,6 +733,8 @@ class Server:
         conn = self.by_token.get(frame.token_b)
         if conn is None:
             return None, self._reject(flow, ResetReason.UNKNOWN_TOKEN, f"JOIN for unknown token {frame.token_b:#x}")
+        if not conn.takes_subflows():
+            return None, self._reject(flow, ResetReason.CLOSED, "JOIN to a closed connection")
         if len(conn.subflows) >= conn.max_subflows:
             return None, self._reject(flow, ResetReason.TOO_MANY_SUBFLOWS, "subflow limit reached")
         flow.path, flow.state = frame.addr_id, SubflowState.JOIN_ACK_SENT
@@ -705,6 +755,8 @@ class Server:
             return loser.reset_subflow(flow, ResetReason.OUT_OF_STATE, "JOIN_CAP on a connection that carried data")
         if not crypto.verify(crypto.join_cap_hmac(target.key_a, target.key_b, loser.key_b), frame.hmac):
             return loser.reset_subflow(flow, ResetReason.BAD_HMAC, "JOIN_CAP HMAC does not verify")
+        if not target.takes_subflows():
+            return loser.reset_subflow(flow, ResetReason.CLOSED, "JOIN_CAP to a closed connection")
         if len(target.subflows) >= target.max_subflows or frame.addr_id in {f.path for f in target.subflows.values()}:
             return loser.reset_subflow(flow, ResetReason.TOO_MANY_SUBFLOWS, f"path {frame.addr_id} already attached")
         loser.subflows.pop(flow.sid)
@@ -725,6 +777,8 @@ class Server:
             expected = crypto.join_fin_hmac(conn.key_a, conn.key_b, flow.nonce_peer, flow.nonce_self)
             if not crypto.verify(expected, frame.hmac_a):
                 return conn.reset_subflow(flow, ResetReason.BAD_HMAC, "JOIN_FIN HMAC does not verify")
+            if not conn.takes_subflows():
+                return conn.reset_subflow(flow, ResetReason.CLOSED, "JOIN_FIN after the connection was closed")
             flow.state = SubflowState.READY
             assert conn.recv is not None
             # The fourth ACK: tells the client this subflow may carry data.

@@ -51,6 +51,7 @@ class ResetReason(enum.IntEnum):
     NO_ROBE = 9  # the peer does not speak RobE: fall back to single path
     FRAGMENTED = 10  # more out-of-order segments than the receiver keeps (MP_TCPRST "too much outstanding data")
     TIMEOUT = 11  # the subflow did not complete its handshake (CAP, JOIN) in time
+    CLOSED = 12  # the connection is closed (by its application, or both streams ended): nothing joins it
 
 
 class FrameError(ValueError):

@@ -444,3 +444,69 @@ def test_a_data_fin_before_data_already_received_or_moved_is_refused():
     assert server.connections
     _, out = server.receive(1, DataFin((crypto.idsn(key_a) + 30) % (1 << 64)).encode())
     assert any(isinstance(o, SubflowFailed) and "DATA_FIN moved" in o.detail for o in out)
+
+
+def _finished_pair(join_reaches_server_first: bool = False):
+    """A client and a server connection that exchanged a request and an answer and both DATA_FINs
+    (everything acknowledged), while the client's join on path 1 was under way: its JOIN still in
+    flight, or (``join_reaches_server_first``) already answered, the JOIN_ACK in flight."""
+    client = ClientConnection(strategy="mptcp-user", paths=2)
+    client.write(b"request")
+    client.start()
+    server = Server()
+    server.subflow_accepted(1)
+    conn, answer = server.receive(1, _bytes(client.subflow_connected(1, 0)))
+    assert conn is not None and OpenSubflow(1) in client.receive(1, _bytes(answer))
+    in_flight = _bytes(client.subflow_connected(2, 1))  # the JOIN
+    if join_reaches_server_first:
+        server.subflow_accepted(2)
+        _, join_ack = server.receive(2, in_flight)
+        in_flight = _bytes(join_ack)
+    client.close()
+    _, out = server.receive(1, _bytes(client.pump()))
+    assert StreamEnded() in out
+    conn.write(b"answer")
+    conn.close()
+    back = client.receive(1, _bytes(conn.pump()))
+    server.receive(1, _bytes(back))  # the client's data-ack of the answer
+    return client, server, conn, in_flight
+
+
+def test_a_join_to_a_finished_or_abandoned_server_connection_is_refused():
+    # The soak's leak: a join crossing the close became ready after both ends had closed, and
+    # nobody ever closed it (the application had let go). Now the server refuses it.
+    _, server, conn, join = _finished_pair()
+    server.subflow_accepted(2)
+    joined, out = server.receive(2, join)
+    assert joined is None and any(isinstance(o, CloseSubflow) and o.sid == 2 for o in out)
+    assert set(conn.subflows) == {1} and conn.finished and CloseSubflow(2, ResetReason.CLOSED) in out
+    # Abandoned by the application before it finished: a JOIN in its handshake is reset and released.
+    server, conn, key_a = _server_with_connection()
+    server.subflow_accepted(2)
+    server.receive(2, Join(conn.token, 7, 1).encode())
+    assert 2 in conn.subflows and server.owner[2] is conn
+    out = server.abandon(conn)
+    assert CloseSubflow(2, ResetReason.CLOSED) in out and 2 not in server.owner and set(conn.subflows) == {1}
+    server.subflow_accepted(3)
+    _, out = server.receive(3, CapAttach(1, key_a, crypto.attach_hmac(key_a, conn.key_b, 1)).encode())
+    assert CloseSubflow(3, ResetReason.CLOSED) in out
+    assert ConnectionReleased(key_a, False) in server.subflow_closed(1) and not server.connections
+
+
+def test_a_client_join_that_completes_after_the_close_is_reset():
+    client, _, _, join_ack = _finished_pair(join_reaches_server_first=True)
+    out = client.receive(2, join_ack)
+    assert 2 not in client.subflows and any(isinstance(o, CloseSubflow) and o.sid == 2 for o in out)
+    assert client.finished and CloseSubflow(2, ResetReason.CLOSED) in out
+    # Abandoned (closed by the application) before it finished: a join in its handshake is reset,
+    # one that connects later is closed at once.
+    client = ClientConnection(strategy="mptcp-user", paths=2)
+    client.start()
+    server = Server()
+    server.subflow_accepted(1)
+    _, answer = server.receive(1, _bytes(client.subflow_connected(1, 0)))
+    assert OpenSubflow(1) in client.receive(1, _bytes(answer))
+    client.subflow_connected(2, 1)
+    out = client.abandon()
+    assert CloseSubflow(2, ResetReason.CLOSED) in out and set(client.subflows) == {1}
+    assert client.subflow_connected(3, 1) == [CloseSubflow(3, ResetReason.CLOSED)]
