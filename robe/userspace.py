@@ -42,6 +42,9 @@ from robe.protocol.connection import (
 from robe.protocol.frames import ResetReason, Rst
 
 READ_CHUNK = 65_536
+#: A subflow whose decoder holds more than this many bytes of frames not handled yet stops being
+#: read until they are (the state machines take ``FRAMES_PER_CALL`` frames per call).
+INPUT_BACKLOG = 256 * 1024
 #: The server driver's own event log keeps the latest this many events (per-connection logs are
 #: bounded by their connection's lifetime).
 SERVER_EVENT_LOG = 10_000
@@ -96,6 +99,8 @@ class _Driver:
     progress: asyncio.Event = field(default_factory=asyncio.Event)
     ended: bool = False  # the peer's stream ended (DATA_FIN): reads return b"" once the inbox is empty
     reset: bool = False  # every subflow is gone before the peer's stream ended: reads raise
+    draining: set[int] = field(default_factory=set)  # subflows with frames waiting: handled next turn
+    input_paused: set[int] = field(default_factory=set)  # subflows not read until their backlog is handled
 
     def log(self, what: str, **detail: Any) -> None:
         self.events.append({"t_ns": time.monotonic_ns(), "what": what, **detail})
@@ -111,6 +116,38 @@ class _Driver:
 
     def subflow_down(self, sid: int) -> None:
         raise NotImplementedError
+
+    def input_pending(self, sid: int) -> bool:
+        """Whether subflow ``sid`` holds frames its state machine has not handled yet."""
+        raise NotImplementedError
+
+    def input_buffered(self, sid: int) -> int:
+        """Bytes of subflow ``sid`` received and not handled yet."""
+        raise NotImplementedError
+
+    def after_input(self, sid: int) -> None:
+        """After the state machine took its share of a subflow's input: hand it the rest on the
+        next loop turn (other callbacks run in between), and stop reading a subflow whose backlog
+        is large until it is handled."""
+        transport = self.transports.get(sid)
+        if transport is None:
+            return
+        if self.input_pending(sid) and sid not in self.draining:
+            self.draining.add(sid)
+            asyncio.get_running_loop().call_soon(self._drain_input, sid)
+        backlog = self.input_buffered(sid)
+        if backlog > INPUT_BACKLOG and sid not in self.input_paused and not transport.is_closing():
+            self.input_paused.add(sid)
+            transport.pause_reading()
+        elif backlog <= INPUT_BACKLOG // 2 and sid in self.input_paused:
+            self.input_paused.discard(sid)
+            if not transport.is_closing() and not transport.is_reading():
+                transport.resume_reading()
+
+    def _drain_input(self, sid: int) -> None:
+        self.draining.discard(sid)
+        if sid in self.transports:
+            self.subflow_data(sid, b"")
 
     def set_writable(self, sid: int, writable: bool) -> None:
         machine = self.machine(sid)
@@ -418,8 +455,18 @@ class UserspaceClient(_Driver):
 
     def subflow_data(self, sid: int, data: bytes) -> None:
         self.apply(self.conn.receive(sid, data))
+        self.after_input(sid)
+
+    def input_pending(self, sid: int) -> bool:
+        return self.conn.input_pending(sid)
+
+    def input_buffered(self, sid: int) -> int:
+        flow = self.conn.subflows.get(sid)
+        return flow.decoder.buffered if flow is not None else 0
 
     def subflow_down(self, sid: int) -> None:
+        self.draining.discard(sid)
+        self.input_paused.discard(sid)
         if self.transports.pop(sid, None) is not None:
             self.log("subflow_down", sid=sid)
         self.apply(self.conn.subflow_closed(sid))
@@ -573,6 +620,15 @@ class UserspaceServer(_Driver):
                     task.add_done_callback(self.handler_tasks.discard)
         (handle or self).apply(outputs)
         self._released(outputs)
+        self.after_input(sid)
+
+    def input_pending(self, sid: int) -> bool:
+        return self.server.input_pending(sid)
+
+    def input_buffered(self, sid: int) -> int:
+        conn = self.server.owner.get(sid)
+        flow = conn.subflows.get(sid) if conn is not None else self.server.unclassified.get(sid)
+        return flow.decoder.buffered if flow is not None else 0
 
     def _apply_one(self, out: Output) -> None:
         if isinstance(out, DataReceived | StreamEnded):
@@ -580,6 +636,8 @@ class UserspaceServer(_Driver):
         super()._apply_one(out)
 
     def subflow_down(self, sid: int) -> None:
+        self.draining.discard(sid)
+        self.input_paused.discard(sid)
         deadline = self.deadlines.pop(sid, None)
         if deadline is not None:
             deadline.cancel()

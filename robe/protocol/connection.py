@@ -28,6 +28,7 @@ wire they travel modulo 2^64 and are expanded against the receiver's position.
 from __future__ import annotations
 
 import enum
+import itertools
 from dataclasses import dataclass, field
 
 from robe.protocol import crypto
@@ -53,6 +54,11 @@ from robe.protocol.reassembly import Reassembly, TooFragmentedError, WindowViola
 from robe.protocol.sending import SCHEDULERS, SendBuffer, SubflowView
 
 VERSION = 1
+#: Frames taken from one subflow per ``receive`` call at most. A read of one-byte DATA frames holds
+#: thousands (a 256 KiB read: 20,000); handling them all at once would stall an event loop for tens
+#: of milliseconds. The rest stay in the subflow's decoder (``input_pending``) for the next call.
+#: Legitimate frames carry up to 16 KiB each, so this never slows a real transfer.
+FRAMES_PER_CALL = 256
 WRAP = 1 << 64
 USER_STRATEGIES = ("mptcp-user", "robe-downgrade", "robe-bbm", "robe-esim")
 MAX_REJOINS = 32  # per path and connection: a path that keeps dying is given up
@@ -352,12 +358,17 @@ class Endpoint:
             if sid == self.fin_sid:  # the DATA_FIN may have died with it: send it again (idempotent)
                 self.fin_sent, self.fin_sid = False, None
 
+    def input_pending(self, sid: int) -> bool:
+        """Whether subflow ``sid`` holds complete frames not handled yet (``FRAMES_PER_CALL``)."""
+        flow = self.subflows.get(sid)
+        return flow is not None and flow.decoder.has_frame()
+
     def decode(self, flow: Subflow, data: bytes) -> tuple[list[Frame], list[Output]]:
-        """Frames in ``data``; a malformed stream resets the subflow."""
+        """Frames in ``data`` (``FRAMES_PER_CALL`` at most); a malformed stream resets the subflow."""
         flow.decoder.feed(data)
         frames: list[Frame] = []
         try:
-            frames.extend(flow.decoder.frames())
+            frames.extend(itertools.islice(flow.decoder.frames(), FRAMES_PER_CALL))
         except FrameError as err:
             return frames, self.reset_subflow(flow, err.reason, str(err))
         return frames, []
@@ -464,7 +475,7 @@ class ClientConnection(Endpoint):
         return out + self.pump()
 
     def receive(self, sid: int, data: bytes) -> list[Output]:
-        """Bytes arrived on subflow ``sid``."""
+        """Bytes arrived on subflow ``sid`` (``FRAMES_PER_CALL`` frames handled: ``input_pending``)."""
         flow = self.subflows.get(sid)
         if flow is None:
             return []
@@ -629,8 +640,18 @@ class Server:
         self.by_token.pop(conn.token, None)
         return [ConnectionReleased(conn.key_a, conn.ended)]
 
+    def input_pending(self, sid: int) -> bool:
+        """Whether subflow ``sid`` holds complete frames not handled yet: call ``receive(sid, b"")``."""
+        conn = self.owner.get(sid)
+        if conn is not None:
+            return conn.input_pending(sid)
+        flow = self.unclassified.get(sid)
+        return flow is not None and flow.decoder.has_frame()
+
     def receive(self, sid: int, data: bytes) -> tuple[ServerConnection | None, list[Output]]:
-        """Bytes on subflow ``sid``: the connection they belong to (if any) and the outputs."""
+        """Bytes on subflow ``sid``: the connection they belong to (if any) and the outputs.
+
+        At most ``FRAMES_PER_CALL`` frames are handled; ``input_pending`` says whether more wait."""
         conn = self.owner.get(sid)
         if conn is None:
             return self._classify(sid, data)
@@ -677,7 +698,7 @@ class Server:
         # Frames behind the first one in the same read (the client's first data behind its CAP).
         created = conn
         try:
-            rest = list(frames)
+            rest = list(itertools.islice(frames, FRAMES_PER_CALL - 1))
         except FrameError as err:
             out += conn.reset_subflow(flow, err.reason, str(err))
             return conn, out + self._release(conn, sid)

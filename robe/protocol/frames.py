@@ -202,6 +202,9 @@ FIXED: dict[FrameType, type[Frame]] = {
 }
 
 
+_FRAME_TYPES = frozenset(t.value for t in FrameType)
+
+
 def _decode_payload(kind: FrameType, body: bytes) -> Frame:
     if kind is FrameType.DATA:
         (dsn,) = Data.LAYOUT.unpack_from(body)
@@ -225,6 +228,20 @@ class Decoder:
         """Append received bytes (after an error, input is ignored)."""
         if self.failed is None:
             self._buffer += data
+
+    def has_frame(self) -> bool:
+        """Whether ``frames`` would yield a frame now, or raise (a header it rejects)."""
+        if self.failed is not None or len(self._buffer) < HEADER.size:
+            return False
+        kind_raw, flags, length = HEADER.unpack_from(self._buffer)
+        if flags or kind_raw not in _FRAME_TYPES:
+            return True
+        kind = FrameType(kind_raw)
+        if kind is FrameType.DATA:
+            allowed = Data.LAYOUT.size <= length <= Data.LAYOUT.size + MAX_DATA
+        else:
+            allowed = length == FIXED[kind].LAYOUT.size
+        return not allowed or len(self._buffer) >= HEADER.size + int(length)
 
     def frames(self) -> Iterator[Frame]:
         """Complete frames so far; raises FrameError once, on the first violation."""
