@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import contextlib
 import hashlib
 import ipaddress
 import json
@@ -49,13 +50,17 @@ from robe.protocol.reassembly import Reassembly
 from robe.proxy import convert
 from robe.proxy.aio_connect import open_multipath
 from robe.proxy.streams import raise_fd_limit
+from topologies.startup import wait_ready
 
 RESULTS_BASE = PROJECT_ROOT / "results" / "soak"
 SOURCES = ("127.0.0.1", "127.0.0.2")
 KERNEL_STRATEGIES = ("tcp", "mptcp", "robe-sim")
 USER_STRATEGIES = ("mptcp-user", "robe-downgrade", "robe-bbm", "robe-esim")
 STALL_TARGET_MS = 50.0
-HOSTILE_KINDS = ("rst-frame", "tcp-reset", "garbage", "silent", "drip", "tiny-segments", "nested-headers")
+HOSTILE_KINDS = ("rst-frame", "tcp-reset", "garbage", "silent", "drip", "tiny-segments", "frame-flood",
+                 "nested-headers")  # fmt: skip
+FLOOD_FRAMES = 20_000
+SAMPLE_EVERY_S = 1.0
 #: The tables that must come back to exactly their baseline (everything per subflow or connection).
 TABLES = ("relays", "kernel_open", "subflows", "handles", "connections", "tokens", "owners", "unclassified",
           "deadlines", "handler_tasks")  # fmt: skip
@@ -99,16 +104,11 @@ class Tally:
 class Target:
     """The served side's process and its stdin/stdout question channel."""
 
-    def __init__(self, header_timeout_s: float, log: Path) -> None:
-        argv = [sys.executable, "-m", "experiments.soak_target", "--header-timeout", f"{header_timeout_s:g}",
-                "--log", str(log)]  # fmt: skip
+    def __init__(self, args: list[str], what: str) -> None:
+        argv = [sys.executable, "-m", "experiments.soak_target", *args]
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=PROJECT_ROOT,
                                      env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)})  # fmt: skip
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if not line.startswith("READY "):
-            self.proc.kill()
-            raise RuntimeError(f"soak target did not start: {line!r}")
+        line = wait_ready(self.proc, what, "READY ")
         self.ports: dict[str, int] = json.loads(line[len("READY ") :])
 
     def ask(self, command: str) -> dict[str, Any]:
@@ -259,6 +259,16 @@ async def hostile(kind: str, ports: dict[str, int], origin: int, rng: random.Ran
         frames = b"".join(Data((base + 2 * k + 1) % (1 << 64), b"x").encode() for k in range(6000))
         writer.write(Cap(1, 0, key_a).encode() + frames)
         return await _until_closed(reader, writer, limit_s)
+    if kind == "frame-flood":  # 20,000 one-byte DATA frames in order (260 KB), then an RST frame
+        key_a = rng.getrandbits(63)
+        reader, writer = await asyncio.open_connection("127.0.0.1", rng.choice((user, ports["echo"])))
+        first = header(origin)  # the HAAP relays the flood to the origin; the echo server just reads it
+        base = crypto.idsn(key_a) + len(first)
+        frames = b"".join(Data((base + k) % (1 << 64), b"x").encode() for k in range(FLOOD_FRAMES))
+        writer.write(Cap(1, 0, key_a).encode() + Data(crypto.idsn(key_a) % (1 << 64), first).encode() + frames)
+        await writer.drain()
+        writer.write(Rst(ResetReason.UNSPECIFIED).encode())
+        return await _until_closed(reader, writer, limit_s)
     if kind == "nested-headers":  # fifty headers naming the HAAP itself, then the origin
         reader, writer = await asyncio.open_connection("127.0.0.1", kernel)
         writer.write(header(kernel) * 50 + header(origin) + b"1\n")
@@ -329,15 +339,43 @@ def reassembly_benchmark(segments: int = 20_000) -> dict[str, float]:
     return {"segments": segments, "out_of_order_s": round(held, 4), "with_gaps_filled_s": round(total, 4)}
 
 
-def settle(target: Target, baseline: dict[str, Any], limit_s: float) -> dict[str, Any]:
-    """The served side's figures once every table is back to its baseline (or ``limit_s`` passed)."""
-    deadline = time.monotonic() + limit_s
+def settle(target: Target, baseline: dict[str, Any], limit_s: float) -> tuple[dict[str, Any], float]:
+    """The served side's figures once every table is back to its baseline, and how long that took.
+
+    Connections still closing when the clients stop are not leaks: this waits for them, at most
+    ``limit_s`` (longer than any time-out of the served side), polling every 0.2 s.
+    """
+    started = time.monotonic()
     while True:
         stats = target.ask("stats")
+        waited = time.monotonic() - started
         if (tables(stats) == tables(baseline) and stats["fds"] <= baseline["fds"]
-                and stats["tasks"] <= baseline["tasks"]) or time.monotonic() > deadline:  # fmt: skip
-            return stats
+                and stats["tasks"] <= baseline["tasks"]) or waited > limit_s:  # fmt: skip
+            return stats, round(waited, 2)
         time.sleep(0.2)
+
+
+class Peaks:
+    """The served side's largest figures, sampled every ``SAMPLE_EVERY_S`` during the run."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, int] = {}
+        self.samples = 0
+
+    def add(self, stats: dict[str, Any]) -> None:
+        """Take one sample."""
+        self.samples += 1
+        figures = {"fds": stats["fds"], "tasks": stats["tasks"], "rss_kib": stats["rss_kib"], **tables(stats)}
+        for name, value in figures.items():
+            self.values[name] = max(value, self.values.get(name, 0))
+
+    async def sample(self, target: Target, stop: asyncio.Event) -> None:
+        """Sample until ``stop`` is set."""
+        loop = asyncio.get_running_loop()
+        while not stop.is_set():
+            self.add(await loop.run_in_executor(None, target.ask, "stats"))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), SAMPLE_EVERY_S)
 
 
 def soak(options: Options) -> tuple[dict[str, Any], bool]:
@@ -345,12 +383,14 @@ def soak(options: Options) -> tuple[dict[str, Any], bool]:
     raise_fd_limit()
     with tempfile.TemporaryDirectory(prefix="soak-") as scratch:
         log = Path(scratch) / "haap.jsonl"
-        target = Target(options.header_timeout_s, log)
+        target = Target(["--header-timeout", f"{options.header_timeout_s:g}", "--log", str(log)], "soak target")
+        control = Target(["--control"], "soak control")
         try:
-            report = asyncio.run(_soak(options, target))
+            report = asyncio.run(_soak(options, target, control))
         finally:
             target.stop()
-        refused = collections.Counter()
+            control.stop()
+        refused: collections.Counter[str] = collections.Counter()
         for line in log.read_text().splitlines():
             event = json.loads(line)
             if event["event"] == "refused":
@@ -368,7 +408,7 @@ def _reason_kind(reason: str) -> str:
     return reason[:60]
 
 
-async def _soak(options: Options, target: Target) -> dict[str, Any]:
+async def _soak(options: Options, target: Target, control: Target) -> dict[str, Any]:
     origin_server = await asyncio.start_server(origin_handler, "127.0.0.1", 0)
     origin = origin_server.sockets[0].getsockname()[1]
     ports = target.ports
@@ -379,13 +419,23 @@ async def _soak(options: Options, target: Target) -> dict[str, Any]:
         await haap_transfer(ports, origin, rng, tally)
         await echo_transfer(ports, origin, rng, tally)
     loop = asyncio.get_running_loop()
-    baseline = await loop.run_in_executor(None, settle, target, target.ask("stats"), 5.0)
+    baseline, _ = await loop.run_in_executor(None, settle, target, target.ask("stats"), 5.0)
     await loop.run_in_executor(None, target.ask, "reset-stall")
+    await loop.run_in_executor(None, control.ask, "reset-stall")
+    peaks, stop = Peaks(), asyncio.Event()
+    sampler = asyncio.create_task(peaks.sample(target, stop))
     started = time.monotonic()
-    await run_clients(options, ports, origin, tally)
+    try:
+        await run_clients(options, ports, origin, tally)
+    finally:
+        stop.set()
+        await sampler
     elapsed = time.monotonic() - started
     during = await loop.run_in_executor(None, target.ask, "stats")
-    end = await loop.run_in_executor(None, settle, target, baseline, options.header_timeout_s * 2 + 10)
+    machine = (await loop.run_in_executor(None, control.ask, "stats"))["stall"]
+    settle_limit_s = options.header_timeout_s * 2 + 10
+    end, settled_s = await loop.run_in_executor(None, settle, target, baseline, settle_limit_s)
+    left = await loop.run_in_executor(None, target.ask, "leftovers")
     origin_server.close()
     tables_start, tables_end = tables(baseline), tables(end)
     hostile_total = sum(tally.hostile.values())
@@ -401,21 +451,36 @@ async def _soak(options: Options, target: Target) -> dict[str, Any]:
         "duration_s": round(elapsed, 1),
         "options": {k: str(v) if isinstance(v, Path) else v for k, v in options.__dict__.items()},
         "connections_handled": sum(tally.transfers.values()) + hostile_total,
-        "well_behaved": {"transfers": sum(tally.transfers.values()), "by_kind": dict(sorted(tally.transfers.items())),
-                         "bytes_verified": tally.bytes_verified, "failures": tally.failures[:20],
-                         "failure_count": len(tally.failures)},  # fmt: skip
-        "hostile": {"clients": hostile_total, "by_kind": dict(sorted(tally.hostile.items())),
-                    "cut_off_in_time": dict(sorted(tally.hostile_cut_off.items())),
-                    "not_cut_off": collections.Counter(tally.hostile_slow)},  # fmt: skip
+        "well_behaved": {
+            "transfers": sum(tally.transfers.values()),
+            "by_kind": dict(sorted(tally.transfers.items())),
+            "bytes_verified": tally.bytes_verified,
+            "failures": tally.failures[:20],
+            "failure_count": len(tally.failures),
+        },
+        "hostile": {
+            "clients": hostile_total,
+            "by_kind": dict(sorted(tally.hostile.items())),
+            "cut_off_in_time": dict(sorted(tally.hostile_cut_off.items())),
+            "not_cut_off": collections.Counter(tally.hostile_slow),
+        },
         "served_side": {
-            "start": {"fds": baseline["fds"], "tasks": baseline["tasks"], "rss_kib": baseline["rss_kib"],
-                      "tables": tables_start},
+            "start": {
+                "fds": baseline["fds"],
+                "tasks": baseline["tasks"],
+                "rss_kib": baseline["rss_kib"],
+                "tables": tables_start,
+            },
             "end": {"fds": end["fds"], "tasks": end["tasks"], "rss_kib": end["rss_kib"], "tables": tables_end},
-            "peak_during": {"fds": during["fds"], "tasks": during["tasks"]},
+            "peak_during": {**peaks.values, "samples": peaks.samples},
+            "settled_after_s": settled_s,
+            "settle_limit_s": settle_limit_s,
             "userspace_handshake_timeouts": end["haap_user"]["timed_out"] + end["echo"]["timed_out"],
             "echo_streams": end["echo"]["streams"],
-        },  # fmt: skip
+        },
         "stall": during["stall"],
+        "control_stall": {k: v for k, v in machine.items() if k in ("worst_ms", "p99_ms", "ticks", "worst_preempted")},
+        "leftovers": left,
         "reassembly": reassembly_benchmark(),
         "checks": checks,
     }
@@ -428,16 +493,30 @@ def print_report(report: dict[str, Any]) -> None:
     print(f"  well-behaved: {good['transfers']} transfers, {good['bytes_verified'] / 1e6:.1f} MB verified, "
           f"{good['failure_count']} failed")  # fmt: skip
     cut = sum(bad["cut_off_in_time"].values())
-    print(f"  hostile: {bad['clients']} clients, {cut} cut off in time: " +
-          ", ".join(f"{k} {v}" for k, v in bad["by_kind"].items()))  # fmt: skip
-    print(f"  served side, start -> end: fds {side['start']['fds']} -> {side['end']['fds']}, tasks "
-          f"{side['start']['tasks']} -> {side['end']['tasks']}, tables {side['start']['tables']} -> "
-          f"{side['end']['tables']} (peak fds {side['peak_during']['fds']}, tasks {side['peak_during']['tasks']})")
+    kinds = ", ".join(f"{k} {v}" for k, v in bad["by_kind"].items())
+    print(f"  hostile: {bad['clients']} clients, {cut} cut off in time ({kinds})")
+    start, end, peak = side["start"], side["end"], side["peak_during"]
+    print(
+        f"  served side, start -> end (settled after {side['settled_after_s']} s): fds {start['fds']} -> "
+        f"{end['fds']}, tasks {start['tasks']} -> {end['tasks']}, RSS {start['rss_kib']} -> {end['rss_kib']} KiB"
+    )
+    busy = {k: v for k, v in end["tables"].items() if v != start["tables"].get(k)}
+    print(f"  per-connection tables: {busy or 'all back to baseline'}")
+    print(f"  peak during the run: fds {peak.get('fds')}, tasks {peak.get('tasks')}, subflows {peak.get('subflows')}, "
+          f"relays {peak.get('relays')}, RSS {peak.get('rss_kib')} KiB")  # fmt: skip
     stall = report["stall"]
-    print(f"  event loop: worst stall {stall['worst_ms']} ms, p99 {stall['p99_ms']} ms over {stall['ticks']} ticks")
+    print(
+        f"  event loop: worst stall {stall['worst_ms']} ms (CPU used meanwhile {stall['worst_cpu_ms']} ms), "
+        f"p99 {stall['p99_ms']} ms over {stall['ticks']} ticks; {stall['callbacks_over_10ms']} callbacks over 10 ms"
+    )
+    control = report["control_stall"]
+    print(f"  control (an idle event loop in its own process, same time): worst {control['worst_ms']} ms, "
+          f"p99 {control['p99_ms']} ms: what the machine itself costs any loop")  # fmt: skip
+    for slow in stall["slowest_callbacks"][:3]:
+        print(f"    {slow['ms']} ms (CPU {slow['cpu_ms']} ms): {slow['callback']}")
     bench = report["reassembly"]
     print(f"  reassembly: {bench['segments']} one-byte out-of-order segments in {bench['out_of_order_s']} s "
-          f"({bench['with_gaps_filled_s']} s with the gaps filled)")
+          f"({bench['with_gaps_filled_s']} s with the gaps filled)")  # fmt: skip
     for name, ok in report["checks"].items():
         print(f"  {'PASS' if ok else 'FAIL'}: {name}")
 

@@ -17,9 +17,10 @@ import asyncio
 import hashlib
 import json
 import os
+import resource
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from robe.proxy.connlog import ConnLog
@@ -28,36 +29,100 @@ from robe.proxy.streams import BoundedServer, raise_fd_limit
 from robe.userspace import ServerHandle, UserspaceServer
 
 STALL_TICK_S = 0.005
+SLOW_CALLBACK_S = 0.010  # callbacks that ran longer are kept (the slowest few) with what they were
+SLOWEST_KEPT = 8
 
 
 class StallMonitor:
-    """How late a 5 ms timer fires: the longest time the event loop was busy with something else."""
+    """How late a 5 ms timer fires: the longest time the event loop did not get back to it.
+
+    Each tick also records the CPU time this (single-threaded) process used meanwhile: a tick late
+    by 60 ms during which the process used 10 ms of CPU was mostly waiting for a core (the load
+    generator and the kernel share the machine's cores), not running our code.
+    """
 
     def __init__(self) -> None:
-        self.worst_ms = 0.0
+        self.worst_preempted = 0  # involuntary context switches during the worst tick
+        self.worst_ms, self.worst_cpu_ms = 0.0, 0.0
         self.late: list[float] = []
+        self.slow_count = 0
+        self.slowest: list[tuple[float, float, str]] = []
 
     async def run(self) -> None:
         """Tick forever."""
         loop = asyncio.get_running_loop()
         while True:
             due = loop.time() + STALL_TICK_S
+            cpu, switches = time.process_time(), _preempted()
             await asyncio.sleep(STALL_TICK_S)
             late_ms = (loop.time() - due) * 1000
-            self.worst_ms = max(self.worst_ms, late_ms)
+            cpu_ms = (time.process_time() - cpu) * 1000
+            if late_ms > self.worst_ms:
+                self.worst_ms, self.worst_cpu_ms = late_ms, cpu_ms
+                self.worst_preempted = _preempted() - switches
             self.late.append(late_ms)
             if len(self.late) > 200_000:
                 del self.late[:100_000]
 
-    def figures(self) -> dict[str, float]:
-        """Worst and 99th percentile lateness (ms) since the last reset."""
+    def figures(self) -> dict[str, Any]:
+        """Worst and 99th percentile lateness (ms) since the last reset; the slowest callbacks."""
         ordered = sorted(self.late)
         p99 = ordered[int(0.99 * (len(ordered) - 1))] if ordered else 0.0
-        return {"worst_ms": round(self.worst_ms, 2), "p99_ms": round(p99, 2), "ticks": len(ordered)}
+        return {"worst_ms": round(self.worst_ms, 2), "worst_cpu_ms": round(self.worst_cpu_ms, 2),
+                "worst_preempted": self.worst_preempted,
+                "p99_ms": round(p99, 2), "ticks": len(ordered),
+                "callbacks_over_10ms": self.slow_count,
+                "slowest_callbacks": [{"ms": round(ms, 2), "cpu_ms": round(cpu, 2), "callback": what}
+                                      for ms, cpu, what in sorted(self.slowest, reverse=True)]}  # fmt: skip
 
     def reset(self) -> None:
         """Start measuring afresh."""
-        self.worst_ms, self.late = 0.0, []
+        self.worst_preempted = 0
+        self.worst_ms, self.worst_cpu_ms = 0.0, 0.0
+        self.late = []
+        self.slow_count = 0
+        self.slowest = []
+
+    def callback_ran(self, seconds: float, cpu_seconds: float, what: Callable[[], str]) -> None:
+        """One event-loop callback took ``seconds`` (called for the slow ones only)."""
+        self.slow_count += 1
+        entry = (seconds * 1000, cpu_seconds * 1000, what())
+        if len(self.slowest) < SLOWEST_KEPT:
+            self.slowest.append(entry)
+        elif entry[0] > min(self.slowest)[0]:
+            self.slowest.remove(min(self.slowest))
+            self.slowest.append(entry)
+
+
+def _preempted() -> int:
+    """Involuntary context switches of this process so far (the kernel took the core away)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw
+
+
+def time_callbacks(monitor: StallMonitor) -> None:
+    """Time every event-loop callback; report those over ``SLOW_CALLBACK_S`` to ``monitor``.
+
+    A measuring instrument for this benchmark only (it wraps asyncio's ``Handle._run``, about a
+    microsecond per callback): it names what held the loop, which a late tick cannot.
+    """
+    run = asyncio.events.Handle._run
+
+    def timed(handle: asyncio.Handle) -> None:
+        callback, args = handle._callback, handle._args  # type: ignore[attr-defined]
+        wall, cpu = time.perf_counter(), time.process_time()
+        run(handle)
+        took = time.perf_counter() - wall
+        if took > SLOW_CALLBACK_S:
+            monitor.callback_ran(took, time.process_time() - cpu, lambda: _describe(callback, args))
+
+    asyncio.events.Handle._run = timed  # type: ignore[method-assign,assignment]
+
+
+def _describe(callback: Any, args: Any) -> str:
+    owner = getattr(callback, "__self__", None)
+    if isinstance(owner, asyncio.Task):
+        return f"task {owner.get_coro()!r}"[:200]
+    return f"{callback!r}"[:200]
 
 
 def server_tables(server: UserspaceServer) -> dict[str, int]:
@@ -67,6 +132,29 @@ def server_tables(server: UserspaceServer) -> dict[str, int]:
             "connections": len(sans_io.connections), "tokens": len(sans_io.by_token),
             "owners": len(sans_io.owner), "unclassified": len(sans_io.unclassified),
             "deadlines": len(server.deadlines), "handler_tasks": len(server.handler_tasks)}  # fmt: skip
+
+
+def leftovers(server: UserspaceServer, limit: int = 20) -> list[dict[str, Any]]:
+    """What a userspace server still holds, per connection: enough to tell a leak from a closing."""
+    described = []
+    for key_a, conn in list(server.server.connections.items())[:limit]:
+        handle = server.handles.get(key_a)
+        described.append({
+            "key_a": key_a,
+            "subflows": {sid: {"state": str(flow.state), "transport": _transport_state(server, sid)}
+                         for sid, flow in conn.subflows.items()},
+            "ended": conn.ended, "fin_sent": conn.fin_sent,
+            "handle": None if handle is None else {"ended": handle.ended, "reset": handle.reset,
+                                                   "inbox": len(handle.inbox)},
+        })  # fmt: skip
+    return described
+
+
+def _transport_state(server: UserspaceServer, sid: int) -> str:
+    transport = server.transports.get(sid)
+    if transport is None:
+        return "none"
+    return "closing" if transport.is_closing() else "open"
 
 
 def open_fds() -> int:
@@ -112,37 +200,63 @@ async def serve(header_timeout_s: float, max_connections: int, log_path: str | N
     listener = await echo_server.listen("127.0.0.1", 0)
     echo_port = listener.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
     monitor = StallMonitor()
+    time_callbacks(monitor)
+
+    def stats() -> dict[str, Any]:
+        return {
+            "t": time.monotonic(), "fds": open_fds(), "tasks": len(asyncio.all_tasks()), "rss_kib": rss_kib(),
+            "haap": {"relays": len(haap.connections), "kernel_open": haap.kernel_open,
+                     "refused_busy": haap.refused_busy, "accepted": haap.count},
+            "haap_user": {**server_tables(haap.user_server), "timed_out": haap.user_server.timed_out,
+                          "refused": haap.user_server.refused},
+            "echo": {**server_tables(echo_server), "timed_out": echo_server.timed_out, **echoed},
+            "stall": monitor.figures(),
+        }  # fmt: skip
+
+    def left() -> dict[str, Any]:
+        return {"haap_user": leftovers(haap.user_server), "echo": leftovers(echo_server),
+                "tasks": sorted(repr(t.get_coro())[:100] for t in asyncio.all_tasks())[:40]}  # fmt: skip
+
+    ready = {"pid": os.getpid(), "haap": haap.port, "haap_user": haap.user_port, "echo": echo_port}
+    try:
+        await answer_questions(monitor, ready, {b"stats": stats, b"leftovers": left})
+    finally:
+        listener.close()
+        await haap.stop()
+        log.close()
+
+
+async def control() -> None:
+    """The control: an event loop that only ticks. Its lateness is what the machine itself (other
+    processes, the kernel, the hypervisor) costs any event loop at that moment, our code aside."""
+    monitor = StallMonitor()
+    await answer_questions(monitor, {"pid": os.getpid()}, {b"stats": lambda: {"stall": monitor.figures()}})
+
+
+async def answer_questions(
+    monitor: StallMonitor, ready: dict[str, Any], commands: dict[bytes, Callable[[], dict[str, Any]]]
+) -> None:
+    """Tick the stall monitor; print ``READY``; answer stdin's lines (``reset-stall``, ``quit`` and
+    ``commands``) until ``quit`` or the end of stdin."""
     ticking = asyncio.create_task(monitor.run())
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    ready = {"pid": os.getpid(), "haap": haap.port, "haap_user": haap.user_port, "echo": echo_port}
     print("READY " + json.dumps(ready), flush=True)
     try:
         while line := (await reader.readline()).strip():
-            if line == b"stats":
-                answer: dict[str, Any] = {
-                    "t": time.monotonic(), "fds": open_fds(), "tasks": len(asyncio.all_tasks()), "rss_kib": rss_kib(),
-                    "haap": {"relays": len(haap.connections), "kernel_open": haap.kernel_open,
-                             "refused_busy": haap.refused_busy, "accepted": haap.count},
-                    "haap_user": {**server_tables(haap.user_server), "timed_out": haap.user_server.timed_out,
-                                  "refused": haap.user_server.refused},
-                    "echo": {**server_tables(echo_server), "timed_out": echo_server.timed_out, **echoed},
-                    "stall": monitor.figures(),
-                }  # fmt: skip
-            elif line == b"reset-stall":
+            if line == b"reset-stall":
                 monitor.reset()
-                answer = {"ok": True}
+                answer: dict[str, Any] = {"ok": True}
             elif line == b"quit":
                 break
+            elif line in commands:
+                answer = commands[line]()
             else:
                 answer = {"error": f"unknown command {line!r}"}
             print(json.dumps(answer), flush=True)
     finally:
         ticking.cancel()
-        listener.close()
-        await haap.stop()
-        log.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -151,9 +265,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--header-timeout", type=float, default=1.0)
     parser.add_argument("--max-connections", type=int, default=2048)
     parser.add_argument("--log", default=None)
+    parser.add_argument("--control", action="store_true", help="only tick (the stall measurement's control)")
     args = parser.parse_args(argv)
     raise_fd_limit()
-    asyncio.run(serve(args.header_timeout, args.max_connections, args.log))
+    asyncio.run(control() if args.control else serve(args.header_timeout, args.max_connections, args.log))
     return 0
 
 
