@@ -107,13 +107,20 @@ def _special(address: IPAddress) -> str | None:
 
 
 def catch_all_warnings(allow: Collection[Network]) -> list[str]:
-    """Loud warnings for allow-list entries that admit every destination of their family."""
-    return [
-        f"WARNING: --allow {network} admits every IPv{network.version} destination: this HAAP is an open proxy "
-        "to anyone who can reach it (no client authentication); name the networks it should serve"
-        for network in allow
-        if network.prefixlen == 0
-    ]
+    """Loud warnings for an allow-list that admits every destination of a family, or half of them
+    or more (``0.0.0.0/1`` plus ``128.0.0.0/1`` is a catch-all too)."""
+    warnings = []
+    for version, bits in ((4, 32), (6, 128)):
+        family = [n for n in allow if n.version == version]
+        collapsed: list[Network] = list(ipaddress.collapse_addresses(family))  # type: ignore[type-var]
+        covered = sum(n.num_addresses for n in collapsed)
+        if covered >= 1 << (bits - 1):
+            entries = " ".join(f"--allow {n}" for n in family)
+            share = "every" if covered == 1 << bits else "at least half of all"
+            warnings.append(f"WARNING: {entries} admits {share} IPv{version} destinations: this HAAP is an open "
+                            "proxy to anyone who can reach it (no client authentication); name the networks it "
+                            "should serve")  # fmt: skip
+    return warnings
 
 
 @dataclass

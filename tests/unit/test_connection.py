@@ -519,7 +519,7 @@ def test_a_read_of_thousands_of_tiny_frames_is_handled_in_bounded_slices():
     from robe.protocol import connection
 
     frames_per_call = getattr(connection, "FRAMES_PER_CALL", 256)  # (absent before the bound)
-    server, conn, key_a = _server_with_connection()
+    server, _, key_a = _server_with_connection()
     blob = b"".join(_data(key_a, k, bytes([k % 256])) for k in range(5000))
     _, out = server.receive(1, blob)
     calls, delivered = 1, bytearray()

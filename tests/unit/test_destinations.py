@@ -104,3 +104,6 @@ def test_a_catch_all_allow_list_is_warned_about_loudly():
     assert catch_all_warnings(parse_networks(["198.18.0.0/15"])) == []
     warnings = HaapConfig(port=1, allow=CATCH_ALL).warnings()
     assert len(warnings) == 2 and all("open proxy" in w and w.startswith("WARNING") for w in warnings)
+    halves = catch_all_warnings(parse_networks(["0.0.0.0/1", "128.0.0.0/1", "198.18.0.0/15"]))
+    assert len(halves) == 1 and "admits every IPv4" in halves[0]
+    assert "at least half" in catch_all_warnings(parse_networks(["::/1"]))[0]

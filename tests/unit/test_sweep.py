@@ -227,3 +227,23 @@ def test_the_exit_status_says_what_happened():
     assert SweepResult({"ok": 3, "error": 1}, False).exit_status() == 1
     assert SweepResult({"ok": 3}, True).exit_status() == 130
     assert SweepResult({"ok": 3}, True, unwritten=[("r1", "No space left on device")]).exit_status() == 1
+
+
+def test_the_ablation_runner_passes_allow_mixed_to_every_level(monkeypatch):
+    # Each level is an experiment 2 sweep (folder lock, repair, code check): the runner only adds
+    # the levels, and must let the user allow mixing as experiment 2 does.
+    from experiments import ablation
+
+    seen = []
+
+    def run_sweep(options):
+        seen.append(options)
+        return 0
+
+    monkeypatch.setattr(ablation, "run_sweep", run_sweep)
+    names = ablation.ablation_profiles()[:2]
+    assert ablation.main(["--only", *names, "--no-analysis", "--allow-mixed"]) == 0
+    assert [o.profile.name for o in seen] == names and all(o.allow_mixed for o in seen)
+    seen.clear()
+    assert ablation.main(["--only", names[0], "--no-analysis"]) == 0
+    assert not seen[0].allow_mixed
