@@ -61,6 +61,7 @@ from experiments.runs_folder import (
     new_invocation_id,
     read_metadata,
     repair_runs_csv,
+    set_aside_rows_of_unfinished_runs,
 )
 from experiments.sweep import Sweep, SweepResult, append_row, finished_run_ids
 from experiments.timeline import CONNECTION_FIELDS, connection_rows
@@ -556,6 +557,11 @@ def _run_locked(options: Options) -> int:
     if pending:
         notes = check_code(options.out, metadata, invocation["git"], options.allow_mixed, "loads")
         notes += repair_runs_csv(runs_csv, ROW_FIELDS)
+        # connections.csv takes a load's rows before runs.csv takes its row: a run cut in between is
+        # done again, and its connections must not be counted twice.
+        connections_csv = options.out / "connections.csv"
+        notes += repair_runs_csv(connections_csv, CONNECTION_FIELDS)
+        notes += set_aside_rows_of_unfinished_runs(connections_csv, CONNECTION_FIELDS, finished_run_ids(runs_csv))
         for note in notes:
             print(note, flush=True)
         if any("--allow-mixed" in note for note in notes):

@@ -158,6 +158,32 @@ def repair_runs_csv(path: Path, fields: Sequence[str]) -> list[str]:
     return notes
 
 
+def set_aside_rows_of_unfinished_runs(path: Path, fields: Sequence[str], finished: set[str]) -> list[str]:
+    """Move the rows of ``path`` (a per-run side file such as connections.csv, repaired first) whose
+    ``run_id`` has no final row in runs.csv to ``<name>.unfinished-<time>``: those runs are done
+    again, and their rows must not be there twice."""
+    if not path.exists() or path.stat().st_size == 0:
+        return []
+    with path.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    stale = [row for row in rows if row.get("run_id") not in finished]
+    if not stale:
+        return []
+    _write_rows(path.with_name(f"{path.name}.unfinished-{_stamp()}"), fields, stale)
+    _write_rows(path, fields, [row for row in rows if row.get("run_id") in finished])
+    runs = sorted({str(row.get("run_id")) for row in stale})
+    return [f"{path.name}: {len(stale)} row(s) of {len(runs)} run(s) without a final row in runs.csv set aside "
+            f"(those runs are done again): {', '.join(runs[:5])}{' ...' if len(runs) > 5 else ''}"]  # fmt: skip
+
+
+def _write_rows(path: Path, fields: Sequence[str], rows: list[dict[str, Any]]) -> None:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(fields), extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    _write_atomically(path, out.getvalue())
+
+
 def code_id(git: dict[str, Any] | None) -> str:
     """One string naming the code of an invocation: the commit, and its modifications if any."""
     if not git or not git.get("commit"):

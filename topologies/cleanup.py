@@ -17,6 +17,9 @@ A thing whose owner process is gone (or a zombie) is a leftover of a dead run: a
 ``make clean-net`` remove those and nothing else, so a sweep running beside them is never touched.
 Names without an owner (older robe-lab, hand-made) are reported and left alone unless ``--all``.
 
+Only processes of our own PID namespace are judged (a container's owner PIDs mean other processes).
+A dead owner's PID taken by a new process makes its leftovers look alive: they stay (the safe side).
+
 Never ``mn -c`` (it kills processes by name, including other people's) and never ``pkill -f``.
 Run as ``python -m topologies.cleanup [--all]`` (``make clean-net``).
 """
@@ -171,10 +174,24 @@ def netns_inode(pid: int) -> int | None:
         return None
 
 
+def pid_namespace(pid: int | str) -> int | None:
+    """Inode of the PID namespace of ``pid`` (None if unreadable)."""
+    try:
+        return os.stat(f"/proc/{pid}/ns/pid").st_ino
+    except OSError:
+        return None
+
+
 def all_pids() -> list[int]:
-    """Every process id, except our own."""
-    me = os.getpid()
-    return [int(name) for name in os.listdir("/proc") if name.isdigit() and int(name) != me]
+    """Every process id in our PID namespace, except our own.
+
+    Processes of another PID namespace (a container, e.g. ``make fresh-check``'s) are never ours to
+    judge: the owner PIDs in their names count in their namespace, where a live owner would look
+    dead from here.
+    """
+    me, mine = os.getpid(), pid_namespace("self")
+    return [int(name) for name in os.listdir("/proc")
+            if name.isdigit() and int(name) != me and pid_namespace(name) == mine]  # fmt: skip
 
 
 def protected_netns_inodes() -> set[int]:

@@ -116,6 +116,12 @@ def _kill_then_rerun(module: str, out: Path, fields: list[str], run_ids: set[str
         assert not processes_of(dead), processes_of(dead)
         assert _named_leftovers(dead) == ([], [])
         _assert_untouched(net, sleeper, live_pids)
+    side = out / "connections.csv"
+    if side.exists():  # experiment 2: each load's connections once, only of loads with a row
+        with side.open(newline="") as handle:
+            conns = [(row["run_id"], row["conn"]) for row in csv.DictReader(handle)]
+        assert len(conns) == len(set(conns)) and {run_id for run_id, _ in conns} <= set(ids)
+        assert cut_run in {run_id for run_id, _ in conns}
 
 
 def test_experiment1_killed_mid_sweep_then_rerun_loses_nothing_and_cleans_only_the_dead_run(tmp_path):

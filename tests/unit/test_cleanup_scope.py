@@ -3,6 +3,9 @@
 import os
 import subprocess
 import time
+from pathlib import Path
+
+import pytest
 
 from topologies.cleanup import (
     RUN_ENV,
@@ -14,6 +17,8 @@ from topologies.cleanup import (
     owned_name,
     owner_alive,
     owner_of,
+    read_cmdline,
+    read_run_env,
 )
 
 
@@ -81,3 +86,25 @@ def test_the_report_names_what_it_removed():
     assert report.processes == [(12, "sleep 30")] and report.temp_dirs == ["/tmp/rl-o7-x"]
     assert "clean-net: process 12 (owner 7): sleep 30" in report.summary()
     assert CleanupReport().empty() and "no leftovers" in CleanupReport().summary()
+
+
+@pytest.mark.root
+def test_processes_of_another_pid_namespace_are_never_judged():
+    # A container (make fresh-check's) runs robe-lab with owner PIDs of its own PID namespace: from
+    # here they look dead, and a clean-up on the host would kill a live run inside it.
+    dead = subprocess.Popen(["sleep", "0"])
+    dead.wait()
+    inside = subprocess.Popen(["unshare", "--pid", "--fork", "--kill-child", "env",
+                               f"{RUN_ENV}={owned_name(owner=dead.pid)}", "sleep", "30"])  # fmt: skip
+    try:
+        deadline = time.monotonic() + 5
+        sleeper = None
+        while sleeper is None and time.monotonic() < deadline:
+            children = [int(p) for p in Path(f"/proc/{inside.pid}/task/{inside.pid}/children").read_text().split()]
+            sleeper = next((c for c in children if read_cmdline(c)[:1] == ["sleep"]), None)
+            time.sleep(0.02)
+        assert sleeper is not None and read_run_env(sleeper) is not None
+        assert str(sleeper) not in {x.name for x in our_processes()}
+    finally:
+        inside.kill()
+        inside.wait()

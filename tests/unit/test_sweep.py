@@ -247,3 +247,19 @@ def test_the_ablation_runner_passes_allow_mixed_to_every_level(monkeypatch):
     seen.clear()
     assert ablation.main(["--only", names[0], "--no-analysis"]) == 0
     assert not seen[0].allow_mixed
+
+
+def test_side_rows_of_a_run_that_is_done_again_are_set_aside(tmp_path):
+    # Experiment 2 appends a load's connections to connections.csv before runs.csv takes its row:
+    # after a kill in between, the rerun would add them a second time.
+    from experiments.runs_folder import set_aside_rows_of_unfinished_runs
+
+    fields = ["run_id", "conn", "bytes"]
+    side = tmp_path / "connections.csv"
+    side.write_text("run_id,conn,bytes\r\nr0,1,10\r\nr0,2,20\r\nr1,1,30\r\nr1,2,4")  # r1 cut, no runs.csv row
+    notes = repair_runs_csv(side, fields) + set_aside_rows_of_unfinished_runs(side, fields, {"r0"})
+    assert any("cut short" in n for n in notes) and any("1 run(s)" in n and "r1" in n for n in notes)
+    assert _read(side) == [fields, ["r0", "1", "10"], ["r0", "2", "20"]]
+    (aside,) = tmp_path.glob("connections.csv.unfinished-*")
+    assert _read(aside) == [fields, ["r1", "1", "30"]]
+    assert set_aside_rows_of_unfinished_runs(side, fields, {"r0"}) == []  # nothing more to do
