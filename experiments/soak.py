@@ -361,6 +361,10 @@ class Peaks:
     def __init__(self) -> None:
         self.values: dict[str, int] = {}
         self.samples = 0
+        self.started = time.monotonic()
+        #: One row per sample (seconds since the start, fds, tasks, RSS KiB, subflows, relays): a
+        #: leak shows as a climb over the whole run, a busy server as a plateau.
+        self.timeline: list[tuple[float, int, int, int, int, int]] = []
 
     def add(self, stats: dict[str, Any]) -> None:
         """Take one sample."""
@@ -368,6 +372,16 @@ class Peaks:
         figures = {"fds": stats["fds"], "tasks": stats["tasks"], "rss_kib": stats["rss_kib"], **tables(stats)}
         for name, value in figures.items():
             self.values[name] = max(value, self.values.get(name, 0))
+        self.timeline.append((round(time.monotonic() - self.started, 1), figures["fds"], figures["tasks"],
+                              figures["rss_kib"], figures["subflows"], figures["relays"]))  # fmt: skip
+
+    def rss_growth_kib(self) -> dict[str, int]:
+        """Largest RSS in the first and in the last quarter of the run: a leak grows between them."""
+        if not self.timeline:
+            return {"first_quarter_kib": 0, "last_quarter_kib": 0}
+        quarter = max(1, len(self.timeline) // 4)
+        return {"first_quarter_kib": max(row[3] for row in self.timeline[:quarter]),
+                "last_quarter_kib": max(row[3] for row in self.timeline[-quarter:])}  # fmt: skip
 
     async def sample(self, target: Target, stop: asyncio.Event) -> None:
         """Sample until ``stop`` is set."""
@@ -473,6 +487,9 @@ async def _soak(options: Options, target: Target, control: Target) -> dict[str, 
             },
             "end": {"fds": end["fds"], "tasks": end["tasks"], "rss_kib": end["rss_kib"], "tables": tables_end},
             "peak_during": {**peaks.values, "samples": peaks.samples},
+            "rss_by_quarter": peaks.rss_growth_kib(),
+            "timeline_columns": ["t_s", "fds", "tasks", "rss_kib", "subflows", "relays"],
+            "timeline": peaks.timeline,
             "settled_after_s": settled_s,
             "settle_limit_s": settle_limit_s,
             "userspace_handshake_timeouts": end["haap_user"]["timed_out"] + end["echo"]["timed_out"],
@@ -504,6 +521,9 @@ def print_report(report: dict[str, Any]) -> None:
     print(f"  per-connection tables: {busy or 'all back to baseline'}")
     print(f"  peak during the run: fds {peak.get('fds')}, tasks {peak.get('tasks')}, subflows {peak.get('subflows')}, "
           f"relays {peak.get('relays')}, RSS {peak.get('rss_kib')} KiB")  # fmt: skip
+    rss = side["rss_by_quarter"]
+    print(f"  RSS, largest in the first quarter of the run -> in the last: {rss['first_quarter_kib']} -> "
+          f"{rss['last_quarter_kib']} KiB")  # fmt: skip
     stall = report["stall"]
     print(
         f"  event loop: worst stall {stall['worst_ms']} ms (CPU used meanwhile {stall['worst_cpu_ms']} ms), "
@@ -519,6 +539,34 @@ def print_report(report: dict[str, Any]) -> None:
           f"({bench['with_gaps_filled_s']} s with the gaps filled)")  # fmt: skip
     for name, ok in report["checks"].items():
         print(f"  {'PASS' if ok else 'FAIL'}: {name}")
+
+
+def headline(report: dict[str, Any]) -> dict[str, Any]:
+    """The measured figures a reader of ``metadata.json`` wants first (all of them: ``soak.json``)."""
+    side, stall = report["served_side"], report["stall"]
+    return {
+        "duration_s": report["duration_s"],
+        "connections_handled": report["connections_handled"],
+        "transfers": report["well_behaved"]["transfers"],
+        "bytes_verified": report["well_behaved"]["bytes_verified"],
+        "transfer_failures": report["well_behaved"]["failure_count"],
+        "hostile_clients": report["hostile"]["clients"],
+        "hostile_cut_off_in_time": sum(report["hostile"]["cut_off_in_time"].values()),
+        "fds_start_end_peak": [side["start"]["fds"], side["end"]["fds"], side["peak_during"].get("fds")],
+        "tasks_start_end_peak": [side["start"]["tasks"], side["end"]["tasks"], side["peak_during"].get("tasks")],
+        "tables_start": side["start"]["tables"],
+        "tables_end": side["end"]["tables"],
+        "settled_after_s": side["settled_after_s"],
+        "rss_kib_start_end": [side["start"]["rss_kib"], side["end"]["rss_kib"]],
+        "rss_by_quarter": side["rss_by_quarter"],
+        "worst_stall_ms": stall["worst_ms"],
+        "p99_stall_ms": stall["p99_ms"],
+        "callbacks_over_10ms": stall["callbacks_over_10ms"],
+        "control_worst_stall_ms": report["control_stall"]["worst_ms"],
+        "stall_target_ms": STALL_TARGET_MS,
+        "reassembly_20000_out_of_order_s": report["reassembly"]["out_of_order_s"],
+        "checks": report["checks"],
+    }
 
 
 def parse_args(argv: list[str] | None = None) -> Options:
@@ -551,7 +599,7 @@ def main(argv: list[str] | None = None) -> int:
     if options.out is not None:
         folder = new_run_dir(options.out, "soak")
         write_json(folder / "soak.json", report)
-        write_json(folder / "metadata.json", {**metadata, "passed": passed})
+        write_json(folder / "metadata.json", {**metadata, "passed": passed, "figures": headline(report)})
         print(f"stored in {folder}")
     return 0 if passed else 1
 
