@@ -16,9 +16,13 @@ runs an origin server and the clients:
 
 Before and after (once the clients are gone and the time-outs have passed) it reads the served
 side's open file descriptors, asyncio tasks and every per-connection table: they must return to
-the baseline. The worst event-loop stall must stay under ``STALL_TARGET_MS``. Also measured: the
-reassembly of 20,000 one-byte out-of-order segments. Writes ``results/soak/<stamp>-soak/``
-(``soak.json``, ``metadata.json``) and exits non-zero when a check fails.
+the baseline. The served side's event loop must never run its own code for ``STALL_TARGET_MS`` or
+more without getting back to a 5 ms timer (CPU time within one tick: what our code holds the loop
+for). The wall-clock lateness of that timer is reported too, next to a control loop's in an idle
+process: on a shared 2-core machine it also holds the time the process waited for a core, which
+no code of ours can remove. Also measured: the reassembly of 20,000 one-byte out-of-order segments
+and the served side's RSS by quarter of the run (a leak climbs; a busy server plateaus). Writes
+``results/soak/<stamp>-soak/`` (``soak.json``, ``metadata.json``) and exits non-zero when a check fails.
 """
 
 from __future__ import annotations
@@ -375,13 +379,12 @@ class Peaks:
         self.timeline.append((round(time.monotonic() - self.started, 1), figures["fds"], figures["tasks"],
                               figures["rss_kib"], figures["subflows"], figures["relays"]))  # fmt: skip
 
-    def rss_growth_kib(self) -> dict[str, int]:
-        """Largest RSS in the first and in the last quarter of the run: a leak grows between them."""
-        if not self.timeline:
-            return {"first_quarter_kib": 0, "last_quarter_kib": 0}
-        quarter = max(1, len(self.timeline) // 4)
-        return {"first_quarter_kib": max(row[3] for row in self.timeline[:quarter]),
-                "last_quarter_kib": max(row[3] for row in self.timeline[-quarter:])}  # fmt: skip
+    def rss_by_quarter(self) -> list[int]:
+        """Largest RSS (KiB) in each quarter of the run: a leak keeps climbing, a busy server plateaus."""
+        if len(self.timeline) < 4:
+            return [row[3] for row in self.timeline]
+        size = len(self.timeline) / 4
+        return [max(row[3] for row in self.timeline[round(q * size) : round((q + 1) * size)]) for q in range(4)]
 
     async def sample(self, target: Target, stop: asyncio.Event) -> None:
         """Sample until ``stop`` is set."""
@@ -453,13 +456,14 @@ async def _soak(options: Options, target: Target, control: Target) -> dict[str, 
     origin_server.close()
     tables_start, tables_end = tables(baseline), tables(end)
     hostile_total = sum(tally.hostile.values())
+    held_ms = during["stall"]["worst_busy_ms"]
     checks = {
         "every transfer verified": not tally.failures,
         "every hostile client cut off in time": not tally.hostile_slow,
         "tables back to baseline": tables_start == tables_end,
         "file descriptors back to baseline": end["fds"] <= baseline["fds"],
         "tasks back to baseline": end["tasks"] <= baseline["tasks"],
-        f"worst event-loop stall under {STALL_TARGET_MS:g} ms": during["stall"]["worst_ms"] < STALL_TARGET_MS,
+        f"event loop never held by our code for {STALL_TARGET_MS:g} ms (CPU per tick)": held_ms < STALL_TARGET_MS,
     }
     return {
         "duration_s": round(elapsed, 1),
@@ -487,7 +491,7 @@ async def _soak(options: Options, target: Target, control: Target) -> dict[str, 
             },
             "end": {"fds": end["fds"], "tasks": end["tasks"], "rss_kib": end["rss_kib"], "tables": tables_end},
             "peak_during": {**peaks.values, "samples": peaks.samples},
-            "rss_by_quarter": peaks.rss_growth_kib(),
+            "rss_kib_by_quarter": peaks.rss_by_quarter(),
             "timeline_columns": ["t_s", "fds", "tasks", "rss_kib", "subflows", "relays"],
             "timeline": peaks.timeline,
             "settled_after_s": settled_s,
@@ -497,6 +501,7 @@ async def _soak(options: Options, target: Target, control: Target) -> dict[str, 
         },
         "stall": during["stall"],
         "control_stall": {k: v for k, v in machine.items() if k in ("worst_ms", "p99_ms", "ticks", "worst_preempted")},
+        "stall_target_ms": STALL_TARGET_MS,
         "leftovers": left,
         "reassembly": reassembly_benchmark(),
         "checks": checks,
@@ -521,13 +526,14 @@ def print_report(report: dict[str, Any]) -> None:
     print(f"  per-connection tables: {busy or 'all back to baseline'}")
     print(f"  peak during the run: fds {peak.get('fds')}, tasks {peak.get('tasks')}, subflows {peak.get('subflows')}, "
           f"relays {peak.get('relays')}, RSS {peak.get('rss_kib')} KiB")  # fmt: skip
-    rss = side["rss_by_quarter"]
-    print(f"  RSS, largest in the first quarter of the run -> in the last: {rss['first_quarter_kib']} -> "
-          f"{rss['last_quarter_kib']} KiB")  # fmt: skip
+    print(f"  RSS, largest in each quarter of the run: {' -> '.join(map(str, side['rss_kib_by_quarter']))} KiB")
     stall = report["stall"]
+    print(f"  event loop, our own code (CPU per 5 ms tick): worst {stall['worst_busy_ms']} ms (that tick late by "
+          f"{stall['worst_busy_wall_ms']} ms), p99 {stall['p99_busy_ms']} ms")  # fmt: skip
     print(
-        f"  event loop: worst stall {stall['worst_ms']} ms (CPU used meanwhile {stall['worst_cpu_ms']} ms), "
-        f"p99 {stall['p99_ms']} ms over {stall['ticks']} ticks; {stall['callbacks_over_10ms']} callbacks over 10 ms"
+        f"  event loop, wall clock: worst lateness {stall['worst_ms']} ms (CPU used meanwhile "
+        f"{stall['worst_cpu_ms']} ms, preempted {stall['worst_preempted']} times), p99 {stall['p99_ms']} ms "
+        f"over {stall['ticks']} ticks; {stall['callbacks_over_10ms']} callbacks over 10 ms of wall clock"
     )
     control = report["control_stall"]
     print(f"  control (an idle event loop in its own process, same time): worst {control['worst_ms']} ms, "
@@ -558,9 +564,13 @@ def headline(report: dict[str, Any]) -> dict[str, Any]:
         "tables_end": side["end"]["tables"],
         "settled_after_s": side["settled_after_s"],
         "rss_kib_start_end": [side["start"]["rss_kib"], side["end"]["rss_kib"]],
-        "rss_by_quarter": side["rss_by_quarter"],
-        "worst_stall_ms": stall["worst_ms"],
-        "p99_stall_ms": stall["p99_ms"],
+        "rss_kib_by_quarter": side["rss_kib_by_quarter"],
+        "worst_loop_cpu_per_tick_ms": stall["worst_busy_ms"],
+        "p99_loop_cpu_per_tick_ms": stall["p99_busy_ms"],
+        "worst_stall_wall_ms": stall["worst_ms"],
+        "worst_stall_wall_cpu_ms": stall["worst_cpu_ms"],
+        "worst_stall_wall_preempted": stall["worst_preempted"],
+        "p99_stall_wall_ms": stall["p99_ms"],
         "callbacks_over_10ms": stall["callbacks_over_10ms"],
         "control_worst_stall_ms": report["control_stall"]["worst_ms"],
         "stall_target_ms": STALL_TARGET_MS,

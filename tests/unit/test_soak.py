@@ -35,3 +35,19 @@ def test_a_short_soak_verifies_every_byte_and_returns_to_its_baseline(tmp_path):
     assert headline["fds_start_end_peak"][0] == headline["fds_start_end_peak"][1]
     assert headline["tables_start"] == headline["tables_end"]
     json.dumps(headline)  # stored in metadata.json
+
+
+def test_the_stall_monitor_keeps_fixed_histograms_and_their_99th_percentile():
+    from experiments.soak_target import StallMonitor
+
+    monitor = StallMonitor()
+    for late_ms in [1.0] * 990 + [40.0] * 9 + [7000.0]:  # 7 s lands in the last bin, not outside
+        monitor.late[monitor._bin(late_ms)] += 1
+        monitor.ticks += 1
+    assert monitor._p99(monitor.late) == pytest.approx(1.1)
+    monitor.late[monitor._bin(40.0)] += 20
+    monitor.ticks += 20
+    assert monitor._p99(monitor.late) == pytest.approx(40.1)
+    assert len(monitor.late) == StallMonitor.BINS
+    monitor.reset()
+    assert monitor.ticks == 0 and monitor.figures()["p99_ms"] == 0.0
