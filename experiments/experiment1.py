@@ -47,9 +47,10 @@ from experiments.runs_folder import (
     lock_folder,
     new_invocation_id,
     read_metadata,
+    record_invocation,
     repair_runs_csv,
 )
-from experiments.sweep import Sweep, SweepResult, finished_run_ids
+from experiments.sweep import Sweep, SweepResult, finished_run_ids, pending_runs
 from experiments.validate_links import ProbeRound
 from robe.userspace_endpoints import is_userspace
 from topologies.cleanup import clean
@@ -426,12 +427,6 @@ def run_sweep(options: Options) -> int:
         raise ExperimentError(str(err)) from None
 
 
-def _pending(options: Options, runs_csv: Path) -> tuple[list[RunSpec], set[str]]:
-    done = finished_run_ids(runs_csv)
-    pending = [spec for spec in expand_runs(options.profile) if spec.run_id not in done]
-    return (pending[: options.limit] if options.limit is not None else pending), done
-
-
 def _run_locked(options: Options) -> int:
     profile = options.profile
     runs_csv = options.out / "runs.csv"
@@ -439,7 +434,7 @@ def _run_locked(options: Options) -> int:
     metadata = read_metadata(meta_file)
     for note in check_profile(options.out, metadata, [profile.fingerprint()], "runs"):
         print(note, flush=True)
-    pending, done = _pending(options, runs_csv)
+    pending, done = pending_runs(expand_runs(options.profile), runs_csv, options.limit)
     invocation = base_metadata("experiment1", {"jobs": options.jobs, "timeout_s": options.timeout_s,
                                                "limit": options.limit, "out": str(options.out),
                                                "allow_mixed": options.allow_mixed})  # fmt: skip
@@ -451,7 +446,8 @@ def _run_locked(options: Options) -> int:
             print(note, flush=True)
         if any("--allow-mixed" in note for note in notes):
             metadata["mixed_code"] = True
-        pending, done = _pending(options, runs_csv)  # a row cut short is no longer there: it runs again
+        # The repair may have set cut rows aside: those runs are pending again.
+        pending, done = pending_runs(expand_runs(options.profile), runs_csv, options.limit)
     total = len(expand_runs(profile))
     print(f"experiment 1, profile {profile.name}: {total} runs, {len(done)} already in {runs_csv}, "
           f"{len(pending)} to run with {options.jobs} worker(s)", flush=True)  # fmt: skip
@@ -483,10 +479,7 @@ def _run_locked(options: Options) -> int:
             "link_validation": latest_link_validation(backend.backend.value),
             "seeds": {"profile": profile.seed, "per_run": "sha256(profile seed : run_id), column 'seed'"},
         })  # fmt: skip
-        # The folder's first code and network stay on top; each invocation records its own.
-        for key in ("git", "network", "link_backend"):
-            metadata.setdefault(key, invocation[key])
-        metadata.setdefault("invocations", []).append(invocation)
+        record_invocation(metadata, invocation, ("git", "network", "link_backend"))
         write_json(meta_file, metadata)
         sweep: Sweep[Worker, RunSpec] = Sweep(
             workers, run=Worker.run,

@@ -60,10 +60,11 @@ from experiments.runs_folder import (
     lock_folder,
     new_invocation_id,
     read_metadata,
+    record_invocation,
     repair_runs_csv,
     set_aside_rows_of_unfinished_runs,
 )
-from experiments.sweep import Sweep, SweepResult, append_row, finished_run_ids
+from experiments.sweep import Sweep, SweepResult, append_row, finished_run_ids, pending_runs
 from experiments.timeline import CONNECTION_FIELDS, connection_rows
 from experiments.wget import parse_wget_log, wget_command
 from robe.proxy import redirect
@@ -533,12 +534,6 @@ def run_sweep(options: Options) -> int:
         raise ExperimentError(str(err)) from None
 
 
-def _pending(options: Options, runs_csv: Path) -> tuple[list[LoadSpec], set[str]]:
-    done = finished_run_ids(runs_csv)
-    pending = [spec for spec in expand_loads(options.profile) if spec.run_id not in done]
-    return (pending[: options.limit] if options.limit is not None else pending), done
-
-
 def _run_locked(options: Options) -> int:
     profile = options.profile
     runs_csv = options.out / "runs.csv"
@@ -550,7 +545,7 @@ def _run_locked(options: Options) -> int:
     for note in check_profile(options.out, metadata, fingerprints, "loads"):
         print(note, flush=True)
     sites = load_sites(profile)
-    pending, done = _pending(options, runs_csv)
+    pending, done = pending_runs(expand_loads(options.profile), runs_csv, options.limit)
     invocation = base_metadata("experiment2", {"jobs": options.jobs, "limit": options.limit, "out": str(options.out),
                                                "pcap": options.pcap, "allow_mixed": options.allow_mixed})  # fmt: skip
     invocation.update(id=new_invocation_id(), corpus_sha256=profile.corpus_hash())
@@ -566,7 +561,8 @@ def _run_locked(options: Options) -> int:
             print(note, flush=True)
         if any("--allow-mixed" in note for note in notes):
             metadata["mixed_code"] = True
-        pending, done = _pending(options, runs_csv)  # a row cut short is no longer there: it runs again
+        # The repair may have set cut rows aside: those runs are pending again.
+        pending, done = pending_runs(expand_loads(options.profile), runs_csv, options.limit)
     total = len(expand_loads(profile))
     print(f"experiment 2, profile {profile.name}: {total} loads, {len(done)} already in {runs_csv}, "
           f"{len(pending)} to run with {options.jobs} worker(s)", flush=True)  # fmt: skip
@@ -605,10 +601,7 @@ def _run_locked(options: Options) -> int:
             "corpus_sha256": invocation["corpus_sha256"],
             "origin_hosts": len(addresses),
         })  # fmt: skip
-        # The folder's first code, network and sites stay on top; each invocation records its own.
-        for key in ("git", "network", "sites"):
-            metadata.setdefault(key, invocation[key])
-        metadata.setdefault("invocations", []).append(invocation)
+        record_invocation(metadata, invocation, ("git", "network", "sites"))
         write_json(meta_file, metadata)
         sweep: Sweep[LoadWorker, LoadSpec] = Sweep(
             workers, run=LoadWorker.run,

@@ -250,6 +250,14 @@ def check_code(folder: Path, metadata: dict[str, Any], git: dict[str, Any], allo
     return notes
 
 
+def record_invocation(metadata: dict[str, Any], invocation: dict[str, Any], first_keys: Sequence[str]) -> None:
+    """Append ``invocation`` to the folder's metadata; its ``first_keys`` (code, network, ...) go on
+    top only when the folder has none yet: the folder's first values stay, each invocation keeps its own."""
+    for key in first_keys:
+        metadata.setdefault(key, invocation[key])
+    metadata.setdefault("invocations", []).append(invocation)
+
+
 def read_metadata(path: Path) -> dict[str, Any]:
     """The stored metadata (empty when there is none); a clear error when it is unreadable."""
     if not path.exists():

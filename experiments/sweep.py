@@ -18,10 +18,10 @@ import queue
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from tqdm import tqdm
 
@@ -42,6 +42,23 @@ def finished_run_ids(runs_csv: Path) -> set[str]:
             for row in csv.DictReader(handle)
             if None not in row and None not in row.values() and row.get("status") in FINAL_STATUSES
         }
+
+
+class HasRunId(Protocol):
+    """A run's specification: anything with a ``run_id``."""
+
+    @property
+    def run_id(self) -> str: ...
+
+
+R = TypeVar("R", bound=HasRunId)
+
+
+def pending_runs(specs: Iterable[R], runs_csv: Path, limit: int | None) -> tuple[list[R], set[str]]:
+    """The runs of ``specs`` without a final row in ``runs_csv`` (at most ``limit``), and the finished ids."""
+    done = finished_run_ids(runs_csv)
+    pending = [spec for spec in specs if spec.run_id not in done]
+    return (pending[:limit] if limit is not None else pending), done
 
 
 def _one_line(value: Any) -> Any:
