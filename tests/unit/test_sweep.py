@@ -103,6 +103,8 @@ def test_ctrl_c_interrupts_every_worker_waits_for_them_and_holds_a_second_ctrl_c
     running = threading.Barrier(3)
     main = threading.main_thread().ident
     assert main is not None and threading.get_ident() == main
+    # A handler left by an earlier test would swallow the Ctrl-C: say so rather than time out.
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler, signal.getsignal(signal.SIGINT)
 
     def run(worker, item):
         running.wait(5)
