@@ -7,7 +7,7 @@ PROFILE ?= paper
 JOBS ?= 16
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: help setup venv compare test lint unit-test integration-test validate-links validate-transport experiment1 experiment2 ablation record-sites plots bench fresh-check clean-net clean
+.PHONY: help setup venv compare test lint unit-test integration-test validate-links validate-transport experiment1 experiment2 ablation record-sites plots bench soak fresh-check clean-net clean
 
 help:
 	@echo "robe-lab make targets:"
@@ -20,9 +20,10 @@ help:
 	@echo "  make plots                 regenerate every figure and report from stored results (no root)"
 	@echo "  make compare RUNS=\"D1 D2\"  overlay result folders of one experiment, test every cell, diff metadata"
 	@echo "  sudo make bench            userspace RobE transport against kernel MPTCP: goodput, CPU per set-up, memory"
+	@echo "  make soak                  the HAAP and the userspace server on loopback under good and hostile clients (60 s)"
 	@echo "  make test                  ruff, mypy, unit tests; and, when root, the integration tests"
 	@echo "  sudo make fresh-check      the README's commands on a fresh Debian 12 root (debootstrap + systemd-nspawn)"
-	@echo "  sudo make clean-net        remove every namespace, process and temp folder robe-lab created (rl-*)"
+	@echo "  sudo make clean-net        remove what dead robe-lab runs left (rl-* namespaces, processes, temp folders)"
 	@echo "  make setup                 install missing Debian packages and build .venv (every target does this)"
 	@echo "  make clean                 remove .venv and caches"
 
@@ -77,6 +78,9 @@ bench: setup
 	$(call require_root)
 	$(PYTHON) -m experiments.bench_transport $(ARGS)
 
+soak: setup
+	$(PYTHON) -m experiments.soak $(ARGS)
+
 experiment2: setup
 	$(call require_root)
 	$(PYTHON) -m experiments.experiment2 --profile $(PROFILE) -j $(or $(JOBS2),3) $(ARGS)
@@ -98,7 +102,7 @@ compare: venv
 
 clean-net: setup
 	$(call require_root)
-	$(PYTHON) -m topologies.cleanup
+	$(PYTHON) -m topologies.cleanup $(ARGS)
 
 clean:
 	rm -rf .venv .mypy_cache .ruff_cache .pytest_cache

@@ -275,6 +275,10 @@ _MS_OK = {"empty": True, "needed_when_ok": True}
 _MAYBE = {"empty": True}
 #: Columns issue 11 added (files written before it lack them; their values are then empty).
 _SINCE_ISSUE11 = {"empty": True, "default": ""}
+#: The runner invocation that wrote the row (``experiments.runs_folder``: its code is in metadata.json);
+#: empty in rows written before invocations were recorded.
+_INVOCATION = ("invocation", "text", "id of the invocation that wrote the row (metadata.json: invocations)",
+               {"empty": True, "default": ""})  # fmt: skip
 
 #: Experiment 1: one row per connection attempt (``experiments/experiment1.py``).
 EXPERIMENT1 = Schema("experiment1", _columns([
@@ -304,6 +308,7 @@ EXPERIMENT1 = Schema("experiment1", _columns([
     ("started_utc", "text", "when the attempt started (ISO 8601, UTC)", _MAYBE),
     ("server_subflow_ready_ms", "floats", "connect() -> each later subflow ready at the userspace server (ms)",
      {**_MAYBE, "default": ""}),
+    _INVOCATION,
 ]))  # fmt: skip
 
 #: Experiment 2: one row per page load (``experiments/experiment2.py``).
@@ -335,6 +340,7 @@ EXPERIMENT2 = Schema("experiment2", _columns([
     ("dns_lookups", "int", "DNS lookups wget made during the load", _SINCE_ISSUE11),
     ("pcap", "text", "capture files of the load under pcap/ (;-separated: -a1 LTE, -a2 DSL), if captured",
      _SINCE_ISSUE11),
+    _INVOCATION,
 ]))  # fmt: skip
 
 #: Experiment 2: one row per connection of a page load (``connections.csv``, written by

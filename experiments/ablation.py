@@ -4,7 +4,9 @@ Runs the profiles ``experiments/profiles/experiment2-abl-*.toml`` (each the pape
 factor changed) into ``results/experiment2/abl-<level>/`` with ``-j`` parallel networks (resumable
 like any experiment 2 sweep: rerun to finish), prints each level's and the total wall time, then
 ``analysis.ablation`` (which also reads the stored ``paper`` run: the reference level of every
-factor). ``--only abl-tls12 ...`` runs a subset.
+factor). ``--only abl-tls12 ...`` runs a subset. Each level is an experiment 2 sweep with all
+that implies: its results folder locked, a row cut short rerun, a resume by other code refused
+unless ``--allow-mixed`` (passed on to every level).
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("-j", "--jobs", type=int, default=3, help="parallel Figure 7 networks per level")
     parser.add_argument("--only", nargs="*", default=None, help="ablation profiles to run (default: all)")
     parser.add_argument("--no-analysis", action="store_true", help="do not run analysis.ablation afterwards")
+    parser.add_argument("--allow-mixed", action="store_true",
+                        help="let a level folder hold loads of other code (as experiment 2)")  # fmt: skip
     args = parser.parse_args(argv)
     names = ablation_profiles()
     unknown = sorted(set(args.only or []) - set(names))
@@ -46,7 +50,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         profile = load_profile2(name)
         level_start = time.monotonic()
         try:
-            code = run_sweep(Options(profile, RESULTS_BASE / profile.name, args.jobs, None))
+            code = run_sweep(Options(profile, RESULTS_BASE / profile.name, args.jobs, None,
+                                     allow_mixed=args.allow_mixed))  # fmt: skip
         except EXPECTED_FAILURES as err:
             print(f"ablation: {name}: error: {one_line(err)}", file=sys.stderr)
             code = 2

@@ -9,7 +9,9 @@ repetition) of a profile as one connection attempt with the ``robe`` endpoints o
   before;
 - each attempt appends one row to ``runs.csv`` as soon as it ends (Ctrl-C keeps every finished
   row, tears the networks down and marks the metadata interrupted); rerunning the same command
-  skips finished runs (resume), and refuses a folder made with a different profile;
+  skips finished runs (resume), reruns a row cut short, and refuses a folder made with a different
+  profile, or (without ``--allow-mixed``) by different code, or in use by another runner
+  (``experiments.runs_folder``); it first removes what dead runs left behind (``topologies.cleanup``);
 - a run fails when the kernel gives up (its own SYN retries) and is censored only with
   ``--timeout``; ``metadata.json`` holds the profile, the code version, kernel, sysctls, link
   backend and its latest validation, a pre-flight RTT check of every worker's paths, and seeds.
@@ -36,14 +38,26 @@ from types import FrameType
 from typing import Any
 
 from analysis.ownership import make_results_dir
-from analysis.schema import EXPERIMENT1, SchemaError
+from analysis.schema import EXPERIMENT1
 from analysis.stats import percentile
 from experiments.metadata import PROJECT_ROOT, base_metadata, write_json
 from experiments.profile import Experiment1Profile, ProfileError, RunSpec, expand_runs, load_profile
-from experiments.sweep import Sweep, check_resumable, finished_run_ids
+from experiments.runs_folder import (
+    ResultsFolderError,
+    check_code,
+    check_profile,
+    lock_folder,
+    new_invocation_id,
+    read_metadata,
+    record_invocation,
+    repair_runs_csv,
+)
+from experiments.sweep import Sweep, SweepResult, finished_run_ids, pending_runs
 from experiments.validate_links import ProbeRound
 from robe.userspace_endpoints import is_userspace
+from topologies.cleanup import clean
 from topologies.fig3 import CLIENT_A1, CLIENT_A2, SERVER_B1, Fig3Network, allow_congestion_control
+from topologies.interrupts import deferred_interrupts
 from topologies.links import choose_backend
 from topologies.startup import READY_TIMEOUT_S, STARTUP_FAILURES, StartupError, one_line, wait_ready
 
@@ -147,6 +161,7 @@ def build_row(
             for s in (server_closed or {}).get("subflows_ready", [])
             if server and s["peer"] != server.get("peer")
         ),
+        "invocation": "",  # set by the sweep (the runner's invocation id)
     }
 
 
@@ -365,6 +380,7 @@ class Options:
     jobs: int
     timeout_s: float | None
     limit: int | None
+    allow_mixed: bool = False
 
 
 def latest_link_validation(backend: str) -> dict[str, Any] | None:
@@ -384,7 +400,7 @@ def latest_link_validation(backend: str) -> dict[str, Any] | None:
 
 
 def check_before_building(options: Options) -> None:
-    """Everything that can be checked without a network: root, MPTCP, results folder."""
+    """Everything that can be checked without a network or the folder's lock: root, MPTCP, writable."""
     if os.geteuid() != 0:
         raise ExperimentError("experiment 1 builds network namespaces and needs root: run 'sudo make experiment1'")
     enabled = Path("/proc/sys/net/mptcp/enabled")
@@ -397,88 +413,97 @@ def check_before_building(options: Options) -> None:
         probe.unlink()
     except OSError as err:
         raise ExperimentError(f"results folder {options.out}: not writable ({err.strerror})") from None
-    meta_file = options.out / "metadata.json"
-    if meta_file.exists():
-        previous = json.loads(meta_file.read_text())
-        if previous.get("profile_fingerprint") != options.profile.fingerprint():
-            raise ExperimentError(
-                f"results folder {options.out} holds runs of a different profile "
-                f"(fingerprint {previous.get('profile_fingerprint')} != {options.profile.fingerprint()}); "
-                "choose another --out or move that folder away"
-            )
 
 
 def run_sweep(options: Options) -> int:
-    """Build the workers, run every pending attempt, write metadata; exit status."""
+    """Lock the results folder, then run every pending attempt (``_run_locked``); exit status."""
     check_before_building(options)
+    try:
+        with lock_folder(options.out, "experiment1"):
+            return _run_locked(options)
+    except ResultsFolderError as err:
+        raise ExperimentError(str(err)) from None
+
+
+def _run_locked(options: Options) -> int:
     profile = options.profile
     runs_csv = options.out / "runs.csv"
-    try:
-        check_resumable([(runs_csv, EXPERIMENT1)])
-        done = finished_run_ids(runs_csv, EXPERIMENT1)
-    except SchemaError as err:
-        raise ExperimentError(f"cannot resume: {err}") from None
-    pending = [spec for spec in expand_runs(profile) if spec.run_id not in done]
-    if options.limit is not None:
-        pending = pending[: options.limit]
+    meta_file = options.out / "metadata.json"
+    metadata = read_metadata(meta_file)
+    for note in check_profile(options.out, metadata, [profile.fingerprint()], "runs"):
+        print(note, flush=True)
+    pending, done = pending_runs(expand_runs(options.profile), runs_csv, options.limit)
+    invocation = base_metadata("experiment1", {"jobs": options.jobs, "timeout_s": options.timeout_s,
+                                               "limit": options.limit, "out": str(options.out),
+                                               "allow_mixed": options.allow_mixed})  # fmt: skip
+    invocation["id"] = new_invocation_id()
+    if pending:
+        notes = check_code(options.out, metadata, invocation["git"], options.allow_mixed, "runs")
+        notes += repair_runs_csv(runs_csv, ROW_FIELDS)
+        for note in notes:
+            print(note, flush=True)
+        if any("--allow-mixed" in note for note in notes):
+            metadata["mixed_code"] = True
+        # The repair may have set cut rows aside: those runs are pending again.
+        pending, done = pending_runs(expand_runs(options.profile), runs_csv, options.limit)
     total = len(expand_runs(profile))
     print(f"experiment 1, profile {profile.name}: {total} runs, {len(done)} already in {runs_csv}, "
           f"{len(pending)} to run with {options.jobs} worker(s)", flush=True)  # fmt: skip
-    meta_file = options.out / "metadata.json"
-    metadata = json.loads(meta_file.read_text()) if meta_file.exists() else {}
-    invocation = base_metadata("experiment1", {"jobs": options.jobs, "timeout_s": options.timeout_s,
-                                               "limit": options.limit, "out": str(options.out)})  # fmt: skip
     if not pending:
         print("nothing to do: every run is stored", flush=True)
         return 0
+    leftovers = clean()  # what dead runs left behind (never a live run's)
+    if not leftovers.empty():
+        print(leftovers.summary(), flush=True)
     backend = choose_backend()
     allow_congestion_control("cubic")
     started = time.monotonic()
-    with ExitStack() as stack:
+    stack = ExitStack()
+    result = SweepResult(counts={}, interrupted=True)  # until the sweep returns
+    try:
         workers: list[Worker] = []
-        networks = []
         for index in range(min(options.jobs, len(pending))):
             net = stack.enter_context(Fig3Network(profile.fig3_config(0.0), backend))
-            networks.append(net)
             report = preflight(net, profile)
             workers.append(Worker(index, net, profile, options.timeout_s))
             print(f"worker {index}: network {net.run_tag} ready, pre-flight RTT p50 "
                   f"{report['path1']['p50_ms']} / {report['path2']['p50_ms']} ms", flush=True)  # fmt: skip
             invocation.setdefault("preflight", {})[f"worker{index}"] = report
+        invocation.update(network=workers[0].net.describe(), link_backend=backend.to_dict())
         metadata.update({
             "kind": "experiment1",
             "profile": profile.to_dict(),
             "profile_fingerprint": profile.fingerprint(),
-            "network": networks[0].describe(),
-            "link_backend": backend.to_dict(),
             "link_validation": latest_link_validation(backend.backend.value),
             "seeds": {"profile": profile.seed, "per_run": "sha256(profile seed : run_id), column 'seed'"},
-            "git": invocation["git"],
         })  # fmt: skip
-        metadata.setdefault("invocations", []).append(invocation)
+        record_invocation(metadata, invocation, ("git", "network", "link_backend"))
         write_json(meta_file, metadata)
         sweep: Sweep[Worker, RunSpec] = Sweep(
             workers, run=Worker.run,
             error_row=lambda worker, spec, err: build_row(spec, worker.index, "", {"status": "error",
                                                                                   "error": repr(err)}, None, 0),
             runs_csv=runs_csv, schema=EXPERIMENT1, desc=f"experiment1/{profile.name}", unit="run",
-            interrupt=Worker.interrupt, join_timeout_s=10.0,
+            interrupt=Worker.interrupt, join_timeout_s=30.0, row_stamp={"invocation": invocation["id"]},
         )  # fmt: skip
-        counts: dict[str, int] = {}
-        interrupted = True  # until the sweep returns
         try:
-            counts, interrupted = sweep.execute(pending)
+            result = sweep.execute(pending)
         finally:
-            invocation.update(
-                wall_time_s=round(time.monotonic() - started, 1), interrupted=interrupted, counts=dict(counts)
-            )
-            metadata["complete"] = not interrupted and len(finished_run_ids(runs_csv, EXPERIMENT1)) == total
+            invocation.update(wall_time_s=round(time.monotonic() - started, 1), interrupted=result.interrupted,
+                              counts=dict(result.counts), unwritten=result.unwritten)  # fmt: skip
+            metadata["complete"] = not result.interrupted and len(finished_run_ids(runs_csv)) == total
             write_json(meta_file, metadata)
-    print(f"runs: {counts}; results in {options.out}", flush=True)
-    if interrupted:
+    finally:
+        # A Ctrl-C while tearing down is held until it is done; it stops the run only if the sweep
+        # was not stopped already (then the teardown is what it asked for).
+        with deferred_interrupts("tearing the networks down", reraise=not result.interrupted):
+            stack.close()
+    print(f"runs: {result.counts}; results in {options.out}", flush=True)
+    for line in result.report():
+        print(line, file=sys.stderr, flush=True)
+    if result.interrupted and not result.unwritten:
         print("rerun the same command to resume", flush=True)
-        return 130
-    return 0 if counts["error"] == 0 else 1
+    return result.exit_status()
 
 
 def parse_args(argv: list[str] | None = None) -> Options:
@@ -490,6 +515,8 @@ def parse_args(argv: list[str] | None = None) -> Options:
     parser.add_argument("--timeout", type=float, default=None,
                         help="mark attempts not connected after this many seconds as censored")  # fmt: skip
     parser.add_argument("--limit", type=int, default=None, help="run at most this many pending attempts")
+    parser.add_argument("--allow-mixed", action="store_true",
+                        help="add to a folder of rows made by other code (rows name their invocation)")  # fmt: skip
     args = parser.parse_args(argv)
     try:
         profile = load_profile(args.profile)
@@ -502,7 +529,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
     if args.limit is not None and args.limit < 1:
         parser.error(f"--limit={args.limit}: must be >= 1")
     out = args.out if args.out is not None else RESULTS_BASE / profile.name
-    return Options(profile, out, args.jobs, args.timeout, args.limit)
+    return Options(profile, out, args.jobs, args.timeout, args.limit, args.allow_mixed)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -518,7 +545,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted before the sweep started; nothing was left behind", file=sys.stderr)
+        print("interrupted; every finished row is kept and nothing was left behind", file=sys.stderr)
         return 130
 
 

@@ -12,12 +12,17 @@ is ``ok`` only when wget fetched every object of the page, each object it fetche
 the recording and there was no replay miss.
 
 Results: ``results/experiment2/<profile>/runs.csv`` (one row per load, appended and fsynced: a
-rerun resumes) and ``metadata.json``; ``make plots`` draws Figure 9 from them.
+rerun resumes, reruns a row cut short, and refuses another profile or corpus, or other code without
+``--allow-mixed``; see ``experiments.runs_folder``) and ``metadata.json``; ``make plots`` draws
+Figure 9 from them. Ctrl-C kills the loads in flight (wget too), waits for the workers, then tears
+the networks down (a second Ctrl-C is held until that is done). A run first removes what dead runs
+left behind (``topologies.cleanup``); its temporary folder (the CA key) carries its owner's PID.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import gzip
 import json
@@ -38,7 +43,7 @@ from types import FrameType
 from typing import Any
 
 from analysis.ownership import hand_to_invoking_user, make_results_dir
-from analysis.schema import CONNECTIONS, EXPERIMENT2, SchemaError
+from analysis.schema import CONNECTIONS, EXPERIMENT2
 from experiments.experiment1 import EXPECTED_FAILURES, ExperimentError
 from experiments.metadata import PROJECT_ROOT, base_metadata, write_json
 from experiments.profile import ProfileError
@@ -50,13 +55,26 @@ from experiments.profile2 import (
     load_profile2,
     split_strategy,
 )
-from experiments.sweep import Sweep, append_row, check_resumable, finished_run_ids
-from experiments.timeline import connection_rows
+from experiments.runs_folder import (
+    ResultsFolderError,
+    check_code,
+    check_profile,
+    lock_folder,
+    new_invocation_id,
+    read_metadata,
+    record_invocation,
+    repair_runs_csv,
+    set_aside_rows_of_unfinished_runs,
+)
+from experiments.sweep import Sweep, SweepResult, append_row, finished_run_ids, pending_runs
+from experiments.timeline import CONNECTION_FIELDS, connection_rows
 from experiments.wget import parse_wget_log, wget_command
 from robe.proxy import redirect
+from topologies.cleanup import clean, owned_name
 from topologies.fig3 import allow_congestion_control, mptcp_commands
 from topologies.fig7 import CLIENT_DSL, CLIENT_LTE, DNS, HAAP_INTERNET, ORIGINS, Fig7Network
-from topologies.links import PREFIX, choose_backend
+from topologies.interrupts import deferred_interrupts
+from topologies.links import choose_backend
 from topologies.shell import in_netns, run
 from topologies.startup import READY_TIMEOUT_S, StartupError, last_line, one_line, read_line_within, wait_ready
 from webreplay.adblock import default_blocklist
@@ -91,6 +109,7 @@ class Options:
     jobs: int
     limit: int | None
     pcap: int = 0  # capture both access links for the first N repetitions of each cell
+    allow_mixed: bool = False
 
 
 def _ms(later: int | None, earlier: int | None) -> str:
@@ -238,6 +257,8 @@ class LoadWorker:
             self._start("haap", [sys.executable, "-m", "robe.proxy.haap", "--bind", "0.0.0.0", "--port", str(port),
                                  "--user-port", str(user_port), "--allow", ORIGINS, "--user-scheduler", scheduler,
                                  "--log", str(self._haap_log(scheduler))], ready="READY")  # fmt: skip
+        self.wget: subprocess.Popen[str] | None = None  # the load in flight (Ctrl-C kills it)
+        self.stopping = False
         self.ports: dict[str, int] = {}
         for k, label in enumerate(profile.strategies):
             strategy, scheduler = split_strategy(label)
@@ -376,9 +397,12 @@ class LoadWorker:
         captures = self._start_capture(spec) if spec.repetition < self.pcap else []
         status, error, pcap = "ok", "", ""
         try:
+            if self.stopping:
+                raise ExperimentError("interrupted")
             t0 = time.monotonic_ns()
             proc = self.net.popen(self.net.host("client"), argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                   text=True, start_new_session=True)  # fmt: skip
+            self.wget = proc
             try:
                 _, stderr = proc.communicate(timeout=self.profile.load_timeout_s)
             except subprocess.TimeoutExpired:
@@ -388,8 +412,11 @@ class LoadWorker:
                 stderr = ""
             t1 = time.monotonic_ns()
         finally:
+            self.wget = None
             if rule is not None:
                 redirect.remove(rule, runner=self._client)
+        if self.stopping:  # killed by Ctrl-C: not a result, and no time to spend on its logs
+            raise ExperimentError("interrupted")
         events: list[dict[str, Any]] = []
         deadline = time.monotonic() + 10
         while not direct:  # wget has exited: the proxy logs each connection's end within moments
@@ -450,6 +477,14 @@ class LoadWorker:
             "error": error.strip(),
         })  # fmt: skip
 
+    def interrupt(self) -> None:
+        """Ctrl-C: kill the load in flight (wget and whatever it started); no new one starts."""
+        self.stopping = True
+        proc = self.wget
+        if proc is not None and proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+
 
 def load_sites(profile: Experiment2Profile) -> dict[str, Site]:
     """Every site of the profile, loaded (ExperimentError naming the site on a corpus problem)."""
@@ -463,7 +498,8 @@ def load_sites(profile: Experiment2Profile) -> dict[str, Site]:
 
 
 def check_before_building(options: Options) -> None:
-    """Everything that can be checked without a network: root, tools, MPTCP, results folder."""
+    """Everything that can be checked without a network or the folder's lock: root, tools, MPTCP,
+    a writable results folder."""
     if os.geteuid() != 0:
         raise ExperimentError("experiment 2 builds network namespaces and needs root: run 'sudo make experiment2'")
     tools = ["wget", "dnsmasq", "iptables", "unshare", "stdbuf"]
@@ -479,94 +515,118 @@ def check_before_building(options: Options) -> None:
         raise ExperimentError("this kernel has no MPTCP enabled (net.mptcp.enabled != 1)")
     try:
         make_results_dir(options.out)
-        probe = options.out / ".write-test"
+        probe = options.out / f".write-test-{os.getpid()}"
         probe.write_text("")
         probe.unlink()
     except OSError as err:
         raise ExperimentError(f"results folder {options.out}: not writable ({err})") from None
-    meta = options.out / "metadata.json"
-    if meta.exists():
-        previous = json.loads(meta.read_text())
-        if previous.get("profile_fingerprint") != options.profile.fingerprint():
-            raise ExperimentError(f"results folder {options.out} holds loads of a different profile "
-                                  f"(fingerprint {previous.get('profile_fingerprint')} != "
-                                  f"{options.profile.fingerprint()}); choose another --out")  # fmt: skip
 
 
 def run_sweep(options: Options) -> int:
-    """Build the workers, run every pending load, write metadata; exit status."""
+    """Lock the results folder, then run every pending load (``_run_locked``); exit status."""
     check_before_building(options)
-    profile = options.profile
-    sites = load_sites(profile)
-    runs_csv = options.out / "runs.csv"
     try:
-        check_resumable([(runs_csv, EXPERIMENT2), (options.out / "connections.csv", CONNECTIONS)])
-        done = finished_run_ids(runs_csv, EXPERIMENT2)
-    except SchemaError as err:
-        raise ExperimentError(f"cannot resume: {err}") from None
-    pending = [spec for spec in expand_loads(profile) if spec.run_id not in done]
-    if options.limit is not None:
-        pending = pending[: options.limit]
+        with lock_folder(options.out, "experiment2"):
+            return _run_locked(options)
+    except (ResultsFolderError, ProfileError) as err:
+        raise ExperimentError(str(err)) from None
+
+
+def _run_locked(options: Options) -> int:
+    profile = options.profile
+    runs_csv = options.out / "runs.csv"
+    meta_file = options.out / "metadata.json"
+    metadata = read_metadata(meta_file)
+    fingerprints = [profile.fingerprint()]
+    if "corpus_sha256" not in metadata:
+        fingerprints.append(profile.legacy_fingerprint())  # a folder made before the corpus was hashed
+    for note in check_profile(options.out, metadata, fingerprints, "loads"):
+        print(note, flush=True)
+    sites = load_sites(profile)
+    pending, done = pending_runs(expand_loads(options.profile), runs_csv, options.limit)
+    invocation = base_metadata("experiment2", {"jobs": options.jobs, "limit": options.limit, "out": str(options.out),
+                                               "pcap": options.pcap, "allow_mixed": options.allow_mixed})  # fmt: skip
+    invocation.update(id=new_invocation_id(), corpus_sha256=profile.corpus_hash())
+    if pending:
+        notes = check_code(options.out, metadata, invocation["git"], options.allow_mixed, "loads")
+        notes += repair_runs_csv(runs_csv, ROW_FIELDS)
+        # connections.csv takes a load's rows before runs.csv takes its row: a run cut in between is
+        # done again, and its connections must not be counted twice.
+        connections_csv = options.out / "connections.csv"
+        notes += repair_runs_csv(connections_csv, CONNECTION_FIELDS)
+        notes += set_aside_rows_of_unfinished_runs(connections_csv, CONNECTION_FIELDS, finished_run_ids(runs_csv))
+        for note in notes:
+            print(note, flush=True)
+        if any("--allow-mixed" in note for note in notes):
+            metadata["mixed_code"] = True
+        # The repair may have set cut rows aside: those runs are pending again.
+        pending, done = pending_runs(expand_loads(options.profile), runs_csv, options.limit)
     total = len(expand_loads(profile))
     print(f"experiment 2, profile {profile.name}: {total} loads, {len(done)} already in {runs_csv}, "
           f"{len(pending)} to run with {options.jobs} worker(s)", flush=True)  # fmt: skip
     if not pending:
         print("nothing to do: every load is stored", flush=True)
         return 0
+    leftovers = clean()  # what dead runs left behind (never a live run's)
+    if not leftovers.empty():
+        print(leftovers.summary(), flush=True)
     addresses = origin_addresses([h for s in sites.values() for h in s.hosts()])
-    meta_file = options.out / "metadata.json"
-    metadata = json.loads(meta_file.read_text()) if meta_file.exists() else {}
-    invocation = base_metadata("experiment2", {"jobs": options.jobs, "limit": options.limit, "out": str(options.out),
-                                               "pcap": options.pcap})  # fmt: skip
     allow_congestion_control("cubic")
     started = time.monotonic()
-    counts: dict[str, int] = {}
-    interrupted = True  # until the sweep returns
-    work = Path(tempfile.mkdtemp(prefix=f"{PREFIX}exp2-"))
+    # The CA's key lives here: named with our PID, so that a clean-up after kill -9 removes it.
+    work = Path(tempfile.mkdtemp(prefix=owned_name("exp2") + "-"))
+    stack = ExitStack()
+    result = SweepResult(counts={}, interrupted=True)  # until the sweep returns
     try:
-        with ExitStack() as stack:
-            ca = make_ca(work / "ca")
-            leaf = issue_server_cert(ca, sorted(addresses), work / "tls")
-            tls = {"ca": ca.cert, "cert": leaf.cert, "key": leaf.key}
-            workers = []
-            for index in range(min(options.jobs, len(pending))):
-                workers.append(LoadWorker(index, profile, sites, addresses, work, tls, stack, options.out,
-                                          options.pcap))  # fmt: skip
-                print(f"worker {index}: network {workers[-1].net.run_tag} ready", flush=True)
-            metadata.update({
-                "kind": "experiment2",
-                "profile": profile.to_dict(),
-                "profile_fingerprint": profile.fingerprint(),
-                "network": workers[0].net.describe(),
-                "sites": {name: {"source": s.source, "main_url": s.main_url, "objects": len(s.exchanges),
-                                 "hosts": len(s.hosts()), "bytes": sum(len(e.body) for e in s.exchanges)}
-                          for name, s in sites.items()},
-                "origin_hosts": len(addresses),
-                "git": invocation["git"],
-            })  # fmt: skip
-            metadata.setdefault("invocations", []).append(invocation)
+        ca = make_ca(work / "ca")
+        leaf = issue_server_cert(ca, sorted(addresses), work / "tls")
+        tls = {"ca": ca.cert, "cert": leaf.cert, "key": leaf.key}
+        workers = []
+        for index in range(min(options.jobs, len(pending))):
+            workers.append(LoadWorker(index, profile, sites, addresses, work, tls, stack, options.out,
+                                      options.pcap))  # fmt: skip
+            print(f"worker {index}: network {workers[-1].net.run_tag} ready", flush=True)
+        invocation.update(
+            network=workers[0].net.describe(),
+            sites={name: {"source": s.source, "main_url": s.main_url, "objects": len(s.exchanges),
+                          "hosts": len(s.hosts()), "bytes": sum(len(e.body) for e in s.exchanges)}
+                   for name, s in sites.items()},
+        )  # fmt: skip
+        metadata.update({
+            "kind": "experiment2",
+            "profile": profile.to_dict(),
+            "profile_fingerprint": profile.fingerprint(),
+            "corpus_sha256": invocation["corpus_sha256"],
+            "origin_hosts": len(addresses),
+        })  # fmt: skip
+        record_invocation(metadata, invocation, ("git", "network", "sites"))
+        write_json(meta_file, metadata)
+        sweep: Sweep[LoadWorker, LoadSpec] = Sweep(
+            workers, run=LoadWorker.run,
+            error_row=lambda worker, spec, err: build_row(spec, worker.index, "", {"status": "error",
+                                                                                  "error": repr(err)}),
+            runs_csv=runs_csv, schema=EXPERIMENT2, desc=f"experiment2/{profile.name}", unit="load",
+            interrupt=LoadWorker.interrupt, join_timeout_s=60.0, row_stamp={"invocation": invocation["id"]},
+        )  # fmt: skip
+        try:
+            result = sweep.execute(pending)
+        finally:
+            invocation.update(wall_time_s=round(time.monotonic() - started, 1), interrupted=result.interrupted,
+                              counts=dict(result.counts), unwritten=result.unwritten)  # fmt: skip
+            metadata["complete"] = not result.interrupted and len(finished_run_ids(runs_csv)) == total
             write_json(meta_file, metadata)
-            sweep: Sweep[LoadWorker, LoadSpec] = Sweep(
-                workers, run=LoadWorker.run,
-                error_row=lambda worker, spec, err: build_row(spec, worker.index, "", {"status": "error",
-                                                                                      "error": repr(err)}),
-                runs_csv=runs_csv, schema=EXPERIMENT2, desc=f"experiment2/{profile.name}", unit="load",
-                join_timeout_s=30.0,
-            )  # fmt: skip
-            try:
-                counts, interrupted = sweep.execute(pending)
-            finally:
-                invocation.update(wall_time_s=round(time.monotonic() - started, 1), interrupted=interrupted,
-                                  counts=dict(counts))  # fmt: skip
-                metadata["complete"] = not interrupted and len(finished_run_ids(runs_csv, EXPERIMENT2)) == total
-                write_json(meta_file, metadata)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
-    print(f"loads: {counts}; results in {options.out}", flush=True)
-    if interrupted:
+        # A Ctrl-C while tearing down is held until it is done; it stops the run only if the sweep
+        # was not stopped already (then the teardown is what it asked for).
+        with deferred_interrupts("tearing the networks down", reraise=not result.interrupted):
+            stack.close()
+            shutil.rmtree(work, ignore_errors=True)
+    print(f"loads: {result.counts}; results in {options.out}", flush=True)
+    for line in result.report():
+        print(line, file=sys.stderr, flush=True)
+    if result.interrupted and not result.unwritten:
         print("rerun the same command to resume", flush=True)
-        return 130
-    return 0 if counts["error"] == 0 else 1
+    return result.exit_status()
 
 
 def parse_args(argv: list[str] | None = None) -> Options:
@@ -578,6 +638,8 @@ def parse_args(argv: list[str] | None = None) -> Options:
     parser.add_argument("--limit", type=int, default=None, help="run at most this many pending loads")
     parser.add_argument("--pcap", type=int, default=0, metavar="N",
                         help="capture both access links (headers only) for the first N loads of each cell")  # fmt: skip
+    parser.add_argument("--allow-mixed", action="store_true",
+                        help="add to a folder of loads made by other code (rows name their invocation)")  # fmt: skip
     args = parser.parse_args(argv)
     try:
         profile = load_profile2(args.profile)
@@ -587,10 +649,8 @@ def parse_args(argv: list[str] | None = None) -> Options:
         parser.error(f"--jobs={args.jobs}: must be 1..16")
     if args.limit is not None and args.limit < 1:
         parser.error(f"--limit={args.limit}: must be >= 1")
-    if not 0 <= args.pcap <= profile.repetitions:
-        parser.error(f"--pcap={args.pcap}: must be 0..{profile.repetitions} (the profile's repetitions)")
     out = args.out if args.out is not None else RESULTS_BASE / profile.name
-    return Options(profile, out, args.jobs, args.limit, args.pcap)
+    return Options(profile, out, args.jobs, args.limit, args.pcap, args.allow_mixed)
 
 
 def _raise_interrupt(signum: int, _frame: FrameType | None) -> None:
@@ -607,6 +667,9 @@ def main(argv: list[str] | None = None) -> int:
     except EXPECTED_FAILURES as err:
         print(f"experiment2: error: {one_line(err)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("experiment2: interrupted; every finished row is kept and nothing was left behind", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import os
 import platform
@@ -25,14 +26,22 @@ TOOL_VERSION_COMMANDS: dict[str, list[str]] = {
 
 
 def git_summary(root: Path = PROJECT_ROOT) -> dict[str, Any]:
-    """Commit and whether the code differs from it (dirty; ``results/`` does not count), or why unknown."""
+    """Commit and whether the code differs from it (dirty; ``results/`` does not count), or why unknown.
+
+    A dirty tree also gets ``diff_sha256``: the hash of its modifications to tracked files, so that
+    two runs of the same modified code can be told from runs of different modifications.
+    """
     head = run(["git", "-C", str(root), "rev-parse", "HEAD"], check=False)
     if head.returncode != 0:
         return {"commit": None, "dirty": None, "error": head.stderr.strip()}
     # Stored results are data, not code: a run made while results/ holds new files is not "dirty".
     status = run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "--", ".", ":!results"],
                  check=False)  # fmt: skip
-    return {"commit": head.stdout.strip(), "dirty": bool(status.stdout.strip())}
+    summary: dict[str, Any] = {"commit": head.stdout.strip(), "dirty": bool(status.stdout.strip())}
+    if summary["dirty"]:
+        diff = run(["git", "-C", str(root), "diff", "HEAD", "--binary", "--", ".", ":!results"], check=False)
+        summary["diff_sha256"] = hashlib.sha256(diff.stdout.encode(errors="surrogateescape")).hexdigest()[:16]
+    return summary
 
 
 def tool_versions() -> dict[str, str]:
@@ -67,11 +76,21 @@ def base_metadata(kind: str, arguments: dict[str, Any]) -> dict[str, Any]:
 
 
 def write_json(path: Path, data: Any) -> None:
-    """Write JSON atomically (a Ctrl-C never leaves half a file), owned by the invoking user."""
+    """Write JSON atomically and durably: a Ctrl-C or a power cut leaves the old file or the new one,
+    never half a file (written to a temporary file, fsynced, renamed, the folder fsynced); owned by
+    the invoking user."""
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    with tmp.open("w") as handle:
+        handle.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
     hand_to_invoking_user(tmp)
     os.replace(tmp, path)
+    folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
 
 
 def new_run_dir(base: Path, label: str) -> Path:

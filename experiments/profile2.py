@@ -17,6 +17,8 @@ from experiments.profile import KNOWN_STRATEGIES, PathSpec, ProfileError, path_s
 from topologies.fig3 import PathConfig
 from topologies.fig7 import Fig7Config
 from topologies.linkparams import LinkConfigError
+from webreplay.errors import CorpusError
+from webreplay.siteindex import content_hash
 
 PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
 CORPORA = ("har", "mahimahi", "synthetic")
@@ -108,9 +110,22 @@ class Experiment2Profile:
         """Plain dict (metadata)."""
         return asdict(self)
 
-    def fingerprint(self) -> str:
-        """Hash of everything that defines the loads' conditions (a resumed sweep must match it)."""
+    def legacy_fingerprint(self) -> str:
+        """The fingerprint of the profile alone, as folders made before the corpus was hashed have it."""
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+    def corpus_hash(self) -> str:
+        """Content hash of the recordings of the profile's sites (ProfileError if one is missing)."""
+        try:
+            return content_hash(self.corpus, self.sites)
+        except CorpusError as err:
+            raise ProfileError(f"sites: {err}") from None
+
+    def fingerprint(self) -> str:
+        """Hash of everything that defines the loads' conditions, the corpus's content included (a
+        resumed sweep must match it)."""
+        payload = json.dumps({"profile": self.to_dict(), "corpus_sha256": self.corpus_hash()}, sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from typing import Any
 from robe.client import ConnectError, ConnectionRecord, connect
 from robe.kernel import MptcpUnavailableError
 from robe.protocol.connection import USER_STRATEGIES
-from robe.server import Server
+from robe.server import IDLE_TIMEOUT_S, Server
 from robe.strategies import STRATEGIES, StrategyError, get_strategy
 from robe.userspace_endpoints import connect_userspace, is_userspace, serve_userspace
 
@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="accept connections and log their timing")
     serve.add_argument("--bind", required=True, help="address to listen on")
     serve.add_argument("--port", type=int, required=True)
+    serve.add_argument("--idle-timeout", type=_positive, default=IDLE_TIMEOUT_S,
+                       help=f"close connections idle this long: no request yet, or no close after the reply "
+                            f"(default {IDLE_TIMEOUT_S:g} s)")  # fmt: skip
     con = sub.add_parser("connect", help="open one connection and print its timing record")
     strategies = "; ".join(f"{s.name}: {s.summary}" for s in STRATEGIES.values()) + (
         f"; userspace transport (server: robe serve-user): {', '.join(USER_STRATEGIES)}"
@@ -95,7 +98,7 @@ def _emit(record: dict[str, Any]) -> None:
 
 def _serve(args: argparse.Namespace) -> int:
     try:
-        server = Server(args.bind, args.port, _emit)
+        server = Server(args.bind, args.port, _emit, idle_timeout_s=args.idle_timeout)
     except (OSError, MptcpUnavailableError) as err:
         print(f"robe serve: cannot listen on {args.bind}:{args.port}: {err}", file=sys.stderr)
         return 2

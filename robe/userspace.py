@@ -10,6 +10,7 @@ established connection to a callback. Both log every protocol event with ``time.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import errno
 import os
@@ -23,6 +24,7 @@ from typing import Any
 from robe.protocol.connection import (
     ClientConnection,
     CloseSubflow,
+    ConnectionReleased,
     DataReceived,
     Endpoint,
     Established,
@@ -33,11 +35,24 @@ from robe.protocol.connection import (
     StreamEnded,
     SubflowFailed,
     SubflowReady,
+    SubflowState,
     Superseded,
     Transmit,
 )
+from robe.protocol.frames import ResetReason, Rst
 
 READ_CHUNK = 65_536
+#: A subflow whose decoder holds more than this many bytes of frames not handled yet stops being
+#: read until they are (the state machines take ``FRAMES_PER_CALL`` frames per call).
+INPUT_BACKLOG = 256 * 1024
+#: The server driver's own event log keeps the latest this many events (per-connection logs are
+#: bounded by their connection's lifetime).
+SERVER_EVENT_LOG = 10_000
+#: A subflow that has not completed its handshake (CAP, CAP_ATTACH, JOIN + JOIN_FIN) this long
+#: after it was accepted is reset (``ResetReason.TIMEOUT``).
+HANDSHAKE_TIMEOUT_S = 10.0
+#: Open subflows a server accepts at most; further ones are reset at once.
+MAX_SUBFLOWS = 8192
 
 
 def _abort(transport: asyncio.Transport) -> None:
@@ -78,11 +93,14 @@ class _Driver:
 
     transports: dict[int, asyncio.Transport] = field(default_factory=dict)
     paths: dict[int, int] = field(default_factory=dict)
-    events: list[dict[str, Any]] = field(default_factory=list)
+    events: collections.deque[dict[str, Any]] = field(default_factory=collections.deque)
     inbox: bytearray = field(default_factory=bytearray)
     data_ready: asyncio.Event = field(default_factory=asyncio.Event)
     progress: asyncio.Event = field(default_factory=asyncio.Event)
-    ended: bool = False
+    ended: bool = False  # the peer's stream ended (DATA_FIN): reads return b"" once the inbox is empty
+    reset: bool = False  # every subflow is gone before the peer's stream ended: reads raise
+    draining: set[int] = field(default_factory=set)  # subflows with frames waiting: handled next turn
+    input_paused: set[int] = field(default_factory=set)  # subflows not read until their backlog is handled
 
     def log(self, what: str, **detail: Any) -> None:
         self.events.append({"t_ns": time.monotonic_ns(), "what": what, **detail})
@@ -98,6 +116,38 @@ class _Driver:
 
     def subflow_down(self, sid: int) -> None:
         raise NotImplementedError
+
+    def input_pending(self, sid: int) -> bool:
+        """Whether subflow ``sid`` holds frames its state machine has not handled yet."""
+        raise NotImplementedError
+
+    def input_buffered(self, sid: int) -> int:
+        """Bytes of subflow ``sid`` received and not handled yet."""
+        raise NotImplementedError
+
+    def after_input(self, sid: int) -> None:
+        """After the state machine took its share of a subflow's input: hand it the rest on the
+        next loop turn (other callbacks run in between), and stop reading a subflow whose backlog
+        is large until it is handled."""
+        transport = self.transports.get(sid)
+        if transport is None:
+            return
+        if self.input_pending(sid) and sid not in self.draining:
+            self.draining.add(sid)
+            asyncio.get_running_loop().call_soon(self._drain_input, sid)
+        backlog = self.input_buffered(sid)
+        if backlog > INPUT_BACKLOG and sid not in self.input_paused and not transport.is_closing():
+            self.input_paused.add(sid)
+            transport.pause_reading()
+        elif backlog <= INPUT_BACKLOG // 2 and sid in self.input_paused:
+            self.input_paused.discard(sid)
+            if not transport.is_closing() and not transport.is_reading():
+                transport.resume_reading()
+
+    def _drain_input(self, sid: int) -> None:
+        self.draining.discard(sid)
+        if sid in self.transports:
+            self.subflow_data(sid, b"")
 
     def set_writable(self, sid: int, writable: bool) -> None:
         machine = self.machine(sid)
@@ -218,8 +268,13 @@ class _Driver:
                 await self.progress.wait()
 
     async def read(self, max_bytes: int = READ_CHUNK) -> bytes:
-        """Up to ``max_bytes`` in-order bytes; b"" once the peer's stream ended."""
+        """Up to ``max_bytes`` in-order bytes; b"" once the peer's stream ended.
+
+        Raises ConnectionResetError when the connection lost every subflow before its end.
+        """
         while not self.inbox and not self.ended:
+            if self.reset:
+                raise ConnectionResetError("every subflow of the userspace connection closed before its end")
             self.data_ready.clear()
             await self.data_ready.wait()
         chunk = bytes(self.inbox[:max_bytes])
@@ -244,6 +299,8 @@ class UserspaceClient(_Driver):
     raw: dict[int, socket.socket] = field(default_factory=dict)  # sid -> socket before its transport
     backlog: dict[int, bytearray] = field(default_factory=dict)  # sid -> bytes the raw socket did not take
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    wrapping: set[int] = field(default_factory=set)  # connected sockets being handed to asyncio
+    doomed: set[int] = field(default_factory=set)  # of those, closed meanwhile: abort once wrapped
 
     def __post_init__(self) -> None:
         self.conn = ClientConnection(strategy=self.strategy, paths=len(self.sources), scheduler=self.scheduler)
@@ -326,6 +383,7 @@ class UserspaceClient(_Driver):
         self.log("tcp_connected", sid=sid, path=path, local="{}:{}".format(*sock.getsockname()[:2]))
         self.apply(self.conn.subflow_connected(sid, path))  # its frames go out on the raw socket now
         if self.raw.get(sid) is sock:  # not closed by the state machine (a break-before-make loser)
+            self.wrapping.add(sid)
             task = loop.create_task(self._wrap(sid, path, sock))
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
@@ -336,10 +394,19 @@ class UserspaceClient(_Driver):
         try:
             await loop.create_connection(lambda: _SubflowProtocol(self, sid, path), sock=sock)
         except OSError as err:
+            self.wrapping.discard(sid)
+            self.doomed.discard(sid)
             if self.raw.pop(sid, None) is sock:
                 self._attempt_failed(sid, path, sock, err.errno or 0)
+            else:
+                sock.close()
 
     def subflow_up(self, sid: int, path: int, transport: asyncio.Transport) -> None:
+        self.wrapping.discard(sid)
+        if sid in self.doomed:  # closed while asyncio took the socket over: reset it now
+            self.doomed.discard(sid)
+            _abort(transport)
+            return
         self.raw.pop(sid, None)
         self.pending.discard(sid)
         self.transports[sid] = transport
@@ -371,6 +438,13 @@ class UserspaceClient(_Driver):
         sock = self.raw.pop(sid, None)
         if sock is None:
             return False
+        self.backlog.pop(sid, None)
+        self.pending.discard(sid)
+        if sid in self.wrapping:
+            # asyncio may own the socket already (its transport exists before connection_made):
+            # closing it under the transport could close a reused descriptor. Abort the transport.
+            self.doomed.add(sid)
+            return True
         with contextlib.suppress(OSError):
             asyncio.get_running_loop().remove_writer(sock.fileno())
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -381,8 +455,18 @@ class UserspaceClient(_Driver):
 
     def subflow_data(self, sid: int, data: bytes) -> None:
         self.apply(self.conn.receive(sid, data))
+        self.after_input(sid)
+
+    def input_pending(self, sid: int) -> bool:
+        return self.conn.input_pending(sid)
+
+    def input_buffered(self, sid: int) -> int:
+        flow = self.conn.subflows.get(sid)
+        return flow.decoder.buffered if flow is not None else 0
 
     def subflow_down(self, sid: int) -> None:
+        self.draining.discard(sid)
+        self.input_paused.discard(sid)
         if self.transports.pop(sid, None) is not None:
             self.log("subflow_down", sid=sid)
         self.apply(self.conn.subflow_closed(sid))
@@ -390,8 +474,25 @@ class UserspaceClient(_Driver):
     def endpoint(self) -> Endpoint:
         return self.conn
 
+    def abandon(self) -> None:
+        """The application closed or aborted the connection: no subflow joins it any more.
+
+        Attempts still connecting are reset, subflows still in their handshake too (the state
+        machine resets any that completes one later), unused prepared sockets are closed.
+        """
+        conn = self.conn
+        outputs = conn.abandon()
+        for sock in self.prepared.values():
+            sock.close()
+        self.prepared.clear()
+        for sid in [s for s in self.pending if s not in conn.subflows]:  # connecting: unknown to the machine
+            self.close_raw(sid)
+            outputs += conn.subflow_closed(sid)
+        self.apply(outputs)
+
     def abort(self) -> None:
         """Drop every subflow at once."""
+        self.conn.abandoned = True
         for transport in list(self.transports.values()):
             _abort(transport)
         self.transports.clear()
@@ -404,17 +505,34 @@ class UserspaceClient(_Driver):
 
 @dataclass
 class UserspaceServer(_Driver):
-    """Accepts subflows; calls ``on_connection(server_connection_handle)`` for each new connection."""
+    """Accepts subflows; calls ``on_connection(server_connection_handle)`` for each new connection.
+
+    Attributes:
+        handshake_timeout_s: a subflow not ready for data (CAP, CAP_ATTACH, or JOIN and JOIN_FIN
+            done) this long after it was accepted is reset with ``ResetReason.TIMEOUT``.
+        max_subflows: open subflows at most; further ones are reset as soon as they are accepted.
+    """
 
     on_connection: Callable[[ServerHandle], Coroutine[Any, Any, None]] | None = None
     robe: bool = True
     scheduler: str = "lowest-rtt"  # of every connection (robe.protocol.sending.SCHEDULERS)
+    handshake_timeout_s: float = HANDSHAKE_TIMEOUT_S
+    max_subflows: int = MAX_SUBFLOWS
     server: Server = field(init=False)
     next_sid: int = 0
     handles: dict[int, ServerHandle] = field(default_factory=dict)  # by Key-A
+    deadlines: dict[int, asyncio.TimerHandle] = field(default_factory=dict)  # sid -> handshake deadline
+    handler_tasks: set[asyncio.Task[None]] = field(default_factory=set)  # on_connection(...) running
+    refused: int = 0  # subflows reset at once because ``max_subflows`` were open
+    timed_out: int = 0  # subflows reset by the handshake deadline
 
     def __post_init__(self) -> None:
+        if not self.handshake_timeout_s > 0:
+            raise ValueError(f"handshake_timeout_s={self.handshake_timeout_s!r}: must be > 0")
+        if self.max_subflows < 1:
+            raise ValueError(f"max_subflows={self.max_subflows}: must be >= 1")
         self.server = Server(robe=self.robe, scheduler=self.scheduler)
+        self.events = collections.deque(maxlen=SERVER_EVENT_LOG)
 
     def machine(self, sid: int) -> Endpoint | None:
         return self.server.owner.get(sid)
@@ -432,42 +550,103 @@ class UserspaceServer(_Driver):
         raise RuntimeError("the server never opens subflows")
 
     def subflow_up(self, sid: int, path: int, transport: asyncio.Transport) -> None:
+        peer = transport.get_extra_info("peername")
+        if len(self.transports) >= self.max_subflows:
+            self.refused += 1
+            self.log("refused", sid=sid, peer=f"{peer[0]}:{peer[1]}", reason=f"{self.max_subflows} subflows open")
+            _abort(transport)
+            return
         sock = transport.get_extra_info("socket")
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.transports[sid] = transport
-        peer = transport.get_extra_info("peername")
         self.log("accepted", sid=sid, peer=f"{peer[0]}:{peer[1]}")
         self.server.subflow_accepted(sid)
+        loop = asyncio.get_running_loop()
+        self.deadlines[sid] = loop.call_later(self.handshake_timeout_s, self._handshake_deadline, sid)
 
-    def subflow_data(self, sid: int, data: bytes) -> None:
-        conn, outputs = self.server.receive(sid, data)
+    def abandon(self, handle: ServerHandle) -> None:
+        """``handle``'s application closed or aborted it (``ServerHandle.abandon``)."""
+        outputs = self.server.abandon(handle.conn)
+        handle.apply(outputs)
+        self._released(outputs)
+
+    def _handshake_deadline(self, sid: int) -> None:
+        """Reset the subflow unless its handshake is done (silent, dripping or stuck half-way)."""
+        self.deadlines.pop(sid, None)
+        transport = self.transports.get(sid)
+        if transport is None:
+            return
+        conn = self.server.owner.get(sid)
+        flow = conn.subflows.get(sid) if conn is not None else None
+        if flow is not None and flow.state is SubflowState.READY:
+            return
+        self.timed_out += 1
+        self.log("subflow_failed", sid=sid, reason=ResetReason.TIMEOUT.name,
+                 detail=f"handshake not complete within {self.handshake_timeout_s:g} s")  # fmt: skip
+        if not transport.is_closing():
+            transport.write(Rst(ResetReason.TIMEOUT).encode())
+        _abort(transport)  # connection_lost -> subflow_down releases what the subflow held
+
+    def _released(self, outputs: list[Output]) -> None:
+        """Handles of connections that ended or lost their last subflow: forget them, wake readers."""
         for out in outputs:
             if isinstance(out, Superseded):  # an eSIM loser merged into another connection: it ends
                 loser = self.handles.pop(out.key_a, None)
                 if loser is not None:
                     loser.ended = True
                     loser.data_ready.set()
+                    loser.progress.set()
+            elif isinstance(out, ConnectionReleased):
+                gone = self.handles.pop(out.key_a, None)
+                if gone is not None:
+                    if out.ended:
+                        gone.ended = True
+                    else:
+                        gone.reset = True
+                    gone.data_ready.set()
+                    gone.progress.set()
+
+    def subflow_data(self, sid: int, data: bytes) -> None:
+        conn, outputs = self.server.receive(sid, data)
         handle = None
         if conn is not None:
             handle = self.handles.get(conn.key_a)
-            if handle is None:
+            if handle is None and conn.subflows:  # not for a connection reset as soon as it came
                 handle = ServerHandle(self, conn)
                 self.handles[conn.key_a] = handle
                 if self.on_connection is not None:
-                    asyncio.get_running_loop().create_task(self.on_connection(handle))
+                    task = asyncio.get_running_loop().create_task(self.on_connection(handle))
+                    self.handler_tasks.add(task)
+                    task.add_done_callback(self.handler_tasks.discard)
         (handle or self).apply(outputs)
+        self._released(outputs)
+        self.after_input(sid)
+
+    def input_pending(self, sid: int) -> bool:
+        return self.server.input_pending(sid)
+
+    def input_buffered(self, sid: int) -> int:
+        conn = self.server.owner.get(sid)
+        flow = conn.subflows.get(sid) if conn is not None else self.server.unclassified.get(sid)
+        return flow.decoder.buffered if flow is not None else 0
+
+    def _apply_one(self, out: Output) -> None:
+        if isinstance(out, DataReceived | StreamEnded):
+            return  # of a connection without a handle (reset at once): nobody reads it
+        super()._apply_one(out)
 
     def subflow_down(self, sid: int) -> None:
+        self.draining.discard(sid)
+        self.input_paused.discard(sid)
+        deadline = self.deadlines.pop(sid, None)
+        if deadline is not None:
+            deadline.cancel()
         conn = self.server.owner.get(sid)
         self.transports.pop(sid, None)
         outputs = self.server.subflow_closed(sid)
         handle = self.handles.get(conn.key_a) if conn is not None else None
         (handle or self).apply(outputs)
-        if conn is not None and not conn.subflows:
-            gone = self.handles.pop(conn.key_a, None)
-            if gone is not None:  # no subflow left: the connection is over for its reader
-                gone.ended = True
-                gone.data_ready.set()
+        self._released(outputs)
 
 
 class ServerHandle(_Driver):
@@ -486,3 +665,8 @@ class ServerHandle(_Driver):
 
     def endpoint(self) -> Endpoint:
         return self.conn
+
+    def abandon(self) -> None:
+        """The application closed or aborted the connection: no subflow joins it any more, and a
+        join still in its handshake is reset."""
+        self.owner.abandon(self)

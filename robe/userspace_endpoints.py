@@ -12,6 +12,7 @@ data at the server.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Callable
@@ -89,7 +90,10 @@ def serve_userspace(bind: str, port: int, emit: Callable[[dict[str, Any]], None]
     async def handle(conn: ServerHandle) -> None:
         line = b""
         while b"\n" not in line:
-            chunk = await conn.read()
+            try:
+                chunk = await conn.read()
+            except ConnectionResetError:
+                return
             if not chunk:
                 return
             line += chunk
@@ -107,8 +111,9 @@ def serve_userspace(bind: str, port: int, emit: Callable[[dict[str, Any]], None]
               "request_done_ns": time.monotonic_ns(), "mptcp": True, "userspace": True,
               "peer": next((e["peer"] for e in established if initial and e["sid"] == initial.sid), "?")})  # fmt: skip
         conn.write(REPLY)
-        while await conn.read():  # until the client ends the connection (its subflows are gone)
-            pass
+        with contextlib.suppress(ConnectionResetError):  # the client aborts its subflows after the hold
+            while await conn.read():  # until the client ends the connection (its subflows are gone)
+                pass
         peers = {e["sid"]: e["peer"] for e in server.events if e["what"] == "accepted"}
         emit({"event": "closed", "conn": conn_id, "closed_ns": time.monotonic_ns(), "userspace": True,
               "subflows_ready": [{"t_ns": e["t_ns"], "peer": peers.get(e["sid"], "?"), "path": e["path"]}

@@ -27,13 +27,13 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mininet.link import Link
 
+from topologies.cleanup import owned_name
 from topologies.linkparams import DirectionParams, LinkConfigError, LinkParams
 from topologies.shell import CommandError, in_netns, run
 
@@ -92,7 +92,7 @@ def netem_probe_commands(netns: str) -> list[list[str]]:
 
 def probe_netem() -> tuple[bool, str]:
     """Try netem for real on a scratch veth in a scratch namespace; return (works, detail)."""
-    netns = f"{PREFIX}probe-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    netns = owned_name("probe")
     try:
         for argv in netem_probe_commands(netns):
             try:

@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import threading
-import uuid
 from types import FrameType, TracebackType
 from typing import Any, Self
 
@@ -20,9 +19,10 @@ from mininet.link import Link
 from mininet.net import Mininet
 from mininet.topo import Topo
 
-from topologies.cleanup import netns_inode, processes_in_netns, terminate
+from topologies.cleanup import RUN_ENV, netns_inode, owned_name, processes_in_netns, terminate
 from topologies.hosts import BoundedHost
-from topologies.links import PREFIX, BackendChoice, EmulatedLink, choose_backend, link_class
+from topologies.interrupts import deferred_interrupts
+from topologies.links import BackendChoice, EmulatedLink, choose_backend, link_class
 from topologies.shell import in_netns, run
 
 
@@ -65,7 +65,8 @@ class EmulatedNetwork:
         if os.geteuid() != 0:
             raise PermissionError(f"building a {self.NAME} network needs root (network namespaces)")
         self.backend = backend if backend is not None else choose_backend()
-        self.run_tag = f"{PREFIX}{uuid.uuid4().hex[:6]}"
+        # The owner (this process) in every name: a later clean-up removes only what a dead run left.
+        self.run_tag = owned_name()
         self.names = {"tag": self.run_tag, **{role: f"{self.run_tag}-{role}" for role in self.ROLES}}
         self._processes: list[subprocess.Popen[Any]] = []
         self.net: Any = None
@@ -107,15 +108,28 @@ class EmulatedNetwork:
         return str(info[0]["address"])
 
     def popen(self, host: Any, argv: list[str], **kwargs: Any) -> subprocess.Popen[Any]:
-        """Start a process inside ``host``'s namespace; it is stopped at teardown."""
-        proc: subprocess.Popen[Any] = host.popen(argv, **kwargs)
+        """Start a process inside ``host``'s namespace; it is stopped at teardown.
+
+        Its environment carries the run's tag (``ROBE_LAB_RUN``), inherited by its children, so that
+        a clean-up after this process was killed (-9) finds it even once the host's shell is gone.
+        """
+        env = dict(kwargs.pop("env", None) or os.environ)
+        env[RUN_ENV] = self.run_tag
+        proc: subprocess.Popen[Any] = host.popen(argv, env=env, **kwargs)
         # Forget finished ones: a sweep starts thousands of short processes.
         self._processes = [p for p in self._processes if p.poll() is None]
         self._processes.append(proc)
         return proc
 
     def stop(self) -> None:
-        """Stop everything this network started; safe to call twice and after a failed build."""
+        """Stop everything this network started; safe to call twice and after a failed build.
+
+        A Ctrl-C during the teardown is held until it is done (then raised).
+        """
+        with deferred_interrupts(f"tearing down {self.run_tag}"):
+            self._stop()
+
+    def _stop(self) -> None:
         for proc in self._processes:
             if proc.poll() is None:
                 proc.terminate()

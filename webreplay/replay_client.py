@@ -100,6 +100,7 @@ def replay_server_command(
     argv += [
         "--max-header-bytes", str(limits.max_header_bytes), "--max-body-bytes", str(limits.max_body_bytes),
         "--idle-timeout", f"{limits.idle_timeout_s:g}", "--handshake-timeout", f"{limits.handshake_timeout_s:g}",
+        "--request-timeout", f"{limits.request_timeout_s:g}",
         "--max-connections", str(limits.max_connections), "--max-log-entries", str(limits.max_log_entries),
     ]  # fmt: skip
     if active is not None:

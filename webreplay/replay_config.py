@@ -78,6 +78,8 @@ class ServerLimits:
         max_body_bytes: request bodies are read and discarded up to this size; larger get 413.
         idle_timeout_s: a connection waiting this long for the client (to send a request, or to
             read a response) is closed.
+        request_timeout_s: a request (head and body) must arrive completely within this long of
+            its first byte, however steadily it drips (slowloris); else ``408`` and a close.
         handshake_timeout_s: limit on a TLS handshake.
         max_connections: open connections; more are reset at once and counted as rejected.
         max_log_entries: length limit of each log in the stats (misses, errors, closed
@@ -87,6 +89,7 @@ class ServerLimits:
     max_header_bytes: int = 16 * 1024
     max_body_bytes: int = 1024 * 1024
     idle_timeout_s: float = 30.0
+    request_timeout_s: float = 10.0
     handshake_timeout_s: float = 10.0
     max_connections: int = 1024
     max_log_entries: int = 100_000
@@ -95,6 +98,7 @@ class ServerLimits:
         _check_int("max_header_bytes", self.max_header_bytes, 256, 1 << 24)
         _check_int("max_body_bytes", self.max_body_bytes, 0, 1 << 32)
         _check_seconds("idle_timeout_s", self.idle_timeout_s, 0.01, 86400.0)
+        _check_seconds("request_timeout_s", self.request_timeout_s, 0.01, 86400.0)
         _check_seconds("handshake_timeout_s", self.handshake_timeout_s, 0.01, 600.0)
         _check_int("max_connections", self.max_connections, 1, 1_000_000)
         _check_int("max_log_entries", self.max_log_entries, 1, 10_000_000)

@@ -1,5 +1,6 @@
 """One accepted connection of the origin replay server (see ``webreplay.server``): the h11 loop that
-reads requests within the ``ServerLimits`` (head size, body size, idle timeout), answers each from
+reads requests within the ``ServerLimits`` (head size, body size, idle timeout per read, a deadline
+for the whole request from its first byte), answers each from
 the active site's recorded exchanges (or ``404`` as a replay miss, or a protocol error that closes
 the connection), and counts requests and bytes in the ``ReplayState``.
 """
@@ -63,6 +64,7 @@ class _HttpConnection:
         self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.limits.max_header_bytes)
         self.eof = False
         self.method = b""  # of the request being answered (HEAD answers carry no body)
+        self.request_deadline: float | None = None  # loop time the request being read must be complete by
 
     async def _send(self, *events: h11.Event) -> None:
         data = b"".join(self.conn.send(event) or b"" for event in events)
@@ -83,17 +85,30 @@ class _HttpConnection:
                 return event
             if self.eof:  # h11 has the EOF already; NEED_DATA again should not happen
                 raise _CloseConnectionError("peer closed")
+            loop = asyncio.get_running_loop()
+            wait = self.limits.idle_timeout_s
+            if self.request_deadline is not None:
+                wait = min(wait, self.request_deadline - loop.time())
             try:
-                async with asyncio.timeout(self.limits.idle_timeout_s):
+                async with asyncio.timeout(max(wait, 0.0)):
                     data = await self.reader.read(READ_CHUNK)
             except TimeoutError:
+                if self.request_deadline is not None and loop.time() >= self.request_deadline:
+                    self.state.counters.request_timeouts += 1
+                    self.request_deadline = None  # the 408 below is not part of the request
+                    await self._error(408, f"request not complete within {self.limits.request_timeout_s:g} s",
+                                      linger=False)  # fmt: skip
                 self.state.counters.idle_timeouts += 1
                 raise _CloseConnectionError("idle timeout") from None
+            if data and self.request_deadline is None and self.conn.their_state in (h11.IDLE, h11.SEND_BODY):
+                self.request_deadline = loop.time() + self.limits.request_timeout_s
             self.eof = not data
             self.conn.receive_data(data)
 
-    async def _error(self, status: int, reason: str) -> NoReturn:
-        """Answer a protocol error (if h11 still lets us), log it, and end the connection."""
+    async def _error(self, status: int, reason: str, *, linger: bool = True) -> NoReturn:
+        """Answer a protocol error (if h11 still lets us), log it, and end the connection (after
+        draining the client's input briefly, unless ``linger`` is false: a client too slow to send
+        its request gets no more time)."""
         if self.eof and status == 400:
             raise _CloseConnectionError(f"peer closed mid-request ({reason})")
         peer, local = self.record.peer, self.record.local
@@ -101,7 +116,8 @@ class _HttpConnection:
         self.state.record_error(status, reason, self.record.peer)
         if self.conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
             await self._send_simple(status, f"{status}: {reason}\n", close=True)
-        await self._linger()
+        if linger:
+            await self._linger()
         raise _CloseConnectionError(f"error {status}: {reason}")
 
     async def _send_simple(self, status: int, text: str, *, close: bool) -> None:
@@ -139,6 +155,7 @@ class _HttpConnection:
                     return "paused"
                 if isinstance(event, h11.Request):
                     await self._handle(event)
+                    self.request_deadline = None  # read completely (the body too): the next one starts anew
                     if self.conn.our_state is h11.MUST_CLOSE:
                         return "server closed (Connection: close or HTTP/1.0)"
                     if self.conn.our_state is h11.DONE and self.conn.their_state is h11.DONE:

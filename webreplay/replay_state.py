@@ -55,6 +55,7 @@ class Counters:
     connections_rejected: int = 0
     tls_failures: int = 0
     idle_timeouts: int = 0
+    request_timeouts: int = 0
     peak_open: int = 0
     log_dropped: int = 0
     miss_log: list[dict[str, Any]] = field(default_factory=list)
@@ -188,6 +189,7 @@ class ReplayState:
                 "rejected": c.connections_rejected,
                 "tls_failures": c.tls_failures,
                 "idle_timeouts": c.idle_timeouts,
+                "request_timeouts": c.request_timeouts,
             },
             "connection_log": [asdict(r) for r in connections],
             "log_dropped": c.log_dropped,

@@ -16,8 +16,10 @@ with ``Content-Length`` framing of the recorded body; keep-alive and pipelining 
 
 Bounds (``ServerLimits``): request head size (h11's ``max_incomplete_event_size`` plus an
 explicit check of the parsed head, answered ``431``), request bodies read and discarded up to a
-limit (``413``), an idle timeout per connection (also bounding slow writes and TLS handshakes), and
-a cap on open connections (further connections are reset at once and counted). Malformed requests
+limit (``413``), an idle timeout per connection (also bounding slow writes and TLS handshakes), a
+deadline for each whole request from its first byte (``408``: a client dripping its head never
+holds a connection for long), and a cap on open connections (further connections are reset at
+once and counted). Every control line gets an answer, malformed bytes and deep nesting included. Malformed requests
 get h11's ``400`` and the connection closes; the reason is logged and kept in the stats.
 
 Because two sites may record the same host, exactly one site is active at a time, switched through
@@ -330,12 +332,7 @@ class ReplayServer:
                     return
                 if not line.strip():
                     continue
-                try:
-                    command = json.loads(line)
-                except json.JSONDecodeError as err:
-                    answer: dict[str, Any] = {"ok": False, "error": f"not JSON: {err}"}
-                else:
-                    answer = self.state.control(command)
+                answer = _control_answer(self.state, line)
                 writer.write(json.dumps(answer).encode() + b"\n")
                 await writer.drain()
         except (ConnectionError, OSError):
@@ -359,6 +356,23 @@ def _mptcp_listener(listener: Listener) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+def _control_answer(state: ReplayState, line: bytes) -> dict[str, Any]:
+    """The answer to one control line: every input gets one, bad bytes and absurd nesting included."""
+    try:
+        command = json.loads(line.decode("utf-8"))
+    except UnicodeDecodeError as err:
+        return {"ok": False, "error": f"not UTF-8: {err}"}
+    except json.JSONDecodeError as err:
+        return {"ok": False, "error": f"not JSON: {err}"}
+    except RecursionError:
+        return {"ok": False, "error": "not JSON this server reads: nested too deeply"}
+    try:
+        return state.control(command)
+    except Exception as err:  # a command must never leave its client without an answer
+        log.exception("control command failed")
+        return {"ok": False, "error": f"internal error: {type(err).__name__}: {err}"}
 
 
 async def _close(writer: asyncio.StreamWriter) -> None:
@@ -388,6 +402,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-header-bytes", type=int, default=defaults.max_header_bytes)
     parser.add_argument("--max-body-bytes", type=int, default=defaults.max_body_bytes)
     parser.add_argument("--idle-timeout", type=float, default=defaults.idle_timeout_s)
+    parser.add_argument("--request-timeout", type=float, default=defaults.request_timeout_s)
     parser.add_argument("--handshake-timeout", type=float, default=defaults.handshake_timeout_s)
     parser.add_argument("--max-connections", type=int, default=defaults.max_connections)
     parser.add_argument("--max-log-entries", type=int, default=defaults.max_log_entries)
@@ -402,6 +417,7 @@ def _build(args: argparse.Namespace, load_site: Callable[[str, str], Site]) -> R
         max_header_bytes=args.max_header_bytes,
         max_body_bytes=args.max_body_bytes,
         idle_timeout_s=args.idle_timeout,
+        request_timeout_s=args.request_timeout,
         handshake_timeout_s=args.handshake_timeout,
         max_connections=args.max_connections,
         max_log_entries=args.max_log_entries,

@@ -8,7 +8,9 @@ the recordings it points to.
 from __future__ import annotations
 
 import functools
+import hashlib
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -108,3 +110,24 @@ def entry_for_path(corpus: str, path: Path, root: Path = CORPUS_DIR) -> SiteEntr
         if (root / entry.path).resolve() == wanted:
             return entry
     raise CorpusError(f"{path}: not listed as a {corpus} site in {root / 'sites.toml'}")
+
+
+def content_hash(corpus: str, names: Sequence[str], root: Path = CORPUS_DIR) -> str:
+    """SHA-256 (hex, 16 digits) of everything a replay of ``names`` serves from: the site index, the
+    ad-block list and each site's recording (a file, or every file of a folder), by relative path.
+
+    Two sweeps with the same profile but a changed recording get different fingerprints, so a
+    resume never mixes loads of two versions of a page.
+    """
+    files = [root / "sites.toml", root / "adblock.txt"]
+    for name in sorted(set(names)):
+        recording = root / site_entry(corpus, name, root).path
+        files += sorted(p for p in recording.rglob("*") if p.is_file()) if recording.is_dir() else [recording]
+    digest = hashlib.sha256()
+    for path in files:
+        try:
+            data = path.read_bytes()
+        except OSError as err:
+            raise CorpusError(f"{path}: cannot read ({err.strerror})") from None
+        digest.update(f"{path.relative_to(root)}\0{hashlib.sha256(data).hexdigest()}\n".encode())
+    return digest.hexdigest()[:16]

@@ -4,7 +4,8 @@
 ``issue_server_cert(ca, hostnames, folder)`` signs one leaf certificate whose DNS SANs are every
 recorded host name (a page can have ~200), plus optional IP SANs, for the replay server's TLS
 listener. Clients trust the CA file (``curl --cacert``, ``wget --ca-certificate``). Private keys
-are written with mode 0600, atomically.
+are written with mode 0600 through an exclusively created temporary file (no symlink followed),
+fsynced, then renamed into place; the CA's folder is created 0700.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import ipaddress
 import logging
 import os
 import re
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,23 +88,38 @@ def check_hostname(name: str) -> str:
     raise CertificateError(f"hostname={name!r}: an IP address; pass it in ip_addresses")
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` with mode 0600 (created so from the start), replacing atomically."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+def _write_atomically(path: Path, data: bytes, mode: int) -> None:
+    """Write ``data`` to ``path`` with ``mode`` from the start, replacing it atomically.
+
+    The temporary file has an unpredictable name and is created exclusively without following
+    symlinks (``mkstemp``: O_CREAT|O_EXCL|O_NOFOLLOW, mode 0600), so nobody can make us write a key
+    through a link planted in a shared folder such as /tmp; it is fsynced before the rename.
+    """
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = Path(name)
     try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, data)
-    finally:
-        os.close(fd)
-    tmp.replace(path)
+        try:
+            os.fchmod(fd, mode)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """A private key: mode 0600 from creation on, written atomically."""
+    _write_atomically(path, data, 0o600)
 
 
 def _write_public(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    tmp.chmod(0o644)
-    tmp.replace(path)
+    """A certificate: mode 0644, written atomically."""
+    _write_atomically(path, data, 0o644)
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -144,7 +161,7 @@ def make_ca(folder: Path | str, *, common_name: str = CA_COMMON_NAME) -> CaPaths
     at least 30 days left; otherwise it is replaced (and the replacement logged).
     """
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     paths = CaPaths(key=folder / CA_KEY_NAME, cert=folder / CA_CERT_NAME)
     if paths.key.exists() or paths.cert.exists():
         try:

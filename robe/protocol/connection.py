@@ -28,6 +28,7 @@ wire they travel modulo 2^64 and are expanded against the receiver's position.
 from __future__ import annotations
 
 import enum
+import itertools
 from dataclasses import dataclass, field
 
 from robe.protocol import crypto
@@ -49,10 +50,15 @@ from robe.protocol.frames import (
     ResetReason,
     Rst,
 )
-from robe.protocol.reassembly import Reassembly, WindowViolationError
+from robe.protocol.reassembly import Reassembly, TooFragmentedError, WindowViolationError
 from robe.protocol.sending import SCHEDULERS, SendBuffer, SubflowView
 
 VERSION = 1
+#: Frames taken from one subflow per ``receive`` call at most. A read of one-byte DATA frames holds
+#: thousands (a 256 KiB read: 20,000); handling them all at once would stall an event loop for tens
+#: of milliseconds. The rest stay in the subflow's decoder (``input_pending``) for the next call.
+#: Legitimate frames carry up to 16 KiB each, so this never slows a real transfer.
+FRAMES_PER_CALL = 256
 WRAP = 1 << 64
 USER_STRATEGIES = ("mptcp-user", "robe-downgrade", "robe-bbm", "robe-esim")
 MAX_REJOINS = 32  # per path and connection: a path that keeps dying is given up
@@ -125,6 +131,15 @@ class Superseded:
 
 
 @dataclass(frozen=True)
+class ConnectionReleased:
+    """Server: the connection keyed ``key_a`` has no subflow left and is forgotten (its token too);
+    ``ended`` says whether the client's stream had ended (DATA_FIN) first."""
+
+    key_a: int
+    ended: bool
+
+
+@dataclass(frozen=True)
 class SubflowFailed:
     """Subflow ``sid`` was reset, for ``reason`` (logged by the I/O layer)."""
 
@@ -143,6 +158,7 @@ Output = (
     | StreamEnded
     | SubflowFailed
     | Superseded
+    | ConnectionReleased
 )
 
 
@@ -188,6 +204,7 @@ class Endpoint:
     fin_sid: int | None = None  # the subflow that carried our DATA_FIN
     closing: bool = False
     ended: bool = False
+    abandoned: bool = False  # the application closed or aborted the connection (``abandon``)
     pending_writes: bytearray = field(default_factory=bytearray)
     scheduler: str = "lowest-rtt"  # a name of robe.protocol.sending.SCHEDULERS
 
@@ -214,6 +231,27 @@ class Endpoint:
     def close(self) -> None:
         """End our stream once everything written is sent (DATA_FIN)."""
         self.closing = True
+
+    def abandon(self) -> list[Output]:
+        """The application is done with this connection (closed or aborted it): from now on no
+        subflow joins it; subflows still in their handshake are reset now (the ready ones are the
+        application's to close)."""
+        self.abandoned = True
+        out: list[Output] = []
+        for flow in [f for f in self.subflows.values() if f.state is not SubflowState.READY]:
+            out += self.reset_subflow(flow, ResetReason.CLOSED, "the connection was closed")
+        return out
+
+    @property
+    def finished(self) -> bool:
+        """Both streams ended and every byte we sent is acknowledged: nothing is left to carry."""
+        return self.ended and self.fin_sent and (self.send is None or self.send.acked_dsn == self.send.end_dsn)
+
+    def takes_subflows(self) -> bool:
+        """Whether a new subflow may still join: not abandoned and not finished. A subflow that
+        completes its handshake after the connection's last byte could carry nothing, and nobody
+        would ever close it (the application has let go of the connection)."""
+        return not self.abandoned and not self.finished
 
     def set_path_info(self, sid: int, srtt_us: int, writable: bool) -> None:
         """The I/O layer's view of a subflow: smoothed RTT and whether its socket takes more."""
@@ -255,10 +293,15 @@ class Endpoint:
         """Reassemble; acknowledge on the same subflow."""
         assert self.recv is not None
         dsn = expand(frame.dsn, self.recv.next_dsn)
+        if self.fin_at is not None and dsn + len(frame.data) > self.fin_at:
+            return self.reset_subflow(flow, ResetReason.MALFORMED, f"data up to {dsn + len(frame.data)} after "
+                                      f"the DATA_FIN at {self.fin_at}")  # fmt: skip
         try:
             delivered = self.recv.add(dsn, frame.data)
         except WindowViolationError as err:
             return self.reset_subflow(flow, ResetReason.MALFORMED, str(err))
+        except TooFragmentedError as err:
+            return self.reset_subflow(flow, ResetReason.FRAGMENTED, str(err))
         out: list[Output] = []
         if delivered:
             out.append(DataReceived(delivered))
@@ -266,10 +309,16 @@ class Endpoint:
         out += self._maybe_ended()
         return out
 
-    def on_data_fin(self, frame: DataFin) -> list[Output]:
-        """Remember where the peer's stream ends."""
+    def on_data_fin(self, flow: Subflow, frame: DataFin) -> list[Output]:
+        """Remember where the peer's stream ends: never before data already received, never moved."""
         assert self.recv is not None
-        self.fin_at = expand(frame.dsn, self.recv.next_dsn)
+        fin_at = expand(frame.dsn, self.recv.next_dsn)
+        if self.fin_at is not None and fin_at != self.fin_at:
+            return self.reset_subflow(flow, ResetReason.MALFORMED, f"DATA_FIN moved from {self.fin_at} to {fin_at}")
+        if fin_at < self.recv.highest_end:
+            return self.reset_subflow(flow, ResetReason.MALFORMED, f"DATA_FIN at {fin_at} before data already "
+                                      f"received up to {self.recv.highest_end}")  # fmt: skip
+        self.fin_at = fin_at
         return self._maybe_ended()
 
     def _maybe_ended(self) -> list[Output]:
@@ -309,12 +358,17 @@ class Endpoint:
             if sid == self.fin_sid:  # the DATA_FIN may have died with it: send it again (idempotent)
                 self.fin_sent, self.fin_sid = False, None
 
+    def input_pending(self, sid: int) -> bool:
+        """Whether subflow ``sid`` holds complete frames not handled yet (``FRAMES_PER_CALL``)."""
+        flow = self.subflows.get(sid)
+        return flow is not None and flow.decoder.has_frame()
+
     def decode(self, flow: Subflow, data: bytes) -> tuple[list[Frame], list[Output]]:
-        """Frames in ``data``; a malformed stream resets the subflow."""
+        """Frames in ``data`` (``FRAMES_PER_CALL`` at most); a malformed stream resets the subflow."""
         flow.decoder.feed(data)
         frames: list[Frame] = []
         try:
-            frames.extend(flow.decoder.frames())
+            frames.extend(itertools.islice(flow.decoder.frames(), FRAMES_PER_CALL))
         except FrameError as err:
             return frames, self.reset_subflow(flow, err.reason, str(err))
         return frames, []
@@ -351,6 +405,10 @@ class ClientConnection(Endpoint):
 
     def subflow_connected(self, sid: int, path: int) -> list[Output]:
         """The TCP connection ``sid`` on ``path`` completed its handshake."""
+        if self.initial is not None and not self.takes_subflows():
+            # Connected after the connection was closed: it would never carry a byte.
+            self.awaiting_initial.discard(path)
+            return [CloseSubflow(sid, ResetReason.CLOSED)]
         if path in self.awaiting_initial:
             self.awaiting_initial.discard(path)
         elif self.awaiting_join.get(path, 0) > 0 and self.key_b is not None:
@@ -388,7 +446,7 @@ class ClientConnection(Endpoint):
     def _open_joins(self) -> list[Output]:
         """After the first data-ack: a join on every path without a subflow (RFC 8684 section 3.2)."""
         used = {f.path for f in self.subflows.values()}
-        if self.strategy in ("robe-downgrade", "robe-esim"):
+        if self.strategy in ("robe-downgrade", "robe-esim") or not self.takes_subflows():
             return []
         wanted = [p for p in range(self.paths) if p not in used and p not in self.joined_paths]
         if self.strategy == "robe-bbm":
@@ -417,7 +475,7 @@ class ClientConnection(Endpoint):
         return out + self.pump()
 
     def receive(self, sid: int, data: bytes) -> list[Output]:
-        """Bytes arrived on subflow ``sid``."""
+        """Bytes arrived on subflow ``sid`` (``FRAMES_PER_CALL`` frames handled: ``input_pending``)."""
         flow = self.subflows.get(sid)
         if flow is None:
             return []
@@ -437,6 +495,8 @@ class ClientConnection(Endpoint):
             return self._on_cap_ack(flow, frame)
         if isinstance(frame, JoinAck) and flow.state is SubflowState.JOIN_SENT:
             assert self.key_b is not None
+            if not self.takes_subflows():
+                return self.reset_subflow(flow, ResetReason.CLOSED, "JOIN_ACK after the connection was closed")
             expected = crypto.join_ack_hmac(self.key_b, self.key_a, frame.nonce_b, flow.nonce_self)
             if not crypto.verify(expected, frame.hmac_b):
                 return self.reset_subflow(flow, ResetReason.BAD_HMAC, "JOIN_ACK HMAC does not verify")
@@ -450,6 +510,8 @@ class ClientConnection(Endpoint):
             if failed:
                 return failed
             if flow.state is SubflowState.JOIN_FIN_SENT:  # the fourth ACK: the join may carry data
+                if not self.takes_subflows():
+                    return self.reset_subflow(flow, ResetReason.CLOSED, "joined after the connection was closed")
                 flow.state = SubflowState.READY
                 return [SubflowReady(flow.sid, flow.path)]
             return []
@@ -458,13 +520,17 @@ class ClientConnection(Endpoint):
         if isinstance(frame, Data):
             return self.on_data(flow, frame)
         if isinstance(frame, DataFin):
-            return self.on_data_fin(frame)
+            return self.on_data_fin(flow, frame)
         return self.reset_subflow(flow, ResetReason.OUT_OF_STATE, f"{type(frame).__name__} in {flow.state}")
 
     def _attach(self) -> list[Output]:
         """Downgrade: every later subflow waiting for Key-B sends CAP_ATTACH and carries data at once."""
         out: list[Output] = []
         if self.key_b is None:
+            return out
+        if not self.takes_subflows():
+            for flow in [f for f in self.subflows.values() if f.state is SubflowState.ATTACH_WAIT]:
+                out += self.reset_subflow(flow, ResetReason.CLOSED, "attaching after the connection was closed")
             return out
         for flow in self.subflows.values():
             if flow.state is SubflowState.ATTACH_WAIT:
@@ -478,6 +544,10 @@ class ClientConnection(Endpoint):
         """eSIM: every losing attempt that has its Key-B' joins the connection with JOIN_CAP."""
         out: list[Output] = []
         if self.key_b is None:
+            return out
+        if not self.takes_subflows():
+            for flow in [f for f in self.subflows.values() if f.state is SubflowState.CAP_SENT and f.key_b_prime]:
+                out += self.reset_subflow(flow, ResetReason.CLOSED, "recycling after the connection was closed")
             return out
         for flow in self.subflows.values():
             if flow.state is SubflowState.CAP_SENT and flow.key_b_prime is not None:
@@ -543,17 +613,45 @@ class Server:
     def subflow_closed(self, sid: int) -> list[Output]:
         """The TCP connection ``sid`` ended (EOF, reset or error)."""
         self.unclassified.pop(sid, None)
-        conn = self.owner.pop(sid, None)
+        conn = self.owner.get(sid)
         if conn is None:
             return []
         conn.drop_subflow(sid)
-        if not conn.subflows:
-            self.connections.pop(conn.key_a, None)
-            self.by_token.pop(conn.token, None)
-        return conn.pump()
+        return self._release(conn, sid) + conn.pump()
+
+    def abandon(self, conn: ServerConnection) -> list[Output]:
+        """The application let go of ``conn`` (``Endpoint.abandon``); subflows it resets are released."""
+        before = set(conn.subflows)
+        out = conn.abandon()
+        for sid in before - set(conn.subflows):
+            out += self._release(conn, sid)
+        return out
+
+    def _release(self, conn: ServerConnection, sid: int) -> list[Output]:
+        """Forget subflow ``sid`` (gone: closed, reset by either side); the connection with its last.
+
+        Every way a subflow ends comes through here, so that no connection (and no token) outlives
+        its subflows, whichever end reset the last one and why.
+        """
+        self.owner.pop(sid, None)
+        if conn.subflows or self.connections.get(conn.key_a) is not conn:
+            return []
+        del self.connections[conn.key_a]
+        self.by_token.pop(conn.token, None)
+        return [ConnectionReleased(conn.key_a, conn.ended)]
+
+    def input_pending(self, sid: int) -> bool:
+        """Whether subflow ``sid`` holds complete frames not handled yet: call ``receive(sid, b"")``."""
+        conn = self.owner.get(sid)
+        if conn is not None:
+            return conn.input_pending(sid)
+        flow = self.unclassified.get(sid)
+        return flow is not None and flow.decoder.has_frame()
 
     def receive(self, sid: int, data: bytes) -> tuple[ServerConnection | None, list[Output]]:
-        """Bytes on subflow ``sid``: the connection they belong to (if any) and the outputs."""
+        """Bytes on subflow ``sid``: the connection they belong to (if any) and the outputs.
+
+        At most ``FRAMES_PER_CALL`` frames are handled; ``input_pending`` says whether more wait."""
         conn = self.owner.get(sid)
         if conn is None:
             return self._classify(sid, data)
@@ -567,7 +665,7 @@ class Server:
             out += self._on_frame(conn, flow, frame)
             conn = self.owner.get(sid, conn)  # a JOIN_CAP moves the subflow to another connection
         if flow.state is SubflowState.CLOSED:
-            self.owner.pop(sid, None)
+            out += self._release(conn, sid)
         return conn, out + conn.pump()
 
     def _reject(self, flow: Subflow, reason: ResetReason, detail: str) -> list[Output]:
@@ -598,15 +696,20 @@ class Server:
         if conn is None:
             return None, out
         # Frames behind the first one in the same read (the client's first data behind its CAP).
+        created = conn
         try:
-            rest = list(frames)
+            rest = list(itertools.islice(frames, FRAMES_PER_CALL - 1))
         except FrameError as err:
-            return conn, out + conn.reset_subflow(flow, err.reason, str(err))
+            out += conn.reset_subflow(flow, err.reason, str(err))
+            return conn, out + self._release(conn, sid)
         for frame in rest:
             if flow.state is SubflowState.CLOSED:
                 break
             out += self._on_frame(conn, flow, frame)
-        if isinstance(first, Cap) and flow.state is SubflowState.READY:
+            conn = self.owner.get(sid, conn)  # a JOIN_CAP moves the subflow to another connection
+        if flow.state is SubflowState.CLOSED:
+            return conn, out + self._release(conn, sid) + conn.pump()
+        if isinstance(first, Cap) and flow.state is SubflowState.READY and conn is created:
             assert conn.recv is not None
             # CAP_ACK after the data that came with the CAP, so it acknowledges that data too.
             out.append(Transmit(sid, CapAck(conn.key_b, conn.recv.next_dsn % WRAP).encode()))
@@ -641,6 +744,8 @@ class Server:
             return None, self._reject(flow, ResetReason.UNKNOWN_TOKEN, "CAP_ATTACH for an unknown Key-A")
         if not crypto.verify(crypto.attach_hmac(conn.key_a, conn.key_b, frame.addr_id), frame.hmac):
             return None, self._reject(flow, ResetReason.BAD_HMAC, "CAP_ATTACH HMAC does not verify")
+        if not conn.takes_subflows():
+            return None, self._reject(flow, ResetReason.CLOSED, "CAP_ATTACH to a closed connection")
         if len(conn.subflows) >= conn.max_subflows or frame.addr_id in {f.path for f in conn.subflows.values()}:
             return None, self._reject(flow, ResetReason.TOO_MANY_SUBFLOWS, f"path {frame.addr_id} already attached")
         return conn, self._adopt(conn, flow, frame.addr_id)
@@ -649,6 +754,8 @@ class Server:
         conn = self.by_token.get(frame.token_b)
         if conn is None:
             return None, self._reject(flow, ResetReason.UNKNOWN_TOKEN, f"JOIN for unknown token {frame.token_b:#x}")
+        if not conn.takes_subflows():
+            return None, self._reject(flow, ResetReason.CLOSED, "JOIN to a closed connection")
         if len(conn.subflows) >= conn.max_subflows:
             return None, self._reject(flow, ResetReason.TOO_MANY_SUBFLOWS, "subflow limit reached")
         flow.path, flow.state = frame.addr_id, SubflowState.JOIN_ACK_SENT
@@ -669,6 +776,8 @@ class Server:
             return loser.reset_subflow(flow, ResetReason.OUT_OF_STATE, "JOIN_CAP on a connection that carried data")
         if not crypto.verify(crypto.join_cap_hmac(target.key_a, target.key_b, loser.key_b), frame.hmac):
             return loser.reset_subflow(flow, ResetReason.BAD_HMAC, "JOIN_CAP HMAC does not verify")
+        if not target.takes_subflows():
+            return loser.reset_subflow(flow, ResetReason.CLOSED, "JOIN_CAP to a closed connection")
         if len(target.subflows) >= target.max_subflows or frame.addr_id in {f.path for f in target.subflows.values()}:
             return loser.reset_subflow(flow, ResetReason.TOO_MANY_SUBFLOWS, f"path {frame.addr_id} already attached")
         loser.subflows.pop(flow.sid)
@@ -689,6 +798,8 @@ class Server:
             expected = crypto.join_fin_hmac(conn.key_a, conn.key_b, flow.nonce_peer, flow.nonce_self)
             if not crypto.verify(expected, frame.hmac_a):
                 return conn.reset_subflow(flow, ResetReason.BAD_HMAC, "JOIN_FIN HMAC does not verify")
+            if not conn.takes_subflows():
+                return conn.reset_subflow(flow, ResetReason.CLOSED, "JOIN_FIN after the connection was closed")
             flow.state = SubflowState.READY
             assert conn.recv is not None
             # The fourth ACK: tells the client this subflow may carry data.
@@ -701,5 +812,5 @@ class Server:
         if isinstance(frame, DataAck):
             return conn.on_data_ack(flow, frame.data_ack)
         if isinstance(frame, DataFin):
-            return conn.on_data_fin(frame)
+            return conn.on_data_fin(flow, frame)
         return conn.reset_subflow(flow, ResetReason.OUT_OF_STATE, f"{type(frame).__name__} on a ready subflow")

@@ -49,6 +49,9 @@ class ResetReason(enum.IntEnum):
     NOT_READING = 7
     LOSER = 8  # a potentially initial subflow that lost the race (break before make)
     NO_ROBE = 9  # the peer does not speak RobE: fall back to single path
+    FRAGMENTED = 10  # more out-of-order segments than the receiver keeps (MP_TCPRST "too much outstanding data")
+    TIMEOUT = 11  # the subflow did not complete its handshake (CAP, JOIN) in time
+    CLOSED = 12  # the connection is closed (by its application, or both streams ended): nothing joins it
 
 
 class FrameError(ValueError):
@@ -199,6 +202,9 @@ FIXED: dict[FrameType, type[Frame]] = {
 }
 
 
+_FRAME_TYPES = frozenset(t.value for t in FrameType)
+
+
 def _decode_payload(kind: FrameType, body: bytes) -> Frame:
     if kind is FrameType.DATA:
         (dsn,) = Data.LAYOUT.unpack_from(body)
@@ -222,6 +228,20 @@ class Decoder:
         """Append received bytes (after an error, input is ignored)."""
         if self.failed is None:
             self._buffer += data
+
+    def has_frame(self) -> bool:
+        """Whether ``frames`` would yield a frame now, or raise (a header it rejects)."""
+        if self.failed is not None or len(self._buffer) < HEADER.size:
+            return False
+        kind_raw, flags, length = HEADER.unpack_from(self._buffer)
+        if flags or kind_raw not in _FRAME_TYPES:
+            return True
+        kind = FrameType(kind_raw)
+        if kind is FrameType.DATA:
+            allowed = Data.LAYOUT.size <= length <= Data.LAYOUT.size + MAX_DATA
+        else:
+            allowed = length == FIXED[kind].LAYOUT.size
+        return not allowed or len(self._buffer) >= HEADER.size + int(length)
 
     def frames(self) -> Iterator[Frame]:
         """Complete frames so far; raises FrameError once, on the first violation."""

@@ -5,14 +5,18 @@ Terminates the client proxy's connections on two listeners: a kernel MPTCP liste
 arrive there) and a userspace-transport listener (``robe.userspace``) on ``--user-port`` for
 ``mptcp-user``, ``robe-downgrade``, ``robe-bbm`` and ``robe-esim``. Each connection starts with a
 Convert header (``robe.proxy.convert``) naming the original destination. The HAAP refuses (RST,
-logged ``refused`` with the reason) malformed headers and destinations outside the allowed
-networks (default 198.18.0.0/15, the emulated internet), opens plain TCP to the destination,
-writes the first data that came with the header and relays both ways with half-close and
-backpressure. Command line::
+logged ``refused`` with the reason) malformed headers, headers that do not arrive in time (on the
+userspace listener a subflow must also finish its CAP or JOIN in that time), connections beyond
+``--max-connections``, and destinations ``robe.proxy.destinations`` refuses: outside the allowed
+networks (default 198.18.0.0/15, the emulated internet), special addresses, loopback and the
+HAAP's own addresses unless named explicitly, and always the HAAP's own listeners. It opens
+plain TCP to the destination, writes the first data that came with the header and relays both
+ways with half-close and backpressure. Command line::
 
     python -m robe.proxy.haap --bind 0.0.0.0 --port 8000 --user-port 8001 --allow 198.18.0.0/15 --log FILE
 
-It prints ``READY {json}`` once listening; SIGTERM or SIGINT close everything and flush the log.
+It prints ``READY {json}`` once listening (a catch-all allow-list prints a loud warning on stderr
+first); SIGTERM or SIGINT close everything and flush the log.
 """
 
 from __future__ import annotations
@@ -33,12 +37,15 @@ from robe import kernel
 from robe.protocol.sending import SCHEDULERS
 from robe.proxy import convert
 from robe.proxy.connlog import ConnLog
+from robe.proxy.destinations import DestinationPolicy, catch_all_warnings, normalise_network
 from robe.proxy.relay import describe, relay
 from robe.proxy.streams import LISTEN_BACKLOG, READ_LIMIT, BoundedServer, ByteStream, SocketStream, raise_fd_limit
 from robe.userspace import ServerHandle
 
 ROLE = "haap"
 DEFAULT_ALLOW = ("198.18.0.0/15",)
+#: Open connections per listener (kernel connections; userspace subflows) at most by default.
+MAX_CONNECTIONS = 4096
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -52,7 +59,7 @@ def parse_networks(values: Sequence[str]) -> tuple[Network, ...]:
     networks = []
     for value in values:
         try:
-            networks.append(ipaddress.ip_network(value, strict=True))
+            networks.append(normalise_network(ipaddress.ip_network(value, strict=True)))
         except ValueError as err:
             raise ConfigError(f"allow: {value!r}: {err}") from None
     return tuple(networks)
@@ -66,10 +73,14 @@ class HaapConfig:
         port: the kernel (MPTCP, accepting TCP too) listener's port (0: any free one).
         bind: the address both listeners bind.
         user_port: the userspace-transport listener's port (None: no such listener; 0: any).
-        allow: destinations the HAAP connects to; anything else is refused.
-        header_timeout_s: a connection without a complete header after this long is refused.
+        allow: destinations the HAAP connects to; anything else is refused (and within them, what
+            ``robe.proxy.destinations`` refuses).
+        header_timeout_s: a connection without a complete header after this long is refused; on
+            the userspace listener, also a subflow that has not finished its CAP or JOIN.
         connect_timeout_s: give up connecting to a destination after this long.
         user_scheduler: the userspace listener's scheduler (``robe.protocol.sending.SCHEDULERS``).
+        max_connections: open connections on the kernel listener, and open subflows on the
+            userspace listener, at most; further ones are reset at once (and logged).
     """
 
     port: int
@@ -79,6 +90,7 @@ class HaapConfig:
     header_timeout_s: float = 10.0
     connect_timeout_s: float = 30.0
     user_scheduler: str = "lowest-rtt"
+    max_connections: int = MAX_CONNECTIONS
 
     def __post_init__(self) -> None:
         if not 0 <= self.port < 65536:
@@ -97,10 +109,16 @@ class HaapConfig:
             raise ConfigError(f"connect_timeout_s={self.connect_timeout_s!r}: must be > 0")
         if self.user_scheduler not in SCHEDULERS:
             raise ConfigError(f"user_scheduler={self.user_scheduler!r}: unknown (known: {', '.join(SCHEDULERS)})")
+        if not 1 <= self.max_connections <= 1_000_000:
+            raise ConfigError(f"max_connections={self.max_connections!r}: must be 1..1000000")
 
     def allows(self, address: convert.IPAddress) -> bool:
-        """Whether ``address`` lies in an allowed network."""
+        """Whether ``address`` lies in an allowed network (the policy refuses more: ``refusal``)."""
         return any(address in network for network in self.allow)
+
+    def warnings(self) -> list[str]:
+        """What an operator must hear about these settings (a catch-all allow-list)."""
+        return catch_all_warnings(self.allow)
 
 
 class _RefusedError(Exception):
@@ -134,9 +152,14 @@ class Haap:
         self.count = 0
         self.connections: set[asyncio.Task[Any]] = set()
         self.servers: list[asyncio.AbstractServer] = []
-        self.user_server = BoundedServer(on_connection=self._on_user, scheduler=config.user_scheduler)
+        self.user_server = BoundedServer(on_connection=self._on_user, scheduler=config.user_scheduler,
+                                         handshake_timeout_s=config.header_timeout_s,
+                                         max_subflows=config.max_connections)  # fmt: skip
         self.port = config.port
         self.user_port = config.user_port
+        self.kernel_open = 0  # connections accepted on the kernel listener and not closed yet
+        self.refused_busy = 0  # connections reset at once because max_connections were open
+        self.policy = DestinationPolicy(config.allow)
 
     async def start(self) -> None:
         """Start both listeners (``port`` and ``user_port`` then hold the real ports)."""
@@ -152,6 +175,7 @@ class Haap:
             user = await self.user_server.listen(self.config.bind, self.config.user_port)
             self.servers.append(user)
             self.user_port = user.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        self.policy.own_ports = {p for p in (self.port, self.user_port) if p is not None}
 
     async def stop(self) -> None:
         """Stop listening and close every connection (each logged as closed by ``shutdown``)."""
@@ -167,10 +191,21 @@ class Haap:
     async def _on_kernel(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         stream = SocketStream(reader, writer)
         sock = stream.socket
-        if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         peer = writer.get_extra_info("peername")
-        await self._serve(stream, peer, "kernel", kernel.is_mptcp(sock) if sock is not None else None)
+        if self.kernel_open >= self.config.max_connections:
+            self.refused_busy += 1
+            peer_text = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else None
+            self.log.event("refused", "-", peer=peer_text, dst=None,
+                           reason=f"too many connections ({self.kernel_open} open, max_connections)")  # fmt: skip
+            stream.abort()
+            return
+        self.kernel_open += 1
+        try:
+            if sock is not None:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            await self._serve(stream, peer, "kernel", kernel.is_mptcp(sock) if sock is not None else None)
+        finally:
+            self.kernel_open -= 1
 
     async def _on_user(self, handle: ServerHandle) -> None:
         stream = self.user_server.stream(handle)
@@ -219,9 +254,9 @@ class Haap:
         try:
             destination, first = await self._read_header(stream)
             fields["dst"] = str(destination)
-            if not self.config.allows(destination.address):
-                allowed = ", ".join(str(n) for n in self.config.allow)
-                raise _RefusedError(f"destination {destination.address} outside the allowed networks ({allowed})")
+            refusal = self.policy.refusal(destination.address, destination.port)
+            if refusal is not None:
+                raise _RefusedError(refusal)
             started = time.monotonic_ns()
             try:
                 async with asyncio.timeout(self.config.connect_timeout_s):
@@ -272,6 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="allowed destination network; repeat (default 198.18.0.0/15)")  # fmt: skip
     parser.add_argument("--header-timeout", type=float, default=10.0, help="seconds (default 10)")
     parser.add_argument("--connect-timeout", type=float, default=30.0, help="seconds (default 30)")
+    parser.add_argument("--max-connections", type=int, default=MAX_CONNECTIONS,
+                        help=f"open connections (userspace: subflows) per listener ({MAX_CONNECTIONS})")  # fmt: skip
     parser.add_argument("--log", default=None, help="connection log, JSON lines (appended)")
     parser.add_argument("--user-scheduler", default="lowest-rtt", choices=sorted(SCHEDULERS),
                         help="scheduler of the userspace listener's connections (default lowest-rtt)")  # fmt: skip
@@ -288,6 +325,7 @@ def config_from_args(args: argparse.Namespace) -> HaapConfig:
         header_timeout_s=args.header_timeout,
         connect_timeout_s=args.connect_timeout,
         user_scheduler=args.user_scheduler,
+        max_connections=args.max_connections,
     )
 
 
@@ -298,6 +336,9 @@ async def serve(config: HaapConfig, log: ConnLog) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     haap = Haap(config, log)
+    for warning in config.warnings():
+        print(f"haap: {warning}", file=sys.stderr, flush=True)
+        log.event("warning", "-", reason=warning)
     await haap.start()
     try:
         ready = {"role": ROLE, "bind": config.bind, "port": haap.port, "user_port": haap.user_port,

@@ -233,7 +233,11 @@ class UserspaceStream(ByteStream):
         return send is None or send.acked_dsn == send.end_dsn
 
     async def close(self) -> None:
-        """Orderly once both streams ended and our data is acknowledged; an RST otherwise."""
+        """Orderly once both streams ended and our data is acknowledged; an RST otherwise.
+
+        Either way the connection is abandoned first: a subflow that is still joining (its
+        handshake crossed the close) is reset instead of staying open with nobody to close it.
+        """
         if not (self._eof_sent and self.driver.ended):
             self.abort()
             return
@@ -245,12 +249,14 @@ class UserspaceStream(ByteStream):
         if not self._all_acked():
             self.abort()
             return
+        self.driver.abandon()
         transports = self._transports()
         for transport in transports:
             transport.close()
         await asyncio.sleep(0)  # let connection_lost run
 
     def abort(self) -> None:
+        self.driver.abandon()
         for transport in self._transports():
             set_linger_zero(transport.get_extra_info("socket"))
             transport.abort()

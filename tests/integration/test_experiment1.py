@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from topologies.cleanup import find_our_processes
+from topologies.cleanup import find_our_processes, processes_of
 from topologies.links import PROJECT_ROOT
 from topologies.shell import run
 
@@ -95,6 +95,7 @@ def test_ctrl_c_keeps_finished_rows_and_leaves_nothing_behind(tmp_path):
     meta = json.loads((out / "metadata.json").read_text())
     assert meta["invocations"][-1]["interrupted"] is True and meta["complete"] is False
     assert not [(pid, cmd) for pid, cmd in find_our_processes() if pid not in before]
+    assert not processes_of(proc.pid)  # its own, found by the owner in their names and environment
     assert "rl-" not in run(["ip", "netns", "list"]).stdout
     # Resuming runs only what is missing.
     resumed = _experiment(out, "-j", "3")

@@ -1,6 +1,6 @@
 """Experiment 2's proxies on real namespaces: client -> client proxy -> HAAP -> origin (Figure 7).
 
-Three namespaces of our own (``rl-pxtest-<pid>-c``, ``-h``, ``-o``): the client with two links to
+Three namespaces of our own (``rl-o<pid>-px-c``, ``-h``, ``-o``): the client with two links to
 the HAAP (path 0, the default route, and path 1; policy routing per source address, MPTCP subflow
 endpoints on both addresses), the HAAP with a service address reachable over both links, and an
 origin server in the emulated internet (198.18.200.0/24). The client proxy installs its iptables
@@ -35,7 +35,7 @@ from topologies.links import TapWireProcess, tapwire_command
 pytestmark = pytest.mark.root
 
 ROOT = Path(__file__).resolve().parents[2]
-PREFIX = f"rl-pxtest-{os.getpid()}"
+PREFIX = f"rl-o{os.getpid()}-px"  # owned by this process: a clean-up after a crash finds it
 PATH0, PATH1 = "10.201.1.1", "10.201.2.1"  # client source addresses: LTE (default route), DSL/WiFi
 HAAP_ADDR = "10.201.0.1"
 ORIGIN_ADDR = "198.18.200.2"
@@ -107,7 +107,7 @@ def _ns(ns: str, *argv: str) -> list[str]:
 
 @dataclass(frozen=True)
 class Names:
-    """The namespaces and scratch folder of one test network (all ours: prefix ``rl-pxtest-<pid>``)."""
+    """The namespaces and scratch folder of one test network (all ours: prefix ``rl-o<pid>-px``)."""
 
     tag: str
 
@@ -355,6 +355,36 @@ def test_a_destination_outside_the_allowed_network_is_refused(net):
     assert "outside the allowed networks (198.18.0.0/15)" in refused[0]["reason"]
     closed = [e for e in _lines(log) if e["event"] == "closed"]
     assert closed and closed[0]["error"] is not None
+
+
+SELF_HEADERS = """
+import socket, sys
+sys.path.insert(0, sys.argv[1])
+from robe.proxy.convert import Destination, encode
+import ipaddress
+for port in (int(sys.argv[3]), 80):
+    with socket.create_connection((sys.argv[2], int(sys.argv[3])), timeout=10) as sock:
+        sock.sendall(encode(Destination(ipaddress.ip_address("198.18.200.1"), port)) * 20 + b"x")
+        try:
+            while sock.recv(4096):
+                pass
+        except ConnectionResetError:
+            pass
+"""
+
+
+def test_the_haap_never_connects_to_its_own_addresses(net):
+    """198.18.200.1 is the HAAP's own (internet-side) address, inside its allow-list 198.18.0.0/15."""
+    mark = time.monotonic_ns()
+    done = net.run(net.names.client, [sys.executable, "-c", SELF_HEADERS, str(ROOT), HAAP_ADDR, str(HAAP_PORT)])
+    assert done.returncode == 0, done.stderr
+    time.sleep(0.2)
+    events = _haap_since(net, mark)
+    assert sum(e["event"] == "accepted" for e in events) == 2, events  # the two clients, never itself
+    reasons = [e["reason"] for e in events if e["event"] == "refused"]
+    assert len(reasons) == 2
+    assert f"198.18.200.1:{HAAP_PORT}: the HAAP itself" in reasons[0]
+    assert "an address of the HAAP's own host" in reasons[1]
 
 
 def dead_path_commands(net: Net, add: bool) -> list[list[str]]:

@@ -187,7 +187,7 @@ class Dns:
 @pytest.fixture
 def dns() -> Iterator[Dns]:
     netns = f"rl-dnstest-{os.getpid()}"
-    folder = Path(tempfile.mkdtemp(prefix="rl-dnstest-", dir="/tmp"))
+    folder = Path(tempfile.mkdtemp(prefix=f"rl-o{os.getpid()}-dnstest-", dir="/tmp"))
     proc: subprocess.Popen[str] | None = None
     run(["ip", "netns", "add", netns])
     try:

@@ -12,6 +12,7 @@ from robe.protocol import crypto
 from robe.protocol.connection import (
     ClientConnection,
     CloseSubflow,
+    ConnectionReleased,
     DataReceived,
     Established,
     OpenSubflow,
@@ -35,6 +36,7 @@ from robe.protocol.frames import (
     JoinCap,
     JoinFin,
     ResetReason,
+    Rst,
 )
 
 
@@ -329,22 +331,58 @@ def test_sequence_numbers_wrap_on_the_wire():
         max_size=40,
     )
 )
-def test_server_survives_any_sequence_of_frames(script):
+def test_server_survives_any_sequence_of_frames_and_releases_every_connection(script):
     server = Server(window=4096)
     accepted: set[int] = set()
+    released: set[int] = set()
     for sid, blob in script:
         if sid not in accepted:
             server.subflow_accepted(sid)
             accepted.add(sid)
         if blob == b"closed":
-            server.subflow_closed(sid)
+            out = server.subflow_closed(sid)
             accepted.discard(sid)
-            continue
-        _, out = server.receive(sid, blob)  # never raises
+        else:
+            _, out = server.receive(sid, blob)  # never raises
         assert all(isinstance(o, (Transmit, CloseSubflow, Established, SubflowReady, DataReceived, StreamEnded,
-                                  SubflowFailed, Superseded)) for o in out)  # fmt: skip
+                                  SubflowFailed, Superseded, ConnectionReleased)) for o in out)  # fmt: skip
+        released |= {o.key_a for o in out if isinstance(o, ConnectionReleased)}
+        _assert_nothing_outlives_its_subflows(server)
     for conn in server.connections.values():
         assert conn.recv is not None and conn.recv.buffered <= 4096
+    for sid in accepted:  # every TCP connection ends: nothing may stay behind
+        released |= {o.key_a for o in server.subflow_closed(sid) if isinstance(o, ConnectionReleased)}
+    assert not server.connections and not server.by_token and not server.owner and not server.unclassified
+    assert not released & set(server.connections)
+
+
+def _assert_nothing_outlives_its_subflows(server):
+    """Every known connection has a subflow, every subflow's owner is a known connection, tokens match."""
+    for key_a, conn in server.connections.items():
+        assert conn.subflows and conn.key_a == key_a and server.by_token.get(conn.token) is conn
+    assert len(server.by_token) == len(server.connections)
+    for sid, conn in server.owner.items():
+        assert server.connections.get(conn.key_a) is conn and sid in conn.subflows
+
+
+@pytest.mark.parametrize("ending", ["rst", "garbage", "bad data", "close"])
+def test_a_connection_whose_last_subflow_is_reset_is_released(ending):
+    server = Server()
+    for i in range(1000):
+        sid, key_a = i + 1, 10_000 + i
+        server.subflow_accepted(sid)
+        _, out = server.receive(sid, Cap(1, 0, key_a).encode())
+        assert any(isinstance(o, Established) for o in out)
+        if ending == "rst":
+            _, out = server.receive(sid, Rst(ResetReason.UNSPECIFIED).encode())
+        elif ending == "garbage":
+            _, out = server.receive(sid, b"\xff" * 8)
+        elif ending == "bad data":  # a protocol violation: data far beyond the window
+            _, out = server.receive(sid, Data((crypto.idsn(key_a) + (1 << 30)) % (1 << 64), b"x").encode())
+        if ending != "close":
+            assert ConnectionReleased(key_a, False) in out
+        server.subflow_closed(sid)
+    assert (len(server.connections), len(server.by_token), len(server.owner)) == (0, 0, 0)
 
 
 def test_esim_recycles_the_loser_and_rejects_a_forged_proof():
@@ -365,3 +403,141 @@ def test_esim_recycles_the_loser_and_rejects_a_forged_proof():
     server.receive(3, Cap(1, 2, crypto.new_key()).encode())
     _, out = server.receive(3, JoinCap(2, crypto.new_key(), b"\x00" * 16).encode())
     assert any(isinstance(o, SubflowFailed) and o.reason is ResetReason.UNKNOWN_TOKEN for o in out)
+
+
+def _data(key_a: int, offset: int, payload: bytes) -> bytes:
+    return Data((crypto.idsn(key_a) + offset) % (1 << 64), payload).encode()
+
+
+def test_tiny_out_of_order_segments_reset_the_subflow_with_a_reason_and_bounded_memory():
+    server, conn, key_a = _server_with_connection()
+    assert conn is not None and conn.recv is not None
+    failed = []
+    for k in range(5000):  # one byte at every other sequence number: a hole before each
+        _, out = server.receive(1, _data(key_a, 2 * k + 1, b"x"))
+        failed += [o for o in out if isinstance(o, SubflowFailed)]
+        if failed:
+            break
+    assert failed[0].reason is ResetReason.FRAGMENTED and k == conn.recv.max_segments
+    assert conn.recv.segments <= conn.recv.max_segments
+    assert ConnectionReleased(key_a, False) in out and not server.connections
+
+
+def test_data_after_the_data_fin_is_refused_and_never_delivered():
+    server, _, key_a = _server_with_connection()
+    _, out = server.receive(1, _data(key_a, 0, b"hello") + DataFin((crypto.idsn(key_a) + 5) % (1 << 64)).encode())
+    assert DataReceived(b"hello") in out and StreamEnded() in out
+    _, out = server.receive(1, _data(key_a, 5, b"more"))
+    assert not [o for o in out if isinstance(o, DataReceived)]
+    assert any(isinstance(o, SubflowFailed) and o.reason is ResetReason.MALFORMED and "after the DATA_FIN" in o.detail
+               for o in out)  # fmt: skip
+
+
+def test_a_data_fin_before_data_already_received_or_moved_is_refused():
+    server, _, key_a = _server_with_connection()
+    server.receive(1, _data(key_a, 10, b"later"))  # held out of order up to offset 15
+    _, out = server.receive(1, DataFin((crypto.idsn(key_a) + 12) % (1 << 64)).encode())
+    assert any(isinstance(o, SubflowFailed) and "before data already received" in o.detail for o in out)
+    server, _, key_a = _server_with_connection()
+    server.receive(1, DataFin((crypto.idsn(key_a) + 20) % (1 << 64)).encode())
+    server.receive(1, DataFin((crypto.idsn(key_a) + 20) % (1 << 64)).encode())  # re-sent: fine
+    assert server.connections
+    _, out = server.receive(1, DataFin((crypto.idsn(key_a) + 30) % (1 << 64)).encode())
+    assert any(isinstance(o, SubflowFailed) and "DATA_FIN moved" in o.detail for o in out)
+
+
+def _finished_pair(join_reaches_server_first: bool = False):
+    """A client and a server connection that exchanged a request and an answer and both DATA_FINs
+    (everything acknowledged), while the client's join on path 1 was under way: its JOIN still in
+    flight, or (``join_reaches_server_first``) already answered, the JOIN_ACK in flight."""
+    client = ClientConnection(strategy="mptcp-user", paths=2)
+    client.write(b"request")
+    client.start()
+    server = Server()
+    server.subflow_accepted(1)
+    conn, answer = server.receive(1, _bytes(client.subflow_connected(1, 0)))
+    assert conn is not None and OpenSubflow(1) in client.receive(1, _bytes(answer))
+    in_flight = _bytes(client.subflow_connected(2, 1))  # the JOIN
+    if join_reaches_server_first:
+        server.subflow_accepted(2)
+        _, join_ack = server.receive(2, in_flight)
+        in_flight = _bytes(join_ack)
+    client.close()
+    _, out = server.receive(1, _bytes(client.pump()))
+    assert StreamEnded() in out
+    conn.write(b"answer")
+    conn.close()
+    back = client.receive(1, _bytes(conn.pump()))
+    server.receive(1, _bytes(back))  # the client's data-ack of the answer
+    return client, server, conn, in_flight
+
+
+def test_a_join_to_a_finished_or_abandoned_server_connection_is_refused():
+    # The soak's leak: a join crossing the close became ready after both ends had closed, and
+    # nobody ever closed it (the application had let go). Now the server refuses it.
+    _, server, conn, join = _finished_pair()
+    server.subflow_accepted(2)
+    joined, out = server.receive(2, join)
+    assert joined is None and any(isinstance(o, CloseSubflow) and o.sid == 2 for o in out)
+    assert set(conn.subflows) == {1} and conn.finished and CloseSubflow(2, ResetReason.CLOSED) in out
+    # Abandoned by the application before it finished: a JOIN in its handshake is reset and released.
+    server, conn, key_a = _server_with_connection()
+    server.subflow_accepted(2)
+    server.receive(2, Join(conn.token, 7, 1).encode())
+    assert 2 in conn.subflows and server.owner[2] is conn
+    out = server.abandon(conn)
+    assert CloseSubflow(2, ResetReason.CLOSED) in out and 2 not in server.owner and set(conn.subflows) == {1}
+    server.subflow_accepted(3)
+    _, out = server.receive(3, CapAttach(1, key_a, crypto.attach_hmac(key_a, conn.key_b, 1)).encode())
+    assert CloseSubflow(3, ResetReason.CLOSED) in out
+    assert ConnectionReleased(key_a, False) in server.subflow_closed(1) and not server.connections
+
+
+def test_a_client_join_that_completes_after_the_close_is_reset():
+    client, _, _, join_ack = _finished_pair(join_reaches_server_first=True)
+    out = client.receive(2, join_ack)
+    assert 2 not in client.subflows and any(isinstance(o, CloseSubflow) and o.sid == 2 for o in out)
+    assert client.finished and CloseSubflow(2, ResetReason.CLOSED) in out
+    # Abandoned (closed by the application) before it finished: a join in its handshake is reset,
+    # one that connects later is closed at once.
+    client = ClientConnection(strategy="mptcp-user", paths=2)
+    client.start()
+    server = Server()
+    server.subflow_accepted(1)
+    _, answer = server.receive(1, _bytes(client.subflow_connected(1, 0)))
+    assert OpenSubflow(1) in client.receive(1, _bytes(answer))
+    client.subflow_connected(2, 1)
+    out = client.abandon()
+    assert CloseSubflow(2, ResetReason.CLOSED) in out and set(client.subflows) == {1}
+    assert client.subflow_connected(3, 1) == [CloseSubflow(3, ResetReason.CLOSED)]
+
+
+def test_a_read_of_thousands_of_tiny_frames_is_handled_in_bounded_slices():
+    # One read of one-byte DATA frames (in order: nothing is held, no bound trips) used to be
+    # handled in one call: 20,000 frames stalled the event loop for ~100 ms. Now each call takes
+    # FRAMES_PER_CALL frames at most and says whether more wait.
+    from robe.protocol import connection
+
+    frames_per_call = getattr(connection, "FRAMES_PER_CALL", 256)  # (absent before the bound)
+    server, _, key_a = _server_with_connection()
+    blob = b"".join(_data(key_a, k, bytes([k % 256])) for k in range(5000))
+    _, out = server.receive(1, blob)
+    calls, delivered = 1, bytearray()
+    delivered += b"".join(o.data for o in out if isinstance(o, DataReceived))
+    assert len(delivered) <= frames_per_call < 5000
+    while server.input_pending(1):
+        _, out = server.receive(1, b"")
+        calls += 1
+        delivered += b"".join(o.data for o in out if isinstance(o, DataReceived))
+    assert bytes(delivered) == bytes(k % 256 for k in range(5000))
+    assert calls == -(-5000 // frames_per_call)
+    # The client side too.
+    net = _connect("mptcp-user")
+    net.run()
+    server_conn = net.server_conn
+    assert server_conn is not None and net.client.recv is not None
+    first = net.client.recv.next_dsn
+    blob = b"".join(Data((first + k) % (1 << 64), b"z").encode() for k in range(1000))
+    out = net.client.receive(1, blob)
+    assert len([o for o in out if isinstance(o, DataReceived)]) <= frames_per_call
+    assert net.client.input_pending(1)

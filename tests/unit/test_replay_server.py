@@ -128,7 +128,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> tuple[CaPaths, ServerCertPa
 @pytest.fixture
 def short_dir() -> Iterator[Path]:
     """A short folder for Unix sockets (sun_path holds 107 bytes; pytest's tmp_path can be longer)."""
-    folder = Path(tempfile.mkdtemp(prefix="rl-rs-", dir="/tmp"))
+    folder = Path(tempfile.mkdtemp(prefix=f"rl-o{os.getpid()}-rs-", dir="/tmp"))
     try:
         yield folder
     finally:
@@ -811,6 +811,22 @@ def test_ca_is_created_once_and_reused(tmp_path: Path) -> None:
     x509.load_pem_x509_certificate(ca.cert.read_bytes())
 
 
+def test_keys_are_never_written_through_a_planted_link(tmp_path: Path) -> None:
+    # Someone sharing the folder plants links at every name the old code would have used.
+    folder = tmp_path / "ca"
+    folder.mkdir()
+    victim = tmp_path / "victim"
+    victim.write_text("do not touch\n")
+    for name in ("ca.key", "ca.pem"):
+        (folder / f".{name}.{os.getpid()}.tmp").symlink_to(victim)
+    ca = make_ca(folder)
+    assert victim.read_text() == "do not touch\n"
+    assert not ca.key.is_symlink() and stat.S_IMODE(ca.key.stat().st_mode) == 0o600
+    assert b"PRIVATE KEY" in ca.key.read_bytes()
+    assert not [p for p in folder.iterdir() if p.name.endswith(".tmp") and not p.is_symlink()]  # none left
+    assert stat.S_IMODE(make_ca(tmp_path / "new").key.parent.stat().st_mode) == 0o700
+
+
 def test_leaf_certificate_covers_many_names(tmp_path: Path) -> None:
     ca = make_ca(tmp_path / "ca")
     names = [f"host{i}.example{i % 7}.test" for i in range(200)] + ["Host0.Example0.test", "*.cdn.test"]
@@ -840,3 +856,59 @@ def test_certificate_input_errors(tmp_path: Path) -> None:
         issue_server_cert(ca, [], tmp_path)
     with pytest.raises(CertificateError, match=r"name='../x'"):
         issue_server_cert(ca, ["a.test"], tmp_path, name="../x")
+
+
+def test_dripping_requests_are_cut_off_and_never_lock_out_others(start_server: StartServer) -> None:
+    srv = start_server(limits=ServerLimits(max_connections=5, request_timeout_s=0.5, idle_timeout_s=5))
+    head = f"GET / HTTP/1.1\r\nHost: {HOST}\r\nX-Pad: {'a' * 200}\r\n\r\n".encode()
+    drips = [socket.create_connection(("127.0.0.1", srv.port()), timeout=5) for _ in range(5)]
+    stop = threading.Event()
+
+    def drip(sock: socket.socket) -> None:
+        for byte in head:  # one byte every 50 ms: each read well inside the idle timeout
+            if stop.wait(0.05):
+                return
+            try:
+                sock.sendall(bytes([byte]))
+            except OSError:
+                return
+
+    threads = [threading.Thread(target=drip, args=(sock,), daemon=True) for sock in drips]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(1.2)  # past the request deadline of every dripping connection
+        client = RawClient(srv.port())
+        try:
+            assert client.get("/")[1] == b"alpha home\n"
+        finally:
+            client.close()
+        answers = []
+        for sock in drips:
+            sock.settimeout(5)
+            with contextlib.suppress(ConnectionResetError):
+                answers.append(sock.recv(200))
+        assert all(a.startswith(b"HTTP/1.1 408 ") for a in answers) and len(answers) == 5, answers
+        stats = srv.stats()
+        assert stats["connections"]["request_timeouts"] == 5 and stats["connections"]["rejected"] == 0
+    finally:
+        stop.set()
+        for sock in drips:
+            sock.close()
+
+
+def test_bad_bytes_and_deep_json_on_the_control_socket_get_an_answer(start_server: StartServer) -> None:
+    srv = start_server()
+    assert srv.server.control_path is not None
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(5)
+        sock.connect(str(srv.server.control_path))
+        sock.sendall(b'{"cmd": "\xff"}\n' + b"[" * 50_000 + b"\n" + b'{"cmd": "ping"}\n')
+        data = b""
+        while data.count(b"\n") < 3:
+            chunk = sock.recv(65536)
+            assert chunk, f"control socket closed after {data!r}"
+            data += chunk
+    answers = [json.loads(line) for line in data.splitlines()]
+    assert [a["ok"] for a in answers] == [False, False, True]
+    assert "not UTF-8" in answers[0]["error"] and "nested too deeply" in answers[1]["error"]

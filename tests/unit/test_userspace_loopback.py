@@ -39,7 +39,7 @@ async def _transfer(strategy: str, size: int) -> tuple[UserspaceClient, bytes, l
     await done.wait()
     client.abort()
     listener.close()
-    return client, bytes(received), server.events + server_events
+    return client, bytes(received), [*server.events, *server_events]
 
 
 @pytest.mark.parametrize("strategy", ["mptcp-user", "robe-downgrade", "robe-bbm", "robe-esim"])
