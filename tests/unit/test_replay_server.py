@@ -890,8 +890,8 @@ def test_recorded_cors_and_timing_headers_are_replayed(
     ca, _ = pki
     srv = start_server((site,))
     port = srv.port(tls=True)
-    head = curl("--insecure", *resolve(port, font.host), "--include", "--output", "-",
-                f"https://{font.host}:{port}{font.target}").stdout  # fmt: skip
+    # (the font's certificate name is not in the test PKI: the headers are what this is about)
+    head = curl("--insecure", *resolve(port, font.host), "--head", f"https://{font.host}:{port}{font.target}").stdout
     lines = head.split("\r\n\r\n", 1)[0].splitlines()
     assert "access-control-allow-origin: *" in [x.lower() for x in lines]
     assert "timing-allow-origin: *" in [x.lower() for x in lines]
