@@ -895,7 +895,7 @@ def test_recorded_cors_and_timing_headers_are_replayed(
     lines = head.split("\r\n\r\n", 1)[0].splitlines()
     assert "access-control-allow-origin: *" in [x.lower() for x in lines]
     assert "timing-allow-origin: *" in [x.lower() for x in lines]
-    head = curl("--cacert", str(ca.cert), *resolve(port), "--include", f"https://{HOST}:{port}/f.woff").stdout
+    head = curl("--cacert", str(ca.cert), *resolve(port), "--head", f"https://{HOST}:{port}/f.woff").stdout
     lines = head.split("\r\n\r\n", 1)[0].splitlines()
     for name, value in cors:
         assert f"{name}: {value}" in lines, lines
