@@ -10,8 +10,11 @@ page: 500 ms without a request in flight, at most ``--settle`` seconds), and wri
   navigation start), ``load_event`` (whether it fired), ``error`` (the navigation's error, e.g.
   ``net::ERR_CERT_AUTHORITY_INVALID``);
 * ``requests``: every request the page made: URL, method, resource type, HTTP status, the
-  browser's failure text (``net::ERR_...``) when it failed, and the body bytes received;
+  browser's failure text (``net::ERR_...``) when it failed, the body bytes received, and its
+  initiator type (``parser``, ``script``, ``preload``, ``other``: DevTools' Network domain);
 * ``t_goto_ns`` (``time.monotonic_ns()`` just before navigating: the clock of the proxies' logs),
+  ``t_loaded_ns`` (when the load event was reported), ``cpu_idle_share`` (all CPUs' idle share in
+  between, ``experiments.cpuload``),
   ``version`` (the browser's), ``har`` (written by Playwright when ``--har`` is given; gzip-compressed
   here).
 
@@ -31,15 +34,23 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from experiments.browser import CHROMIUM, EMPTY_MODEL_MANIFEST, chromium_args
+from experiments.browser import CHROMIUM, EMPTY_MODEL_MANIFEST, PROFILE_PREFERENCES, chromium_args
+from experiments.cpuload import cpu_sample, idle_share
 
 QUIET_S = 0.5
+#: Pause between the browser's start and the navigation (its start-up work settles).
+WARM_UP_S = 1.0
 
 
 def _write(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data))
     tmp.replace(path)
+
+
+def on_will_be_sent(initiators: dict[str, str], event: dict[str, Any]) -> None:
+    """Keep the initiator type of the first request for each URL (DevTools' Network.requestWillBeSent)."""
+    initiators.setdefault(str(event["request"]["url"]), str(event["initiator"]["type"]))
 
 
 def load(url: str, *, home: Path, profile_dir: Path, timeout_s: float, settle_s: float, har: Path | None,
@@ -52,9 +63,12 @@ def load(url: str, *, home: Path, profile_dir: Path, timeout_s: float, settle_s:
     profile_dir.mkdir(parents=True, exist_ok=True)
     manifest = profile_dir / "model-manifest-override.json"
     manifest.write_text(json.dumps(EMPTY_MODEL_MANIFEST))
+    (profile_dir / "profile" / "Default").mkdir(parents=True, exist_ok=True)
+    (profile_dir / "profile" / "Default" / "Preferences").write_text(json.dumps(PROFILE_PREFERENCES))
     requests: list[dict[str, Any]] = []
     by_request: dict[int, dict[str, Any]] = {}
     in_flight: set[int] = set()
+    initiators: dict[str, str] = {}
     last_change = [time.monotonic()]
 
     def on_request(request: Request) -> None:
@@ -82,7 +96,7 @@ def load(url: str, *, home: Path, profile_dir: Path, timeout_s: float, settle_s:
             entry["failure"] = entry["failure"] or f"no response: {err.message[:200]}"
 
     result: dict[str, Any] = {"url": url, "error": "", "load_event": False, "nav": {}, "requests": requests}
-    env = {**os.environ, "HOME": str(home)}
+    env: dict[str, str | float | bool] = {**os.environ, "HOME": str(home)}
     with sync_playwright() as playwright:
         args = [*chromium_args(profile_dir / "profile", manifest), *extra_args]
         browser = playwright.chromium.launch(executable_path=str(executable), ignore_default_args=True, args=args,
@@ -91,15 +105,26 @@ def load(url: str, *, home: Path, profile_dir: Path, timeout_s: float, settle_s:
         context = browser.new_context(record_har_path=str(har) if har else None, record_har_content="omit",
                                       service_workers="block")  # fmt: skip
         page = context.new_page()
+        # Who started each request (the parser, a running script, a preload, the browser itself):
+        # DevTools' Network.requestWillBeSent says it; Playwright's events do not.
+        cdp = context.new_cdp_session(page)
+        cdp.send("Network.enable")
+        cdp.on("Network.requestWillBeSent", lambda event: on_will_be_sent(initiators, event))
         page.on("request", on_request)
         page.on("requestfinished", lambda r: on_done(r, False))
         page.on("requestfailed", lambda r: on_done(r, True))
-        page.on("load", lambda: result.__setitem__("load_event", True))
+        page.on("load", lambda _page: result.__setitem__("load_event", True))
+        # The browser's start-up work (profile, renderer, GPU-less compositor) must not compete with
+        # the page load on two cores: wait until it is done before navigating.
+        page.wait_for_timeout(WARM_UP_S * 1000)
+        cpu_before = cpu_sample()
         result["t_goto_ns"] = time.monotonic_ns()
         try:
             page.goto(url, wait_until="load", timeout=timeout_s * 1000)
         except PlaywrightError as err:
             result["error"] = err.message.splitlines()[0][:300] if err.message else repr(err)
+        result["t_loaded_ns"] = time.monotonic_ns()
+        result["cpu_idle_share"] = idle_share(cpu_before, cpu_sample())
         deadline = time.monotonic() + settle_s
         while time.monotonic() < deadline and (in_flight or time.monotonic() - last_change[0] < QUIET_S):
             page.wait_for_timeout(50)
@@ -110,6 +135,8 @@ def load(url: str, *, home: Path, profile_dir: Path, timeout_s: float, settle_s:
             result["nav"] = nav or {}
         except PlaywrightError as err:
             result["nav_error"] = err.message[:200]
+        for entry in requests:
+            entry["initiator"] = initiators.get(entry["url"], "")
         context.close()  # writes the HAR
         browser.close()
     if har is not None and har.exists():

@@ -130,7 +130,8 @@ def _font_family(index: int) -> str:
 def markup(references: Iterable[Reference]) -> tuple[str, str]:
     """(head, body) HTML for the references, in order: a ``<style>`` with the ``@font-face`` rules
     (empty when there is no font) and one element per reference."""
-    rules, elements = [], []
+    rules: list[str] = []
+    elements: list[str] = []
     for ref in references:
         url = html.escape(ref.url, quote=True)
         if ref.kind == "stylesheet":
