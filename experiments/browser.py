@@ -124,6 +124,19 @@ NOWHERE = "http://127.0.0.1:9"
 EMPTY_MODEL_MANIFEST = {"manifest_path": "", "components": {}}
 
 
+def browser_versions() -> dict[str, str]:
+    """The browser's and the driver's versions, for a run's metadata ('missing' when absent)."""
+    import importlib.metadata
+
+    proc = run([str(CHROMIUM), "--version"], check=False) if CHROMIUM.exists() else None
+    text = proc.stdout.strip() if proc is not None and proc.returncode == 0 else ""
+    try:
+        playwright = importlib.metadata.version("playwright")
+    except importlib.metadata.PackageNotFoundError:
+        playwright = "missing"
+    return {"chromium": text or "missing", "playwright": playwright}
+
+
 def nss_db_commands(db_dir: Path, ca_cert: Path) -> list[list[str]]:
     """certutil commands that make an NSS database in ``db_dir`` trusting ``ca_cert`` for TLS servers."""
     db = f"sql:{db_dir}"

@@ -42,6 +42,7 @@ from analysis.schema import CONNECTIONS, EXPERIMENT2, SchemaError
 from experiments.browser import _key as browser_key
 from experiments.browser import (
     browser_load_command,
+    browser_versions,
     is_browser_initiated,
     judge_browser,
     make_browser_home,
@@ -598,6 +599,8 @@ def run_sweep(options: Options) -> int:
     metadata = json.loads(meta_file.read_text()) if meta_file.exists() else {}
     invocation = base_metadata("experiment2", {"jobs": options.jobs, "limit": options.limit, "out": str(options.out),
                                                "pcap": options.pcap})  # fmt: skip
+    if profile.client == "chromium":
+        invocation["tools"].update(browser_versions())
     allow_congestion_control("cubic")
     started = time.monotonic()
     counts: dict[str, int] = {}
@@ -653,7 +656,8 @@ def parse_args(argv: list[str] | None = None) -> Options:
     """Command line -> validated Options (errors name the bad option and value)."""
     parser = argparse.ArgumentParser(prog="python -m experiments.experiment2", description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="paper", help="profile name (experiments/profiles) or .toml path")
-    parser.add_argument("-j", "--jobs", type=int, default=3, help="parallel Figure 7 networks")
+    parser.add_argument("-j", "--jobs", type=int, default=None,
+                        help="parallel Figure 7 networks (default 3 for wget, 1 for a browser: it needs the CPUs)")  # fmt: skip
     parser.add_argument("--out", type=Path, default=None, help="results folder (default results/experiment2/<profile>)")
     parser.add_argument("--limit", type=int, default=None, help="run at most this many pending loads")
     parser.add_argument("--pcap", type=int, default=0, metavar="N",
@@ -663,6 +667,8 @@ def parse_args(argv: list[str] | None = None) -> Options:
         profile = load_profile2(args.profile)
     except ProfileError as err:
         parser.error(str(err))
+    if args.jobs is None:
+        args.jobs = 1 if profile.client == "chromium" else 3
     if not 1 <= args.jobs <= 16:
         parser.error(f"--jobs={args.jobs}: must be 1..16")
     if args.limit is not None and args.limit < 1:
