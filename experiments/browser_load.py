@@ -129,6 +129,8 @@ def load(url: str, *, home: Path, profile_dir: Path, timeout_s: float, settle_s:
         while time.monotonic() < deadline and (in_flight or time.monotonic() - last_change[0] < QUIET_S):
             page.wait_for_timeout(50)
         result["still_in_flight"] = len(in_flight)
+        if result["error"]:  # the page never loaded: a load event seen was the browser's error page's
+            result["load_event"] = False  # (measured with a certificate error: chrome-error:// fires one)
         try:
             nav = page.evaluate("() => { const e = performance.getEntriesByType('navigation')[0]; "
                                 "return e ? e.toJSON() : null; }")  # fmt: skip
