@@ -656,8 +656,8 @@ def parse_args(argv: list[str] | None = None) -> Options:
     """Command line -> validated Options (errors name the bad option and value)."""
     parser = argparse.ArgumentParser(prog="python -m experiments.experiment2", description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="paper", help="profile name (experiments/profiles) or .toml path")
-    parser.add_argument("-j", "--jobs", type=int, default=None,
-                        help="parallel Figure 7 networks (default 3 for wget, 1 for a browser: it needs the CPUs)")  # fmt: skip
+    jobs_help = "parallel Figure 7 networks (default 3 for wget, 1 for a browser: it needs both CPUs)"
+    parser.add_argument("-j", "--jobs", type=int, default=None, help=jobs_help)
     parser.add_argument("--out", type=Path, default=None, help="results folder (default results/experiment2/<profile>)")
     parser.add_argument("--limit", type=int, default=None, help="run at most this many pending loads")
     parser.add_argument("--pcap", type=int, default=0, metavar="N",

@@ -192,7 +192,7 @@ def test_the_runs_ca_is_trusted_and_any_other_certificate_fails_the_load(tmp_pat
     with https_server(wrong_name.cert, wrong_name.key) as port:
         mismatch = load_with(trusting_run, port, "mismatch")
     assert ok["error"] == "" and ok["load_event"] and ok["nav"]["loadEventStart"] > 0, ok
-    assert [(r["url"], r["status"]) for r in ok["requests"]][0] == (f"https://{HOST}:{port_of(ok)}/", 200)
+    assert (ok["requests"][0]["url"], ok["requests"][0]["status"]) == (f"https://{HOST}:{port_of(ok)}/", 200)
     for result, reason in ((other, "ERR_CERT_AUTHORITY_INVALID"), (untrusted, "ERR_CERT_AUTHORITY_INVALID"),
                            (mismatch, "ERR_CERT_COMMON_NAME_INVALID")):  # fmt: skip
         assert reason in result["error"] and not result["load_event"], result
