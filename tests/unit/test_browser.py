@@ -13,8 +13,6 @@ import contextlib
 import http.server
 import shutil
 import ssl
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +31,7 @@ from experiments.browser import (
 )
 from experiments.profile import ProfileError
 from experiments.profile2 import load_profile2, parse_profile2
+from tests.loopback_http import serve
 from webreplay.tlsca import issue_server_cert, make_ca
 
 PAGE = "https://www.site.test/"
@@ -137,34 +136,20 @@ def test_a_missing_or_broken_result_file_is_a_failed_load(tmp_path: Path):
 HOST = "secure.site.test"
 
 
-@contextlib.contextmanager
-def https_server(cert: Path, key: Path) -> Iterator[int]:
+def https_server(cert: Path, key: Path) -> contextlib.AbstractContextManager[int]:
     """A loopback HTTPS server answering every GET with a small page."""
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = b"<!doctype html><title>ok</title><p>verified</p>"
-            self.send_response(200 if self.path == "/" else 404)
-            self.send_header("Content-Type", "text/html")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def respond(handler: http.server.BaseHTTPRequestHandler) -> None:
+        body = b"<!doctype html><title>ok</title><p>verified</p>"
+        handler.send_response(200 if handler.path == "/" else 404)
+        handler.send_header("Content-Type", "text/html")
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
 
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server.server_address[1]
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    return serve(respond, context)
 
 
 @pytest.mark.skipif(not CHROMIUM.exists() or shutil.which("certutil") is None,

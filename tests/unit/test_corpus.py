@@ -19,7 +19,6 @@ import re
 import shutil
 import subprocess
 import tempfile
-import threading
 from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
@@ -30,6 +29,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.loopback_http import serve
 from webreplay.adblock import BlockList, load_blocklist, parse_blocklist, wget_args
 from webreplay.corpus import CORPORA, CORPUS_DIR, all_hosts, list_sites, load_site, site_entry
 from webreplay.errors import CorpusError
@@ -535,32 +535,18 @@ def _proxy(answers: dict[str, Answer]) -> Iterator[tuple[int, list[str]]]:
     """An HTTP proxy on 127.0.0.1 that answers every absolute URL from ``answers`` (404 otherwise)."""
     requests: list[str] = []
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        disable_nagle_algorithm = True  # else write-write-read costs a delayed ACK per object
+    def respond(handler: http.server.BaseHTTPRequestHandler) -> None:
+        requests.append(handler.path)  # absolute-form: wget talks to us as to a proxy
+        status, reason, headers, body = answers.get(handler.path, (404, "Not Found", (), b""))
+        handler.send_response(status, reason)
+        for key, value in headers:
+            handler.send_header(key, value)
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
 
-        def do_GET(self) -> None:
-            requests.append(self.path)  # absolute-form: wget talks to us as to a proxy
-            status, reason, headers, body = answers.get(self.path, (404, "Not Found", (), b""))
-            self.send_response(status, reason)
-            for key, value in headers:
-                self.send_header(key, value)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server.server_address[1], requests
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with serve(respond) as port:
+        yield port, requests
 
 
 def _wget(port: int, url: str, extra: list[str]) -> None:

@@ -17,15 +17,14 @@ import os
 import shutil
 import subprocess
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from experiments.browser import CHROMIUM
+from tests.loopback_http import serve
 from webreplay.adblock import BlockList
 from webreplay.corpus import list_sites, load_site
 from webreplay.pagebuild import RecordedObject, build_site
@@ -66,39 +65,25 @@ def slow_proxy(site) -> Iterator[tuple[int, list[str], list[str]]]:
     requests: list[str] = []
     cut: list[str] = []
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        disable_nagle_algorithm = True
+    def respond(handler: http.server.BaseHTTPRequestHandler) -> None:
+        requests.append(handler.path)
+        found = answers.get(handler.path)
+        body = found.body if found else b""
+        handler.send_response(found.status if found else 404)
+        for key, value in found.headers if found else ():
+            handler.send_header(key, value)
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        try:
+            for i in range(0, len(body), 8192):
+                handler.wfile.write(body[i : i + 8192])
+                handler.wfile.flush()
+                time.sleep(0.002)
+        except OSError:
+            cut.append(handler.path)
 
-        def do_GET(self) -> None:
-            requests.append(self.path)
-            found = answers.get(self.path)
-            body = found.body if found else b""
-            self.send_response(found.status if found else 404)
-            for key, value in found.headers if found else ():
-                self.send_header(key, value)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            try:
-                for i in range(0, len(body), 8192):
-                    self.wfile.write(body[i : i + 8192])
-                    self.wfile.flush()
-                    time.sleep(0.002)
-            except OSError:
-                cut.append(self.path)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server.server_address[1], requests, cut
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with serve(respond) as port:
+        yield port, requests, cut
 
 
 def test_every_media_type_of_the_corpora_has_a_reference_kind():
