@@ -33,12 +33,13 @@ import seaborn as sns
 from scipy import stats
 
 CLASSIC, ROBE = "mptcp", "robe-sim"
-#: The wget run compared with (same sites, same network: the paper's profile).
-WGET_FOLDER = Path(__file__).resolve().parent.parent / "results" / "experiment2" / "paper"
+#: The wget run each browser profile is compared with (same sites, same network), by profile name:
+#: a folder beside the browser run's; the paper's profile for any other.
+WGET_RUN_OF = {"browser": "paper", "browser-quick": "paper", "browser-zero": "zero"}
 SEED = 8684
 RESAMPLES = 10_000
 #: The network of a profile: what must be equal for two runs to be compared.
-NETWORK_KEYS = ("lte", "dsl", "internet_rtt_ms", "tcp_syn_linear_timeouts", "corpus", "tls_max", "dns")
+NETWORK_KEYS = ("lte", "dsl", "internet_rtt_ms", "tcp_syn_linear_timeouts", "corpus", "tls_max", "dns", "lte_backup")
 #: The improvements compared: wget's and Chromium's proxy window (load_ms), Chromium's nav_load_ms.
 MEASURES = ("wget: proxy window", "Chromium: proxy window", "Chromium: navigation start -> load event")
 
@@ -193,10 +194,13 @@ def plot_pair(long: pd.DataFrame, gains: pd.DataFrame, sites: list[str], stem: P
     return files
 
 
-def write_report(folder: Path, wget_folder: Path = WGET_FOLDER) -> list[Path]:
-    """``browser.md`` (and ``wget_vs_browser.png``/``.pdf`` when the wget run is comparable) in ``folder``."""
+def write_report(folder: Path, wget_folder: Path | None = None) -> list[Path]:
+    """``browser.md`` (and ``wget_vs_browser.png``/``.pdf`` when the wget run is comparable) in ``folder``;
+    the wget run is ``wget_folder``, by default the sibling folder ``WGET_RUN_OF`` names."""
     metadata = json.loads((folder / "metadata.json").read_text())
     profile = metadata.get("profile", {})
+    if wget_folder is None:
+        wget_folder = folder.parent / WGET_RUN_OF.get(str(profile.get("name")), "paper")
     runs = read_runs(folder)
     sites = [s for s in profile.get("sites", []) if s in set(runs["site"])]
     nav, window = site_summary(runs, "nav_load_ms", sites), site_summary(runs, "load_ms", sites)
@@ -247,7 +251,7 @@ def write_report(folder: Path, wget_folder: Path = WGET_FOLDER) -> list[Path]:
         wget = site_summary(wget_runs, "load_ms", sites)
         lines += [f"wget: `{wget_folder.relative_to(wget_folder.parent.parent.parent)}` (profile "
                   f"`{wget_meta['profile']['name']}`, commit {wget_meta.get('git', {}).get('commit', '?')[:10]}, "
-                  f"{(wget_meta.get('invocations') or [{}])[-1].get('arguments', {}).get('jobs', '?')} networks at a "
+                  f"{(wget_meta.get('invocations') or [{}])[-1].get('arguments', {}).get('jobs', '?')} network(s) at a "
                   "time), the same sites on the same network.", "",
                   f"| site | wget {CLASSIC} / {ROBE} [ms] | wget improvement (CI) | Chromium {CLASSIC} / {ROBE} [ms] "
                   "(navigation) | Chromium improvement (CI), navigation | Chromium improvement (CI), proxy window |",

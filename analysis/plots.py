@@ -53,7 +53,8 @@ def experiment2_extras(folder: Path) -> list[Path]:
     profile = json.loads((folder / "metadata.json").read_text()).get("profile", {})
     delays = [profile.get("internet_rtt_ms"), *(profile.get(p, {}).get("rtt_ms") for p in ("lte", "dsl"))]
     direct = bool(read_runs(folder, EXPERIMENT2)["strategy"].eq(overhead.BASELINE).any())
-    if direct and delays == [0, 0, 0] and (folder / "connections.csv").exists():  # the fit assumes no delay
+    wget_client = not browser.is_browser_run(folder)  # the fit is of wget's wall time
+    if wget_client and direct and delays == [0, 0, 0] and (folder / "connections.csv").exists():  # no delay
         overhead.write_report(folder)
         files.append(folder / "overhead.md")
     return files
