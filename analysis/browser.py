@@ -32,6 +32,8 @@ import pandas as pd
 import seaborn as sns
 from scipy import stats
 
+from analysis.tables import save_png_pdf
+
 CLASSIC, ROBE = "mptcp", "robe-sim"
 #: The wget run each browser profile is compared with (same sites, same network), by profile name:
 #: a folder beside the browser run's; the paper's profile for any other.
@@ -186,9 +188,7 @@ def plot_pair(long: pd.DataFrame, gains: pd.DataFrame, sites: list[str], stem: P
     bottom.set_xticks(range(len(sites)))
     bottom.set_xticklabels(sites, rotation=30, ha="right")
     fig.tight_layout()
-    files = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
-    for file in files:
-        fig.savefig(file, dpi=150, metadata={"CreationDate": None} if file.suffix == ".pdf" else None)
+    files = save_png_pdf(fig, stem)
     plt.close(fig)
     sns.reset_orig()
     return files
