@@ -50,8 +50,11 @@ def test_one_browser_load_per_site_is_complete_verified_and_recorded(tmp_path):
         assert row["replay_misses"] == "0" and row["failed_requests"] == "0" and row["dns_extra_names"] == ""
         assert int(row["own_requests"]) >= 1  # the favicon: answered 404, not a page miss
         assert int(row["browser_requests"]) >= int(row["objects_expected"])
-        path = "1" if strategy == "mptcp" else "2"  # every connection's first subflow on the expected path
-        assert row["winner_paths"] == f"{path}:{row['connections']}", row
+        wins = dict(part.split(":") for part in row["winner_paths"].split(";"))
+        if strategy == "mptcp":  # every connection's first subflow on the default path (LTE)
+            assert wins == {"1": row["connections"]}, row
+        else:  # RobE_SIM races both paths: DSL wins nearly all (LTE may win a few of 20 parallel set-ups)
+            assert int(wins.get("2", 0)) >= 0.8 * int(row["connections"]), row
         har = json.loads(gzip.decompress((out / "har" / row["har"]).read_bytes()))
         assert len(har["log"]["entries"]) >= int(row["objects_expected"])
     assert all(int(r["hsts_upgrades"]) > 0 for (site, _), r in rows.items() if site == "youtube.com")
