@@ -32,6 +32,7 @@ import pandas as pd
 import seaborn as sns
 from scipy import stats
 
+from analysis import schema
 from analysis.tables import save_png_pdf
 
 CLASSIC, ROBE = "mptcp", "robe-sim"
@@ -53,10 +54,8 @@ def is_browser_run(folder: Path) -> bool:
 
 
 def read_runs(folder: Path) -> pd.DataFrame:
-    """runs.csv of an experiment 2 folder (text columns as text, never NaN)."""
-    text = {"error": str, "har": str, "dns_extra_names": str}
-    numbers = {"load_ms": [""], "nav_load_ms": [""], "cpu_idle_pct": [""]}
-    return pd.read_csv(folder / "runs.csv", dtype=text, keep_default_na=False, na_values=numbers)
+    """runs.csv of an experiment 2 folder, typed by ``analysis.schema.EXPERIMENT2``."""
+    return schema.read_runs(folder, schema.EXPERIMENT2)
 
 
 def mean_ci(values: pd.Series, confidence: float = 0.95) -> tuple[float, float, float]:

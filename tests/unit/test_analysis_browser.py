@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 from pathlib import Path
 
@@ -11,7 +12,9 @@ import pandas as pd
 import pytest
 
 from analysis import browser
+from analysis.schema import EXPERIMENT2
 
+_counter = itertools.count()
 NETWORK = {"lte": {"rtt_ms": 40}, "dsl": {"rtt_ms": 20}, "internet_rtt_ms": 10, "corpus": "har"}
 
 
@@ -38,15 +41,18 @@ def _folder(path: Path, client: str, rows: list[dict[str, object]]) -> Path:
     profile = {"name": client, "client": client, "sites": ["a.com", "b.com"], "repetitions": 3, **NETWORK}
     (path / "metadata.json").write_text(json.dumps({"profile": profile, "git": {"commit": "abc"}}))
     with (path / "runs.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(handle, fieldnames=EXPERIMENT2.names)
         writer.writeheader()
         writer.writerows(rows)
     return path
 
 
 def _row(site: str, strategy: str, ms: float, **extra: object) -> dict[str, object]:
-    return {"site": site, "strategy": strategy, "status": "ok", "load_ms": ms, "replay_misses": 0,
-            "objects_expected": 5, "connections": 4, "error": "", **extra}  # fmt: skip
+    """A runs.csv row of every schema column (empty where the test does not care)."""
+    count = next(_counter)
+    return {**dict.fromkeys(EXPERIMENT2.names, ""), "run_id": f"{site}-{strategy}-r{count}", "site": site,
+            "strategy": strategy, "repetition": count, "seed": 1, "worker": 0, "status": "ok", "load_ms": ms,
+            "replay_misses": 0, "objects_expected": 5, "connections": 4, **extra}  # fmt: skip
 
 
 def test_browser_report_counts_own_requests_apart_and_sets_the_pair_side_by_side(tmp_path: Path):
