@@ -14,7 +14,7 @@ help:
 	@echo "  sudo make validate-links   build Figure 3 and measure link fidelity (RTT, loss, rate) on both paths"
 	@echo "  sudo make validate-transport  set-up and join times of every strategy vs the paper's formulas; mptcp-user vs kernel"
 	@echo "  sudo make experiment1      experiment 1 (loss sweep on the default path); PROFILE=paper|quick|asymmetric JOBS=16"
-	@echo "  sudo make experiment2      experiment 2 (hybrid access page loads, Figure 9); PROFILE=paper|quick|zero|direct JOBS2=3"
+	@echo "  sudo make experiment2      experiment 2 (hybrid access page loads, Figure 9); PROFILE=paper|quick|zero|direct|browser|browser-quick JOBS2=3 (browser: 1)"
 	@echo "  sudo make ablation         experiment 2's ablation: every abl-* profile, then the improvement-against-factor figure"
 	@echo "  make record-sites SITES=URLS  record live pages into HAR files (needs internet; not run in CI)"
 	@echo "  make plots                 regenerate every figure and report from stored results (no root)"
@@ -83,7 +83,7 @@ soak: setup
 
 experiment2: setup
 	$(call require_root)
-	$(PYTHON) -m experiments.experiment2 --profile $(PROFILE) -j $(or $(JOBS2),3) $(ARGS)
+	$(PYTHON) -m experiments.experiment2 --profile $(PROFILE) $(if $(JOBS2),-j $(JOBS2)) $(ARGS)
 
 ablation: setup
 	$(call require_root)

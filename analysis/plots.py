@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-from analysis import ablation, figure8, figure9, overhead, packets, timelines
+from analysis import ablation, browser, figure8, figure9, overhead, packets, timelines
 from analysis.experiment1_cells import DEFAULT_METRIC, METRICS
 from analysis.report import write_report
 from analysis.schema import EXPERIMENT2, SchemaError, read_runs
@@ -40,10 +40,12 @@ def render(folder: Path, metric: str = DEFAULT_METRIC) -> list[Path]:
 def experiment2_extras(folder: Path) -> list[Path]:
     """Issue 11's analyses where the folder has their data: connection timelines (waterfalls, where
     the time goes), packet captures (packets.md) and, for a zero-delay run with a ``direct`` client,
-    the overhead table."""
+    the overhead table; for a browser run, browser.md and the wget/browser pair (issue 12)."""
     files: list[Path] = []
     if (folder / "connections.csv").exists():
         files += timelines.write_figures(folder)
+    if browser.is_browser_run(folder):  # issue 12: the browser's numbers, and next to wget's
+        files += browser.write_report(folder)
     if (folder / "pcap").is_dir():
         packets.write_report(folder)
         if (folder / "packets.md").exists():
@@ -51,7 +53,8 @@ def experiment2_extras(folder: Path) -> list[Path]:
     profile = json.loads((folder / "metadata.json").read_text()).get("profile", {})
     delays = [profile.get("internet_rtt_ms"), *(profile.get(p, {}).get("rtt_ms") for p in ("lte", "dsl"))]
     direct = bool(read_runs(folder, EXPERIMENT2)["strategy"].eq(overhead.BASELINE).any())
-    if direct and delays == [0, 0, 0] and (folder / "connections.csv").exists():  # the fit assumes no delay
+    wget_client = not browser.is_browser_run(folder)  # the fit is of wget's wall time
+    if wget_client and direct and delays == [0, 0, 0] and (folder / "connections.csv").exists():  # no delay
         overhead.write_report(folder)
         files.append(folder / "overhead.md")
     return files

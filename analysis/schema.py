@@ -279,6 +279,8 @@ _SINCE_ISSUE11 = {"empty": True, "default": ""}
 #: empty in rows written before invocations were recorded.
 _INVOCATION = ("invocation", "text", "id of the invocation that wrote the row (metadata.json: invocations)",
                {"empty": True, "default": ""})  # fmt: skip
+#: Columns issue 12 added (the page-load client); rows written before them were wget's.
+_SINCE_ISSUE12 = {"empty": True, "default": ""}
 
 #: Experiment 1: one row per connection attempt (``experiments/experiment1.py``).
 EXPERIMENT1 = Schema("experiment1", _columns([
@@ -341,6 +343,20 @@ EXPERIMENT2 = Schema("experiment2", _columns([
     ("pcap", "text", "capture files of the load under pcap/ (;-separated: -a1 LTE, -a2 DSL), if captured",
      _SINCE_ISSUE11),
     _INVOCATION,
+    ("client", "text", "the page-load client: wget or chromium", {"empty": True, "default": "wget"}),
+    ("nav_load_ms", "float", "browser: Navigation Timing, navigation start -> load event (ms)", _SINCE_ISSUE12),
+    ("browser_ms", "float", "browser: the driver process's wall time, start-up included (ms)", _SINCE_ISSUE12),
+    ("browser_requests", "int", "browser: requests it made", _SINCE_ISSUE12),
+    ("failed_requests", "int", "browser: failed requests, not its own nor its scripts' outside the page",
+     _SINCE_ISSUE12),
+    ("own_requests", "int", "requests the browser made on its own (favicon), answered 404, not misses",
+     _SINCE_ISSUE12),
+    ("hsts_upgrades", "int", "https requests answered from an http recording (HSTS preload)", _SINCE_ISSUE12),
+    ("duplicate_fetches", "int", "browser: page objects fetched more than once, extra fetches", _SINCE_ISSUE12),
+    ("script_requests", "int", "browser: its scripts' requests for URLs outside the page (404)", _SINCE_ISSUE12),
+    ("har", "text", "browser: the load's gzip HAR under har/, if kept", _SINCE_ISSUE12),
+    ("cpu_idle_pct", "float", "both CPUs' idle share during the load (%)", _SINCE_ISSUE12),
+    ("dns_extra_names", "text", "names looked up beyond the page's (;-separated)", _SINCE_ISSUE12),
 ]))  # fmt: skip
 
 #: Experiment 2: one row per connection of a page load (``connections.csv``, written by

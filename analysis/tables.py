@@ -1,5 +1,5 @@
-"""Small helpers the experiment 2 fidelity analyses share: a DataFrame as a Markdown table, and the
-command line that runs one analysis per results folder."""
+"""Small helpers the experiment 2 analyses share: a DataFrame as a Markdown table, a figure saved as PNG
+and PDF, and the command line that runs one analysis per results folder."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import argparse
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -24,6 +25,14 @@ def markdown(table: pd.DataFrame, digits: int = 2) -> str:
     for index, row in table.iterrows():
         lines.append("| " + " | ".join([str(index), *(cell(v) for v in row)]) + " |")
     return "\n".join(lines)
+
+
+def save_png_pdf(fig: Any, stem: Path) -> list[Path]:
+    """Save ``fig`` as ``stem``.png (150 dpi) and ``stem``.pdf (no creation date: reruns give the same file)."""
+    files = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
+    for file in files:
+        fig.savefig(file, dpi=150, metadata={"CreationDate": None} if file.suffix == ".pdf" else None)
+    return files
 
 
 def per_folder_main(prog: str, doc: str, handler: Callable[[Path], object], argv: Sequence[str] | None) -> int:

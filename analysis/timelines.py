@@ -113,7 +113,7 @@ def plot_waterfall(site: str, runs: pd.DataFrame, conns: pd.DataFrame, out: Path
     handles.append(Line2D([], [], marker="|", color="black", linestyle="", markersize=9))
     axes[0, 0].legend(handles, [*PHASES, "second subflow up"], ncol=6, fontsize=7, loc="lower left",
                       bbox_to_anchor=(0, 1.02))  # fmt: skip
-    axes[-1, 0].set_xlabel("ms since wget started")
+    axes[-1, 0].set_xlabel("ms since the client started (wget, or the browser driver)")
     fig.suptitle(f"{site}: connections of the median load per strategy", y=1.0, fontsize=10)
     fig.tight_layout()
     return save(fig, out / f"waterfall_{site}", ("png",), dpi=110, bbox_inches="tight")[0]

@@ -44,6 +44,17 @@ from typing import Any
 
 from analysis.ownership import hand_to_invoking_user, make_results_dir
 from analysis.schema import CONNECTIONS, EXPERIMENT2
+from experiments.browser import _key as browser_key
+from experiments.browser import (
+    browser_load_command,
+    browser_versions,
+    is_browser_initiated,
+    judge_browser,
+    make_browser_home,
+    read_outcome,
+    script_requests,
+)
+from experiments.cpuload import cpu_sample, idle_share
 from experiments.experiment1 import EXPECTED_FAILURES, ExperimentError
 from experiments.metadata import PROJECT_ROOT, base_metadata, write_json
 from experiments.profile import ProfileError
@@ -148,6 +159,9 @@ def summarise_connections(events: list[dict[str, Any]]) -> dict[str, Any]:
         "first_accept_ns": min(accepted.values()) if accepted else None,
         "last_end_ns": max(ends) if ends else None,
         "last_client_end_ns": max(client_ends) if client_ends else None,
+        # the last response byte the proxy passed to the client (a browser keeps idle connections
+        # open after the page has loaded: its load window ends here)
+        "last_down_ns": max((int(e["last_down_ns"]) for e in closed.values() if e.get("last_down_ns")), default=None),
         "open": sorted(set(accepted) - set(closed) - set(refused)),
         "connections": len(accepted),
         "bytes_down": sum(int(e.get("bytes_down") or 0) for e in closed.values()),
@@ -168,6 +182,7 @@ def summarise_replay(connections: list[dict[str, Any]]) -> dict[str, Any]:
         "first_accept_ns": min(opened) if opened else None,
         "last_end_ns": max(closed) if closed else None,
         "last_client_end_ns": max(closed) if closed else None,
+        "last_down_ns": max((int(r["tx_ns"]) for c in connections for r in c.get("request_log") or []), default=None),
         "open": [c["id"] for c in connections if c.get("close_ns") is None],
         "connections": len(connections),
         "bytes_down": sum(int(c.get("wire_bytes") or 0) for c in connections),
@@ -226,6 +241,8 @@ class LoadWorker:
         self.net = stack.enter_context(Fig7Network(config, choose_backend()))
         self.env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
         strategies = [split_strategy(label) for label in profile.strategies]
+        if profile.client == "chromium":  # its trust store: an NSS database with the replay's CA
+            make_browser_home(self.dir / "home", tls["ca"])
         (self.dir / "hosts").write_text(hosts_file_text(addresses))
         (self.dir / "resolv.conf").write_text(resolv_conf_text(DNS_STUB))
         self.stderr_files: dict[int, Path] = {}
@@ -370,11 +387,31 @@ class LoadWorker:
         for row in rows:
             append_row(self.out / "connections.csv", row, self.csv_lock, CONNECTIONS)
 
+    def _client_argv(self, spec: LoadSpec, site: Site, strategy: str) -> list[str]:
+        """The page load's command (wget, or the browser driver), with the private resolv.conf."""
+        if self.profile.client == "chromium":
+            har = None
+            if self.out is not None and spec.repetition < self.profile.har_loads:
+                (self.out / "har").mkdir(exist_ok=True)
+                har = self.out / "har" / f"{spec.run_id}.har"
+            argv = browser_load_command(site.main_url, result=self.dir / "browser.json", home=self.dir / "home",
+                                        profile_dir=self.dir / "scratch" / "browser", har=har, python=sys.executable,
+                                        timeout_s=max(1.0, self.profile.load_timeout_s - 5))  # fmt: skip
+            return with_resolver(self.dir / "resolv.conf", argv)
+        wget_log = self.dir / "wget.log"
+        wget = wget_command(site.main_url, scratch_dir=self.dir / "scratch", ca_certificate=self.tls["ca"],
+                            log_file=wget_log, exclusions=adblock_wget_args(default_blocklist()), timeout_s=30,
+                            keep_alive=self.profile.connection_reuse == "keep-alive")  # fmt: skip
+        if strategy == "direct-mptcp":
+            wget = ["mptcpize", "run", *wget]
+        return with_resolver(self.dir / "resolv.conf", wget)
+
     def run(self, spec: LoadSpec) -> dict[str, Any]:
         """One page load; returns its row (and appends its connections to connections.csv)."""
         site = self.sites[spec.site]
         strategy, scheduler = split_strategy(spec.strategy)
         direct = strategy in DIRECT_STRATEGIES
+        browser = self.profile.client == "chromium"
         started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         control_request(self.control, {"cmd": "activate", "site": spec.site})
         control_request(self.control, {"cmd": "reset"})
@@ -383,12 +420,9 @@ class LoadWorker:
         offsets = {name: path.stat().st_size if path.exists() else 0 for name, path in logs.items()}
         wget_log = self.dir / "wget.log"
         wget_log.unlink(missing_ok=True)
-        wget = wget_command(site.main_url, scratch_dir=self.dir / "scratch", ca_certificate=self.tls["ca"],
-                            log_file=wget_log, exclusions=adblock_wget_args(default_blocklist()), timeout_s=30,
-                            keep_alive=self.profile.connection_reuse == "keep-alive")  # fmt: skip
-        if strategy == "direct-mptcp":
-            wget = ["mptcpize", "run", *wget]
-        argv = with_resolver(self.dir / "resolv.conf", wget)
+        (self.dir / "browser.json").unlink(missing_ok=True)
+        shutil.rmtree(self.dir / "scratch" / "browser", ignore_errors=True)
+        argv = self._client_argv(spec, site, strategy)
         rule = None
         if not direct:
             rule = redirect.RedirectConfig(to_port=self.ports[spec.strategy], networks=(ORIGINS,),
@@ -399,9 +433,10 @@ class LoadWorker:
         try:
             if self.stopping:
                 raise ExperimentError("interrupted")
+            cpu_before = cpu_sample()
             t0 = time.monotonic_ns()
             proc = self.net.popen(self.net.host("client"), argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                  text=True, start_new_session=True)  # fmt: skip
+                                  text=True, start_new_session=True, env=self.env, cwd=PROJECT_ROOT)  # fmt: skip
             self.wget = proc
             try:
                 _, stderr = proc.communicate(timeout=self.profile.load_timeout_s)
@@ -411,15 +446,17 @@ class LoadWorker:
                 status, error = "censored", f"page not loaded within {self.profile.load_timeout_s:g} s"
                 stderr = ""
             t1 = time.monotonic_ns()
+            cpu_idle = idle_share(cpu_before, cpu_sample())
         finally:
             self.wget = None
             if rule is not None:
                 redirect.remove(rule, runner=self._client)
+            shutil.rmtree(self.dir / "scratch" / "browser", ignore_errors=True)
         if self.stopping:  # killed by Ctrl-C: not a result, and no time to spend on its logs
             raise ExperimentError("interrupted")
         events: list[dict[str, Any]] = []
         deadline = time.monotonic() + 10
-        while not direct:  # wget has exited: the proxy logs each connection's end within moments
+        while not direct:  # the client has exited: the proxy logs each connection's end within moments
             new, offsets["proxy"] = read_new_lines(logs["proxy"], offsets["proxy"])
             events += new
             summary = summarise_connections(events)
@@ -427,7 +464,7 @@ class LoadWorker:
                 break
             time.sleep(0.02)
         stats = control_request(self.control, {"cmd": "stats"})["stats"]
-        if direct:  # the replay server's connections are wget's; wait for it to log their ends
+        if direct:  # the replay server's connections are the client's; wait for it to log their ends
             while any(c.get("close_ns") is None for c in stats["connection_log"]) and time.monotonic() < deadline:
                 time.sleep(0.02)
                 stats = control_request(self.control, {"cmd": "stats"})["stats"]
@@ -437,16 +474,54 @@ class LoadWorker:
             pcap = self._stop_capture(captures)
         other = {name: read_new_lines(path, offsets[name])[0] for name, path in logs.items() if name != "proxy"}
         dns = [e for e in other["dns"] if e.get("t_ns", 0) >= t0]
-        outcome = parse_wget_log(wget_log.read_text(errors="replace") if wget_log.exists() else "", proc.returncode)
+        extra_names = sorted({str(e.get("name")) for e in dns} - set(site.hosts()))
         misses = int(stats.get("misses", 0))
-        served = int(stats.get("served", 0))
-        if status == "ok":
-            error = judge(len(site.exchanges), len(outcome.fetched), served, misses, outcome.ok, len(summary["open"]))
-            if stderr.strip() and not outcome.fetched:
-                error = error or stderr.strip()[-300:]
-            if error:
-                status = "failed"
-        miss_urls = [m.get("url") for m in stats.get("miss_log", [])][:5]
+        served_urls: dict[str, int] = stats.get("served_urls", {})
+        page_urls = {e.url for e in site.exchanges}
+        served = sum(1 for url in served_urls if url in page_urls)
+        fields: dict[str, Any] = {"client": self.profile.client}
+        page_misses: list[dict[str, Any]] = []
+        if browser:
+            outcome = read_outcome(self.dir / "browser.json")
+            page = {browser_key(e.url): len(e.body) for e in site.exchanges}
+            scripted = script_requests(outcome, list(page_urls))
+            scripted_keys = {browser_key(r["url"]) for r in scripted}
+            page_misses = [m for m in stats.get("miss_log", []) if browser_key(str(m.get("url"))) not in scripted_keys]
+            if status == "ok":
+                error = judge_browser(outcome, page, len(page_misses), served)
+                if proc.returncode != 0:
+                    error = "; ".join(x for x in (error, f"browser driver exited {proc.returncode}: "
+                                                            f"{last_line(stderr)}") if x)  # fmt: skip
+            fetched = outcome.fetched_keys()
+            failed = [r for r in outcome.failed() if not is_browser_initiated(r["url"], list(page_urls))
+                      and browser_key(r["url"]) not in scripted_keys]  # fmt: skip
+            nav = outcome.nav_load_ms
+            fields.update(nav_load_ms=f"{nav:.3f}" if nav is not None and status == "ok" and not error else "",
+                          browser_ms=_ms(t1, t0), browser_requests=len(outcome.requests),
+                          failed_requests=len(failed), objects_fetched=sum(1 for k in page if k in fetched),
+                          duplicate_fetches=sum(n - 1 for k, n in fetched.items() if k in page and n > 1),
+                          script_requests=len(scripted),
+                          har=str(outcome.extra.get("har") or ""))  # fmt: skip
+            if outcome.extra.get("cpu_idle_share") is not None:  # the navigation itself, not the start-up
+                cpu_idle = float(outcome.extra["cpu_idle_share"])
+            if failed:
+                error += " (failed: " + "; ".join(f"{r['url']}: {r['failure']}" for r in failed[:3]) + ")"
+            end_ns = summary["last_down_ns"]
+        else:
+            wget = parse_wget_log(wget_log.read_text(errors="replace") if wget_log.exists() else "", proc.returncode)
+            if status == "ok":
+                error = judge(len(site.exchanges), len(wget.fetched), int(stats.get("served", 0)), misses, wget.ok,
+                              len(summary["open"]))  # fmt: skip
+                if stderr.strip() and not wget.fetched:
+                    error = error or stderr.strip()[-300:]
+            fields.update(wget_ms=_ms(t1, t0), objects_fetched=len(wget.fetched))
+            end_ns = summary["last_client_end_ns"]
+        if status == "ok" and extra_names:
+            error = "; ".join(x for x in (error, f"DNS lookups beyond the page's names: {', '.join(extra_names)}") if x)
+        if status == "ok" and error:
+            status = "failed"
+        miss_log = page_misses if browser else stats.get("miss_log", [])  # a browser's scripts' own: apart
+        miss_urls = [m.get("url") for m in miss_log][:5]
         if miss_urls:
             error += f" (misses: {', '.join(map(str, miss_urls))})"
         if summary["errors"]:
@@ -456,15 +531,14 @@ class LoadWorker:
             proxy_events=[] if direct else events, haap_events=[] if direct else other["haap"],
             replay_connections=stats["connection_log"], dns_events=dns, mptcp_events=other["mptcp"],
             host_of=self.host_of, sources=(CLIENT_LTE, CLIENT_DSL)))  # fmt: skip
+        ok = status == "ok"
         return build_row(spec, self.index, started, {
             "status": status,
-            "load_ms": _ms(summary["last_client_end_ns"], summary["first_accept_ns"]) if status == "ok" else "",
-            "load_close_ms": _ms(summary["last_end_ns"], summary["first_accept_ns"]) if status == "ok" else "",
-            "wget_ms": _ms(t1, t0),
+            "load_ms": _ms(end_ns, summary["first_accept_ns"]) if ok else "",
+            "load_close_ms": _ms(summary["last_end_ns"], summary["first_accept_ns"]) if ok else "",
             "objects_expected": len(site.exchanges),
-            "objects_fetched": len(outcome.fetched),
-            "objects_served": served,
-            "replay_misses": misses,
+            "objects_served": served if browser else int(stats.get("served", 0)),
+            "replay_misses": len(page_misses) if browser else misses,
             "connections": summary["connections"],
             "bytes_down": summary["bytes_down"],
             "bytes_up": summary["bytes_up"],
@@ -474,7 +548,12 @@ class LoadWorker:
             "dns_ms": f"{sum(e['answer_ns'] - e['t_ns'] for e in dns) / 1e6:.3f}" if dns else "",
             "dns_lookups": len(dns),
             "pcap": pcap,
+            "own_requests": int(stats.get("browser_requests", 0)),
+            "hsts_upgrades": int(stats.get("hsts_upgrades", 0)),
+            "cpu_idle_pct": f"{100 * cpu_idle:.1f}" if cpu_idle is not None else "",
+            "dns_extra_names": ";".join(extra_names),
             "error": error.strip(),
+            **fields,
         })  # fmt: skip
 
     def interrupt(self) -> None:
@@ -503,6 +582,8 @@ def check_before_building(options: Options) -> None:
     if os.geteuid() != 0:
         raise ExperimentError("experiment 2 builds network namespaces and needs root: run 'sudo make experiment2'")
     tools = ["wget", "dnsmasq", "iptables", "unshare", "stdbuf"]
+    if options.profile.client == "chromium":
+        tools += ["chromium", "certutil"]
     if "direct-mptcp" in options.profile.strategies:
         tools.append("mptcpize")
     if options.pcap:
@@ -571,6 +652,8 @@ def _run_locked(options: Options) -> int:
     if not leftovers.empty():
         print(leftovers.summary(), flush=True)
     addresses = origin_addresses([h for s in sites.values() for h in s.hosts()])
+    if profile.client == "chromium":
+        invocation["tools"].update(browser_versions())
     allow_congestion_control("cubic")
     started = time.monotonic()
     # The CA's key lives here: named with our PID, so that a clean-up after kill -9 removes it.
@@ -633,7 +716,8 @@ def parse_args(argv: list[str] | None = None) -> Options:
     """Command line -> validated Options (errors name the bad option and value)."""
     parser = argparse.ArgumentParser(prog="python -m experiments.experiment2", description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="paper", help="profile name (experiments/profiles) or .toml path")
-    parser.add_argument("-j", "--jobs", type=int, default=3, help="parallel Figure 7 networks")
+    jobs_help = "parallel Figure 7 networks (default 3 for wget, 1 for a browser: it needs both CPUs)"
+    parser.add_argument("-j", "--jobs", type=int, default=None, help=jobs_help)
     parser.add_argument("--out", type=Path, default=None, help="results folder (default results/experiment2/<profile>)")
     parser.add_argument("--limit", type=int, default=None, help="run at most this many pending loads")
     parser.add_argument("--pcap", type=int, default=0, metavar="N",
@@ -645,6 +729,8 @@ def parse_args(argv: list[str] | None = None) -> Options:
         profile = load_profile2(args.profile)
     except ProfileError as err:
         parser.error(str(err))
+    if args.jobs is None:
+        args.jobs = 1 if profile.client == "chromium" else 3
     if not 1 <= args.jobs <= 16:
         parser.error(f"--jobs={args.jobs}: must be 1..16")
     if args.limit is not None and args.limit < 1:

@@ -33,6 +33,8 @@ EXPERIMENT2_STRATEGIES = (*KNOWN_STRATEGIES, *DIRECT_STRATEGIES, *(u + SCHEDULER
 TLS_MAX = ("1.2", "1.3")
 CONNECTION_REUSE = ("keep-alive", "per-object")
 DNS_MODES = ("default-path", "local-cache")
+#: The program that loads the pages: wget (the paper's) or headless Chromium (experiments/browser.py).
+CLIENTS = ("wget", "chromium")
 
 
 def split_strategy(label: str) -> tuple[str, str]:
@@ -65,6 +67,10 @@ class Experiment2Profile:
     connection_reuse: str = "keep-alive"  # as wget does, or per-object (wget --no-http-keep-alive)
     dns: str = "default-path"  # lookups over the default path to the DNS server, or a local cache
     lte_backup: bool = False  # kernel scheduling: the client's LTE endpoint flagged backup
+    # The page-load client (issue 12): wget, or headless Chromium; for Chromium, a gzip HAR is kept of
+    # the first ``har_loads`` repetitions of each site and strategy.
+    client: str = "wget"
+    har_loads: int = 2
 
     def __post_init__(self) -> None:
         if self.corpus not in CORPORA:
@@ -82,6 +88,16 @@ class Experiment2Profile:
                                      ("dns", self.dns, DNS_MODES)):  # fmt: skip
             if value not in allowed:
                 raise ProfileError(f"{name}={value!r}: must be one of {', '.join(allowed)}")
+        if self.client not in CLIENTS:
+            raise ProfileError(f"client={self.client!r}: must be one of {', '.join(CLIENTS)}")
+        if self.client != "wget":
+            if "direct-mptcp" in self.strategies:
+                raise ProfileError(f"strategies: direct-mptcp (mptcpize) is for wget only, not client={self.client!r}")
+            if self.connection_reuse != "keep-alive":
+                raise ProfileError(f"connection_reuse={self.connection_reuse!r}: a wget option; "
+                                   f"client={self.client!r} reuses connections as it does")  # fmt: skip
+        if isinstance(self.har_loads, bool) or not isinstance(self.har_loads, int) or self.har_loads < 0:
+            raise ProfileError(f"har_loads={self.har_loads!r}: must be a whole number >= 0")
         if not isinstance(self.lte_backup, bool):
             raise ProfileError(f"lte_backup={self.lte_backup!r}: must be true or false")
         if isinstance(self.repetitions, bool) or not isinstance(self.repetitions, int) or self.repetitions < 1:

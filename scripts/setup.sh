@@ -80,6 +80,9 @@ if [[ ! -x $venv/bin/python || ! -f $stamp || "$(cat "$stamp")" != "$want" ]]; t
         trap 'chown -R "$SUDO_USER": "$venv" 2>/dev/null || true' EXIT
     fi
     /usr/bin/python3 -m venv --system-site-packages "$venv"
+    # Playwright drives Debian's chromium (scripts/debian-packages.txt): never download its own browsers
+    # (pip never does; this also stops any later `playwright install` from doing so).
+    export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
     "$venv/bin/python" -m pip install -q --disable-pip-version-check -r requirements.txt
     if ((! venv_only)); then
         "$venv/bin/python" -c "import mininet.net" || {

@@ -2,9 +2,12 @@
 
 wget (``--page-requisites``) parses only HTML and CSS responses for further URLs. Every generated
 HTML or CSS body is therefore *inert*: a comment of the wanted size, with no URL wget could follow.
-Other generated bodies are deterministic bytes seeded by the URL, so every run serves the same
-bytes. The main document is the only HTML with links: one tag per kept object, each of a kind that
-``wget --page-requisites`` fetches (checked against real wget by tests/unit/test_corpus.py).
+Generated scripts are inert comments too, generated images are valid pictures of the recorded size
+(``webreplay.imagefill``: a browser stops reading an image it cannot decode), and other generated
+bodies are deterministic bytes seeded by the URL, so every run serves the same bytes. The main
+document is the only HTML with links: one reference per kept object, of a kind that both
+``wget --page-requisites`` and a browser fetch (``webreplay.references``; checked against real wget
+by tests/unit/test_corpus.py and against both clients by tests/unit/test_references.py).
 """
 
 from __future__ import annotations
@@ -13,17 +16,10 @@ import html
 import random
 from collections.abc import Iterable
 
-_HTML_KINDS = frozenset({"text/html", "application/xhtml+xml"})
-_SCRIPT_KINDS = frozenset(
-    {
-        "application/javascript",
-        "application/x-javascript",
-        "application/ecmascript",
-        "text/javascript",
-        "text/ecmascript",
-        "text/x-javascript",
-    }
-)
+from webreplay.imagefill import padded_image
+from webreplay.references import HTML_TYPES, SCRIPT_TYPES, Reference, markup
+
+_HTML_KINDS = HTML_TYPES
 _FILLER = b"robe-lab padding "  # no "--" and no "*/": cannot close an HTML or CSS comment early
 
 
@@ -56,46 +52,39 @@ def filler_bytes(size: int, seed: str) -> bytes:
     return random.Random(seed).randbytes(size)
 
 
+def inert_script(size: int) -> bytes:
+    """``size`` bytes of JavaScript that does nothing: one comment, or spaces when under 4 bytes."""
+    return inert_css(size)  # /* ... */ is a comment in both languages
+
+
 def synthesized_body(content_type: str, size: int, seed: str) -> bytes:
-    """A body of exactly ``size`` bytes for an object whose real body is not served."""
+    """A body of exactly ``size`` bytes for an object whose real body is not served: inert HTML, CSS
+    and scripts, valid images (a browser stops reading an image it cannot decode), filler bytes
+    otherwise."""
     if content_type in _HTML_KINDS:
         return inert_html(size)
     if content_type == "text/css":
         return inert_css(size)
-    return filler_bytes(size, seed)
+    if content_type in SCRIPT_TYPES:
+        return inert_script(size)
+    image = padded_image(content_type, size)
+    return image if image is not None else filler_bytes(size, seed)
 
 
-def requisite_tag(url: str, content_type: str) -> str:
-    """The HTML element that makes ``wget --page-requisites`` fetch ``url`` (absolute) once."""
-    ref = html.escape(url, quote=True)
-    if content_type == "text/css":
-        return f'<link rel="stylesheet" href="{ref}">'
-    if content_type in _SCRIPT_KINDS:
-        return f'<script src="{ref}"></script>'
-    if content_type in _HTML_KINDS:
-        return f'<iframe src="{ref}"></iframe>'
-    if content_type.startswith("image/"):
-        return f'<img src="{ref}" alt="">'
-    if content_type.startswith("video/"):
-        return f'<video src="{ref}"></video>'
-    if content_type.startswith("audio/"):
-        return f'<audio src="{ref}"></audio>'
-    return f'<object data="{ref}"></object>'
-
-
-def main_document(title: str, requisites: Iterable[tuple[str, str]], min_size: int) -> bytes:
-    """The generated main page: a tag for every ``(url, content_type)``, padded to ``min_size`` bytes.
+def main_document(title: str, references: Iterable[Reference], min_size: int) -> bytes:
+    """The generated main page: markup for every reference (``webreplay.references``), padded to
+    ``min_size`` bytes.
 
     The padding is an HTML comment before ``</body>`` (spaces when the gap is under 7 bytes); a
     document already longer than ``min_size`` is not cut.
     """
+    style, elements = markup(references)
     head = (
         '<!DOCTYPE html>\n<html><head><meta charset="utf-8">'
-        f"<title>{html.escape(title)} (robe-lab replay)</title></head>\n<body>\n"
+        f"<title>{html.escape(title)} (robe-lab replay)</title>{style}</head>\n<body>\n"
     )
-    tags = "".join(requisite_tag(url, ctype) + "\n" for url, ctype in requisites)
     tail = "</body></html>\n"
-    doc = (head + tags).encode("utf-8")
+    doc = (head + elements).encode("utf-8")
     end = tail.encode("utf-8")
     gap = min_size - len(doc) - len(end)
     padding = inert_html(gap) if gap > 0 else b""

@@ -1,8 +1,10 @@
 """One accepted connection of the origin replay server (see ``webreplay.server``): the h11 loop that
 reads requests within the ``ServerLimits`` (head size, body size, idle timeout per read, a deadline
-for the whole request from its first byte), answers each from
-the active site's recorded exchanges (or ``404`` as a replay miss, or a protocol error that closes
-the connection), and counts requests and bytes in the ``ReplayState``.
+for the whole request from its first byte), answers each from the active site's recorded exchanges
+(an ``https`` request recorded only over ``http`` is a browser's HSTS upgrade and gets the recorded
+answer, counted apart), or ``404``: counted as a browser's own request (``/favicon.ico``) or else as
+a replay miss; a protocol error closes the connection. Requests and bytes are counted in the
+``ReplayState``.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any, NoReturn
 import h11
 
 from webreplay.replay_config import Listener
-from webreplay.replay_index import _reason, request_authority
+from webreplay.replay_index import _reason, is_browser_initiated, request_authority
 from webreplay.replay_state import ConnectionRecord, ReplayState
 
 # The logger of the replay server as a whole (its records kept the name they had when the server was
@@ -65,6 +67,8 @@ class _HttpConnection:
         self.eof = False
         self.method = b""  # of the request being answered (HEAD answers carry no body)
         self.request_deadline: float | None = None  # loop time the request being read must be complete by
+        # what the last request was (page, upgraded, browser, miss) and its host, for the request log
+        self._last_kind, self._last_host = "", ""
 
     async def _send(self, *events: h11.Event) -> None:
         data = b"".join(self.conn.send(event) or b"" for event in events)
@@ -174,11 +178,13 @@ class _HttpConnection:
     async def _handle(self, request: h11.Request) -> None:
         rx_ns = time.monotonic_ns()
         wire_before = self.record.wire_bytes
+        self._last_kind, self._last_host = "error", ""
         status = await self._answer(request)
         if len(self.record.request_log) < self.limits.max_log_entries:
             self.record.request_log.append({"rx_ns": rx_ns, "tx_ns": time.monotonic_ns(),
                                             "target": request.target.decode("ascii", "replace"), "status": status,
-                                            "bytes": self.record.wire_bytes - wire_before})  # fmt: skip
+                                            "bytes": self.record.wire_bytes - wire_before, "host": self._last_host,
+                                            "kind": self._last_kind})  # fmt: skip
 
     async def _answer(self, request: h11.Request) -> int:
         """Answer one request; returns the status sent."""
@@ -196,12 +202,26 @@ class _HttpConnection:
         scheme = self.listener.scheme
         index = self.state.active
         found = index.lookup(method, scheme, host, target) if host else None
+        kind = "page"
+        if found is None and scheme == "https" and host:
+            # A browser's HSTS upgrade of a request recorded over http (its preload list forces
+            # https on some recorded hosts): the recorded answer, counted apart.
+            found = index.lookup(method, "http", host, target)
+            kind = "upgraded"
+        url = f"{scheme}://{sent_host}{target}"
         if found is None:
-            url = f"{scheme}://{sent_host}{target}"
+            if is_browser_initiated(method, target):
+                self.state.record_browser_request(method, url, self.record.peer)
+                self._last_kind, self._last_host = "browser", host
+                await self._send_simple(404, f"a browser's own request, not part of {index.site.name}: {url}\n",
+                                        close=False)  # fmt: skip
+                return 404
             self.state.record_miss(method, url, self.record.peer)
             log.info("replay miss: %s %s (site %s)", method, url, index.site.name)
+            self._last_kind, self._last_host = "miss", host
             await self._send_simple(404, f"not in the recording of {index.site.name}: {url}\n", close=False)
             return 404
+        self._last_kind, self._last_host = kind, host
         headers = list(found.headers)
         if found.status not in BODYLESS_STATUSES:
             headers.append((b"Content-Length", str(len(found.body)).encode()))
@@ -212,7 +232,7 @@ class _HttpConnection:
             events.append(h11.Data(data=found.body))
         events.append(h11.EndOfMessage())
         await self._send(*events)
-        self.state.counters.served += 1
+        self.state.record_served(found.exchange.url, upgraded=kind == "upgraded")
         if send_body:
             self.state.counters.body_bytes += len(found.body)
         return found.status

@@ -122,6 +122,16 @@ class ExchangeIndex:
         return best
 
 
+#: Paths a browser asks for on its own, not because the page references them (the site icon). Not
+#: recorded: answered 404 and counted apart from the page's misses.
+BROWSER_INITIATED_PATHS = frozenset({"/favicon.ico"})
+
+
+def is_browser_initiated(method: str, target: str) -> bool:
+    """A GET of a path browsers request on their own (``BROWSER_INITIATED_PATHS``, query ignored)."""
+    return method.upper() in ("GET", "HEAD") and target.partition("?")[0] in BROWSER_INITIATED_PATHS
+
+
 def request_authority(host_header: bytes | None, target: bytes) -> tuple[str, str, str]:
     """(host, target, host as sent) of a request: lower-case host without port or trailing dot.
 

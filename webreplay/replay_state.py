@@ -50,6 +50,8 @@ class Counters:
     body_bytes: int = 0
     wire_bytes: int = 0
     misses: int = 0
+    hsts_upgrades: int = 0  # https requests answered from an http recording
+    browser_requests: int = 0  # a browser's own requests (favicon), answered 404, not misses
     bad_requests: int = 0
     connections_opened: int = 0
     connections_rejected: int = 0
@@ -59,6 +61,8 @@ class Counters:
     peak_open: int = 0
     log_dropped: int = 0
     miss_log: list[dict[str, Any]] = field(default_factory=list)
+    browser_log: list[dict[str, Any]] = field(default_factory=list)
+    served_urls: dict[str, int] = field(default_factory=dict)  # recorded URL -> times served
     error_log: list[dict[str, Any]] = field(default_factory=list)
     closed: list[ConnectionRecord] = field(default_factory=list)
 
@@ -152,6 +156,19 @@ class ReplayState:
             {"ns": time.monotonic_ns(), "method": method, "url": url, "peer": peer, "site": site.name},
         )
 
+    def record_served(self, url: str, *, upgraded: bool = False) -> None:
+        """Count a recorded answer sent for ``url`` (the recorded URL; ``upgraded``: asked over https)."""
+        self.counters.served += 1
+        self.counters.served_urls[url] = self.counters.served_urls.get(url, 0) + 1
+        if upgraded:
+            self.counters.hsts_upgrades += 1
+
+    def record_browser_request(self, method: str, url: str, peer: str) -> None:
+        """Count a browser's own request (``replay_index.BROWSER_INITIATED_PATHS``), not a page miss."""
+        self.counters.browser_requests += 1
+        entry = {"ns": time.monotonic_ns(), "method": method, "url": url, "peer": peer}
+        self._append(self.counters.browser_log, entry)
+
     def record_error(self, status: int, reason: str, peer: str) -> None:
         """Count a request answered with a protocol error (400, 413, 431, ...) and keep the reason."""
         self.counters.bad_requests += 1
@@ -180,6 +197,10 @@ class ReplayState:
             "wire_bytes": c.wire_bytes,
             "misses": c.misses,
             "miss_log": list(c.miss_log),
+            "served_urls": dict(c.served_urls),
+            "hsts_upgrades": c.hsts_upgrades,
+            "browser_requests": c.browser_requests,
+            "browser_log": list(c.browser_log),
             "bad_requests": c.bad_requests,
             "error_log": list(c.error_log),
             "connections": {

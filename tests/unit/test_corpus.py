@@ -19,7 +19,6 @@ import re
 import shutil
 import subprocess
 import tempfile
-import threading
 from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
@@ -30,6 +29,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.loopback_http import serve
 from webreplay.adblock import BlockList, load_blocklist, parse_blocklist, wget_args
 from webreplay.corpus import CORPORA, CORPUS_DIR, all_hosts, list_sites, load_site, site_entry
 from webreplay.errors import CorpusError
@@ -203,14 +203,23 @@ def _mahimahi_oracle(folder: Path, main_url: str) -> tuple[int, list[tuple[str, 
 
 
 class _Links(HTMLParser):
-    """Every URL an element of the generated page links (src, href, data), in document order."""
+    """Every URL the generated page links: attributes (src, href, data) and url() in <style>."""
 
     def __init__(self) -> None:
         super().__init__()
         self.urls: list[str] = []
+        self.in_style = False
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         self.urls.extend(v for k, v in attrs if k in ("src", "href", "data") and v is not None)
+        self.in_style = tag == "style"
+
+    def handle_endtag(self, tag: str) -> None:
+        self.in_style = False
+
+    def handle_data(self, data: str) -> None:
+        if self.in_style:
+            self.urls.extend(re.findall(r'url\("([^"]+)"\)', data))
 
 
 def _links(body: bytes) -> list[str]:
@@ -242,7 +251,7 @@ def test_site_loads_and_main_document_links_exactly_the_kept_objects(corpus, nam
     main = site.exchanges[0]
     assert (site.name, site.corpus) == (name, corpus)
     assert main.url == site.main_url and main.synthesized and main.content_type == "text/html"
-    assert _links(main.body) == [e.url for e in site.exchanges[1:]]
+    assert collections.Counter(_links(main.body)) == collections.Counter(e.url for e in site.exchanges[1:])
     assert len({e.url for e in site.exchanges}) == len(site.exchanges)
     assert all(e.method == "GET" and 200 <= e.status < 300 and e.status != 204 for e in site.exchanges)
     assert not any(BLOCKLIST.matches(e.url) for e in site.exchanges)
@@ -526,32 +535,18 @@ def _proxy(answers: dict[str, Answer]) -> Iterator[tuple[int, list[str]]]:
     """An HTTP proxy on 127.0.0.1 that answers every absolute URL from ``answers`` (404 otherwise)."""
     requests: list[str] = []
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        disable_nagle_algorithm = True  # else write-write-read costs a delayed ACK per object
+    def respond(handler: http.server.BaseHTTPRequestHandler) -> None:
+        requests.append(handler.path)  # absolute-form: wget talks to us as to a proxy
+        status, reason, headers, body = answers.get(handler.path, (404, "Not Found", (), b""))
+        handler.send_response(status, reason)
+        for key, value in headers:
+            handler.send_header(key, value)
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
 
-        def do_GET(self) -> None:
-            requests.append(self.path)  # absolute-form: wget talks to us as to a proxy
-            status, reason, headers, body = answers.get(self.path, (404, "Not Found", (), b""))
-            self.send_response(status, reason)
-            for key, value in headers:
-                self.send_header(key, value)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server.server_address[1], requests
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with serve(respond) as port:
+        yield port, requests
 
 
 def _wget(port: int, url: str, extra: list[str]) -> None:

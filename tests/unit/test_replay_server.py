@@ -912,3 +912,63 @@ def test_bad_bytes_and_deep_json_on_the_control_socket_get_an_answer(start_serve
     answers = [json.loads(line) for line in data.splitlines()]
     assert [a["ok"] for a in answers] == [False, False, True]
     assert "not UTF-8" in answers[0]["error"] and "nested too deeply" in answers[1]["error"]
+
+
+# ---------------------------------------------------------------------------------------------
+# What a browser asks for beyond wget: its own requests, HSTS upgrades, CORS and timing headers.
+
+
+def test_browser_requests_and_hsts_upgrades_are_counted_apart_from_misses(start_server: StartServer) -> None:
+    srv = start_server()
+    client = RawClient(srv.port())
+    try:
+        favicon, _ = client.get("/favicon.ico")
+        assert favicon.status_code == 404
+        miss, _ = client.get("/favicon.ico.png")
+        assert miss.status_code == 404
+    finally:
+        client.close()
+    port = srv.port(tls=True)
+    # /plain is recorded over http only: a browser's HSTS upgrade gets the recorded answer over TLS.
+    upgraded = curl("--insecure", *resolve(port), f"https://{HOST}:{port}/plain")
+    assert upgraded.stdout == "plain body"
+    stats = srv.stats()
+    assert stats["browser_requests"] == 1 and stats["misses"] == 1 and stats["hsts_upgrades"] == 1
+    assert [e["url"] for e in stats["browser_log"]] == [f"http://{HOST}/favicon.ico"]
+    assert stats["served"] == 1 and stats["served_urls"] == {f"http://{HOST}/plain": 1}
+    kinds = [(r["target"], r["kind"], r["host"]) for c in stats["connection_log"] for r in c["request_log"]]
+    assert kinds == [
+        ("/favicon.ico", "browser", HOST),
+        ("/favicon.ico.png", "miss", HOST),
+        ("/plain", "upgraded", HOST),
+    ]
+
+
+def test_recorded_cors_and_timing_headers_are_replayed(
+    start_server: StartServer, pki: tuple[CaPaths, ServerCertPaths]
+) -> None:
+    from webreplay.corpus import load_site
+    from webreplay.pagebuild import RecordedObject, kept_exchange
+
+    google = load_site("har", "google.com")
+    font = next(e for e in google.exchanges if e.content_type == "font/woff2")
+    # A generated body (no recorded one) keeps the recorded CORS and timing headers too.
+    cors = (("Access-Control-Allow-Origin", "https://page.test"), ("Access-Control-Allow-Credentials", "true"),
+            ("Timing-Allow-Origin", "*"), ("Content-Type", "application/font-woff"))  # fmt: skip
+    generated = kept_exchange(RecordedObject(url=f"https://{HOST}/f.woff", method="GET", status=200, reason="OK",
+                                             headers=cors, body=None, size=300,
+                                             content_type="application/font-woff"), "test")  # fmt: skip
+    site = Site("fonts", "har", "test", f"https://{HOST}/", (font, generated))
+    ca, _ = pki
+    srv = start_server((site,))
+    port = srv.port(tls=True)
+    # (the font's certificate name is not in the test PKI: the headers are what this is about)
+    head = curl("--insecure", *resolve(port, font.host), "--head", f"https://{font.host}:{port}{font.target}").stdout
+    lines = head.split("\r\n\r\n", 1)[0].splitlines()
+    assert "access-control-allow-origin: *" in [x.lower() for x in lines]
+    assert "timing-allow-origin: *" in [x.lower() for x in lines]
+    head = curl("--cacert", str(ca.cert), *resolve(port), "--head", f"https://{HOST}:{port}/f.woff").stdout
+    lines = head.split("\r\n\r\n", 1)[0].splitlines()
+    for name, value in cors:
+        assert f"{name}: {value}" in lines, lines
+    assert generated.synthesized and "Content-Length: 300" in lines

@@ -180,9 +180,11 @@ def test_connections_rows_are_checked_like_runs_rows(tmp_path):
 
 
 def test_files_from_before_issue_11_read_with_its_columns_empty(tmp_path):
-    old_header = [n for n in EXPERIMENT2.names if n not in ("load_close_ms", "dns_ms", "dns_lookups", "pcap",
-                                                              "invocation")]  # fmt: skip
+    issue12 = EXPERIMENT2.names[EXPERIMENT2.names.index("client") :]  # the page-load client's columns
+    old_header = [n for n in EXPERIMENT2.names
+                  if n not in ("load_close_ms", "dns_ms", "dns_lookups", "pcap", "invocation", *issue12)]  # fmt: skip
     frame = EXPERIMENT2.read(RESULTS / "experiment2" / "mahimahi" / "runs.csv")
+    assert frame["client"].eq("wget").all() and frame["nav_load_ms"].isna().all()  # written before issue 12
     assert frame["pcap"].isna().all() and frame["dns_lookups"].isna().all() and frame["load_ms"].notna().all()
     with (RESULTS / "experiment2" / "mahimahi" / "runs.csv").open() as handle:
         assert handle.readline().strip().split(",") == old_header
