@@ -42,7 +42,7 @@ def _shifted_copy(source: Path, target: Path, shift_ms: float) -> Path:
             if row["status"] == "ok":
                 for column in ("setup_ms", "accept_ms"):
                     row[column] = f"{float(row[column]) + shift_ms:.3f}"
-            writer.writerow(EXPERIMENT1.format_row({**row, "server_subflow_ready_ms": ""}))
+            writer.writerow(EXPERIMENT1.format_row({**row, "server_subflow_ready_ms": "", "invocation": ""}))
     return target
 
 
