@@ -281,6 +281,8 @@ _INVOCATION = ("invocation", "text", "id of the invocation that wrote the row (m
                {"empty": True, "default": ""})  # fmt: skip
 #: Columns issue 12 added (the page-load client); rows written before them were wget's.
 _SINCE_ISSUE12 = {"empty": True, "default": ""}
+#: Columns issue 16 added (timing canary, where the row was measured); empty in rows written before.
+_SINCE_ISSUE16 = {"empty": True, "default": ""}
 
 #: Experiment 1: one row per connection attempt (``experiments/experiment1.py``).
 EXPERIMENT1 = Schema("experiment1", _columns([
@@ -311,6 +313,16 @@ EXPERIMENT1 = Schema("experiment1", _columns([
     ("server_subflow_ready_ms", "floats", "connect() -> each later subflow ready at the userspace server (ms)",
      {**_MAYBE, "default": ""}),
     _INVOCATION,
+    ("canary_ms", "float", "timing canary: the worse of the probe bursts before and after the attempt, median "
+     "RTT minus the configured RTT (ms; empty when a burst got no reply)", _SINCE_ISSUE16),
+    ("canary_flagged", "flag", "measured while the host was too busy: canary error above 1 ms or a burst lost",
+     _SINCE_ISSUE16),
+    ("attempt_s", "float", "the worker's wall time for the attempt, canary bursts included (s)", _SINCE_ISSUE16),
+    ("host", "text", "host name of the machine that ran the attempt", _SINCE_ISSUE16),
+    ("kernel", "text", "kernel release of that machine", _SINCE_ISSUE16),
+    ("engine_worker", "text", "Dask worker address (--cluster; empty on the local pool)", _SINCE_ISSUE16),
+    ("retries", "int", "times the attempt was started again after its engine worker died (--cluster)",
+     _SINCE_ISSUE16),
 ]))  # fmt: skip
 
 #: Experiment 2: one row per page load (``experiments/experiment2.py``).

@@ -20,12 +20,16 @@ repetition) of a profile as one connection attempt with the ``robe`` endpoints o
 from __future__ import annotations
 
 import argparse
+import csv
 import datetime as dt
+import functools
 import json
 import math
 import os
+import platform
 import select
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -40,6 +44,9 @@ from typing import Any
 from analysis.ownership import make_results_dir
 from analysis.schema import EXPERIMENT1
 from analysis.stats import percentile
+from experiments.canary import TOLERANCE_MS, Canary, count_flagged, worst
+from experiments.canary import row_fields as canary_row
+from experiments.cluster import ClusterSpec, parse_cluster
 from experiments.metadata import PROJECT_ROOT, base_metadata, write_json
 from experiments.profile import Experiment1Profile, ProfileError, RunSpec, expand_runs, load_profile
 from experiments.runs_folder import (
@@ -52,13 +59,14 @@ from experiments.runs_folder import (
     record_invocation,
     repair_runs_csv,
 )
+from experiments.schedule import order_long_first
 from experiments.sweep import Sweep, SweepResult, finished_run_ids, pending_runs
 from experiments.validate_links import ProbeRound
 from robe.userspace_endpoints import is_userspace
 from topologies.cleanup import clean
 from topologies.fig3 import CLIENT_A1, CLIENT_A2, SERVER_B1, Fig3Network, allow_congestion_control
 from topologies.interrupts import deferred_interrupts
-from topologies.links import choose_backend
+from topologies.links import BackendChoice, choose_backend
 from topologies.startup import READY_TIMEOUT_S, STARTUP_FAILURES, StartupError, one_line, wait_ready
 
 RESULTS_BASE = PROJECT_ROOT / "results" / "experiment1"
@@ -162,6 +170,9 @@ def build_row(
             if server and s["peer"] != server.get("peer")
         ),
         "invocation": "",  # set by the sweep (the runner's invocation id)
+        # Set by Worker.run (canary, attempt time, machine) and by a cluster (engine worker, retries).
+        "canary_ms": "", "canary_flagged": "", "attempt_s": "", "host": "", "kernel": "", "engine_worker": "",
+        "retries": "",
     }
 
 
@@ -303,6 +314,10 @@ class Worker:
         # error row, never as a result.
         kernel_limit = kernel_give_up_s(syn_retries) + DATA_GIVE_UP_S
         self.hard_cap_s = (timeout_s or kernel_limit) + profile.hold_ms / 1000 + 60
+        self.canary = canary_for(net, profile, f"worker {index}")
+        self.preflight_report: dict[str, Any] = {}
+        #: Where the rows were measured (a cluster's rows come from several machines).
+        self.place = {"host": socket.gethostname(), "kernel": platform.release(), "engine_worker": "", "retries": 0}
 
     def _start_server(self, index: int, command: str, port: int) -> subprocess.Popen[str]:
         env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
@@ -315,13 +330,22 @@ class Worker:
         return server
 
     def run(self, spec: RunSpec) -> dict[str, Any]:
+        """One attempt between two canary bursts; the row carries the canary error and the attempt's time."""
+        started = time.monotonic()
+        # The previous attempt ended with resets; let its last packets leave the links first, so
+        # that the reseeded loss generators see this attempt's packets only (paired seeds rely on it).
+        time.sleep(max(self.profile.path1.rtt_ms, self.profile.path2.rtt_ms) / 1000)
+        before = self.canary.measure()
+        row = self._attempt(spec)
+        after = self.canary.measure()
+        return {**row, **canary_row(worst(before, after)), "attempt_s": f"{time.monotonic() - started:.3f}",
+                **self.place}  # fmt: skip
+
+    def _attempt(self, spec: RunSpec) -> dict[str, Any]:
         """One attempt: set the loss, reseed the links, connect, join both logs into a row."""
         if self.loss != spec.loss_pct:
             self.net.set_path(1, self.profile.path1_config(spec.loss_pct))
             self.loss = spec.loss_pct
-        # The previous attempt ended with resets; let its last packets leave the links first, so
-        # that the reseeded loss generators see this attempt's packets only (paired seeds rely on it).
-        time.sleep(max(self.profile.path1.rtt_ms, self.profile.path2.rtt_ms) / 1000)
         for path in (1, 2):
             self.net.path_link(path).reseed(spec.seed + path)
         self.net.check_links()
@@ -344,6 +368,28 @@ class Worker:
     def interrupt(self) -> None:
         """Kill the attempt in flight (Ctrl-C)."""
         self.agent.kill()
+
+
+def start_worker(
+    index: int, profile: Experiment1Profile, backend: BackendChoice, timeout_s: float | None, stack: ExitStack
+) -> tuple[Worker, dict[str, Any]]:
+    """Build one Figure 3 network (torn down by ``stack``), check its paths, start its endpoints."""
+    net = stack.enter_context(Fig3Network(profile.fig3_config(0.0), backend))
+    report = preflight(net, profile)
+    return Worker(index, net, profile, timeout_s), report
+
+
+def read_rows(runs_csv: Path) -> list[dict[str, str]]:
+    """The rows of a runs.csv ([] when there is none)."""
+    if not runs_csv.exists():
+        return []
+    with runs_csv.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def canary_for(net: Fig3Network, profile: Experiment1Profile, label: str) -> Canary:
+    """The worker's timing canary, on path 2 (experiment 1 never puts loss there)."""
+    return Canary(net, CLIENT_A2, SERVER_B1, profile.path2.rtt_ms, label)
 
 
 def preflight(net: Fig3Network, profile: Experiment1Profile, probes: int = 100) -> dict[str, Any]:
@@ -381,6 +427,9 @@ class Options:
     timeout_s: float | None
     limit: int | None
     allow_mixed: bool = False
+    schedule: str = "long-first"
+    cluster: ClusterSpec | None = None
+    allow_mixed_hosts: bool = False
 
 
 def latest_link_validation(backend: str) -> dict[str, Any] | None:
@@ -425,6 +474,150 @@ def run_sweep(options: Options) -> int:
         raise ExperimentError(str(err)) from None
 
 
+def _pending(options: Options, runs_csv: Path) -> tuple[list[RunSpec], set[str]]:
+    """The runs still to make, in the order they run (``--schedule``), and the finished ids."""
+    specs = expand_runs(options.profile)
+    if options.schedule == "long-first":
+        profile = options.profile
+        specs = order_long_first(specs, syn_retries=profile.tcp_syn_retries, timer_s=profile.timer_s,
+                                 hold_s=profile.hold_ms / 1000)  # fmt: skip
+    return pending_runs(specs, runs_csv, options.limit)
+
+
+def _record(
+    options: Options, metadata: dict[str, Any], invocation: dict[str, Any], total: int, started: float,
+    result: SweepResult,
+) -> None:  # fmt: skip
+    """The invocation's outcome in the metadata (fsynced)."""
+    invocation.update(wall_time_s=round(time.monotonic() - started, 1), interrupted=result.interrupted,
+                      counts=dict(result.counts), unwritten=result.unwritten)  # fmt: skip
+    rows = read_rows(options.out / "runs.csv")
+    flagged, measured = count_flagged(rows)
+    invocation["canary"] = {"flagged_rows": flagged, "rows_with_canary": measured, "tolerance_ms": TOLERANCE_MS}
+    metadata["complete"] = not result.interrupted and len(finished_run_ids(options.out / "runs.csv")) == total
+    write_json(options.out / "metadata.json", metadata)
+
+
+def _start_metadata(metadata: dict[str, Any], invocation: dict[str, Any], backend: dict[str, Any]) -> None:
+    """Link validation, the folder's first code/network/backend, this invocation (written now)."""
+    metadata["link_validation"] = latest_link_validation(backend["backend"])
+    # The folder's first code and network stay on top (a cluster's network is known only later).
+    record_invocation(metadata, invocation, [key for key in ("git", "network", "link_backend") if key in invocation])
+
+
+def _run_here(
+    options: Options, pending: list[RunSpec], metadata: dict[str, Any], invocation: dict[str, Any], total: int
+) -> SweepResult:
+    """The sweep on this machine: one thread per Figure 3 network."""
+    profile = options.profile
+    backend = choose_backend()
+    allow_congestion_control("cubic")
+    started = time.monotonic()
+    stack = ExitStack()
+    result = SweepResult(counts={}, interrupted=True)  # until the sweep returns
+    try:
+        workers: list[Worker] = []
+        for index in range(min(options.jobs, len(pending))):
+            worker, report = start_worker(index, profile, backend, options.timeout_s, stack)
+            workers.append(worker)
+            print(f"worker {index}: network {worker.net.run_tag} ready, pre-flight RTT p50 "
+                  f"{report['path1']['p50_ms']} / {report['path2']['p50_ms']} ms", flush=True)  # fmt: skip
+            invocation.setdefault("preflight", {})[f"worker{index}"] = report
+        invocation.update(network=workers[0].net.describe(), link_backend=backend.to_dict())
+        _start_metadata(metadata, invocation, backend.to_dict())
+        write_json(options.out / "metadata.json", metadata)
+        sweep: Sweep[Worker, RunSpec] = Sweep(
+            workers, run=Worker.run,
+            error_row=lambda worker, spec, err: build_row(spec, worker.index, "", {"status": "error",
+                                                                                  "error": repr(err)}, None, 0),
+            runs_csv=options.out / "runs.csv", schema=EXPERIMENT1, desc=f"experiment1/{profile.name}", unit="run",
+            interrupt=Worker.interrupt, join_timeout_s=30.0, row_stamp={"invocation": invocation["id"]},
+        )  # fmt: skip
+        try:
+            result = sweep.execute(pending)
+        finally:
+            _record(options, metadata, invocation, total, started, result)
+    finally:
+        # A Ctrl-C while tearing down is held until it is done; it stops the run only if the sweep
+        # was not stopped already (then the teardown is what it asked for).
+        with deferred_interrupts("tearing the networks down", reraise=not result.interrupted):
+            stack.close()
+    return result
+
+
+def _build_on_worker(profile: Experiment1Profile, timeout_s: float | None, index: int, stack: ExitStack) -> Worker:
+    """A cluster worker's network (``experiments.cluster.NetworkPool`` calls it on first need)."""
+    worker, report = start_worker(index, profile, choose_backend(), timeout_s, stack)
+    worker.preflight_report = report
+    return worker
+
+
+def _describe_workers_networks() -> list[dict[str, Any]]:
+    """Run on each cluster worker: its networks' pre-flight figures, and one network's description."""
+    from experiments.cluster import _pool
+
+    workers = [w for w in _pool().all_items() if isinstance(w, Worker)]
+    return [{"preflight": w.preflight_report, **({"network": w.net.describe()} if i == 0 else {})}
+            for i, w in enumerate(workers)]  # fmt: skip
+
+
+def _run_on_cluster(
+    options: Options, pending: list[RunSpec], metadata: dict[str, Any], invocation: dict[str, Any], total: int
+) -> SweepResult:
+    """The sweep on a Dask cluster (``experiments.cluster``): the workers own the networks, the
+    driver writes the rows."""
+    from experiments.cluster import ClusterError, DaskSweep, check_hosts, connect, host_facts
+
+    assert options.cluster is not None
+    profile = options.profile
+    started = time.monotonic()
+    result = SweepResult(counts={}, interrupted=True)
+    try:
+        with connect(options.cluster, options.jobs) as client:
+            facts = client.run(host_facts)
+            shared = check_hosts(facts, options.allow_mixed_hosts)
+            print(f"cluster {options.cluster.describe()}: {len(facts)} worker(s) on {', '.join(shared['hosts'])}, "
+                  f"kernel {'/'.join(shared['kernels'])}, link backend {'/'.join(shared['link_backends'])}",
+                  flush=True)  # fmt: skip
+            expected = None
+            if not options.allow_mixed_hosts:
+                expected = {"kernel": shared["kernels"][0], "link_backend": shared["link_backends"][0]}
+            invocation["cluster"] = {"spec": options.cluster.describe(), "workers": facts, **shared}
+            invocation["link_backend"] = {"backend": "/".join(shared["link_backends"]), "reason": "cluster workers"}
+            _start_metadata(metadata, invocation, {"backend": shared["link_backends"][0]})
+            write_json(options.out / "metadata.json", metadata)
+            sweep: DaskSweep[Worker, RunSpec] = DaskSweep(
+                client, kind=(profile.fingerprint(), options.timeout_s),
+                build=functools.partial(_build_on_worker, profile, options.timeout_s), run=Worker.run,
+                error_row=lambda spec, err: build_row(spec, -1, "", {"status": "error", "error": repr(err)}, None, 0),
+                interrupt=Worker.interrupt, runs_csv=options.out / "runs.csv", schema=EXPERIMENT1,
+                desc=f"experiment1/{profile.name}", item_id=lambda spec: spec.run_id, expected=expected,
+                row_stamp={"invocation": invocation["id"]},
+            )  # fmt: skip
+            try:
+                result = sweep.execute(pending)
+            finally:
+                with deferred_interrupts("tearing the workers' networks down", reraise=not result.interrupted):
+                    try:
+                        described = client.run(_describe_workers_networks)
+                    except Exception:  # a record, never a reason to skip the teardown
+                        described = {}
+                    invocation["preflight"] = {a: [n["preflight"] for n in nets] for a, nets in described.items()}
+                    network = next((n["network"] for nets in described.values() for n in nets if "network" in n), None)
+                    if network is not None:
+                        invocation["network"] = network
+                        metadata.setdefault("network", network)
+                    invocation["retried"] = sweep.retried()
+                    invocation["networks_closed"] = sweep.close_networks()
+                    _record(options, metadata, invocation, total, started, result)
+    except ClusterError as err:
+        raise ExperimentError(str(err)) from None
+    leftovers = clean()  # networks of workers that were killed (dead owners) on this machine
+    if not leftovers.empty():
+        print(leftovers.summary(), flush=True)
+    return result
+
+
 def _run_locked(options: Options) -> int:
     profile = options.profile
     runs_csv = options.out / "runs.csv"
@@ -432,10 +625,13 @@ def _run_locked(options: Options) -> int:
     metadata = read_metadata(meta_file)
     for note in check_profile(options.out, metadata, [profile.fingerprint()], "runs"):
         print(note, flush=True)
-    pending, done = pending_runs(expand_runs(options.profile), runs_csv, options.limit)
+    pending, done = _pending(options, runs_csv)
     invocation = base_metadata("experiment1", {"jobs": options.jobs, "timeout_s": options.timeout_s,
                                                "limit": options.limit, "out": str(options.out),
-                                               "allow_mixed": options.allow_mixed})  # fmt: skip
+                                               "allow_mixed": options.allow_mixed,
+                                               "schedule": options.schedule,
+                                               "cluster": options.cluster.describe() if options.cluster else None,
+                                               "allow_mixed_hosts": options.allow_mixed_hosts})  # fmt: skip
     invocation["id"] = new_invocation_id()
     if pending:
         notes = check_code(options.out, metadata, invocation["git"], options.allow_mixed, "runs")
@@ -445,7 +641,7 @@ def _run_locked(options: Options) -> int:
         if any("--allow-mixed" in note for note in notes):
             metadata["mixed_code"] = True
         # The repair may have set cut rows aside: those runs are pending again.
-        pending, done = pending_runs(expand_runs(options.profile), runs_csv, options.limit)
+        pending, done = _pending(options, runs_csv)
     total = len(expand_runs(profile))
     print(f"experiment 1, profile {profile.name}: {total} runs, {len(done)} already in {runs_csv}, "
           f"{len(pending)} to run with {options.jobs} worker(s)", flush=True)  # fmt: skip
@@ -455,49 +651,14 @@ def _run_locked(options: Options) -> int:
     leftovers = clean()  # what dead runs left behind (never a live run's)
     if not leftovers.empty():
         print(leftovers.summary(), flush=True)
-    backend = choose_backend()
-    allow_congestion_control("cubic")
-    started = time.monotonic()
-    stack = ExitStack()
-    result = SweepResult(counts={}, interrupted=True)  # until the sweep returns
-    try:
-        workers: list[Worker] = []
-        for index in range(min(options.jobs, len(pending))):
-            net = stack.enter_context(Fig3Network(profile.fig3_config(0.0), backend))
-            report = preflight(net, profile)
-            workers.append(Worker(index, net, profile, options.timeout_s))
-            print(f"worker {index}: network {net.run_tag} ready, pre-flight RTT p50 "
-                  f"{report['path1']['p50_ms']} / {report['path2']['p50_ms']} ms", flush=True)  # fmt: skip
-            invocation.setdefault("preflight", {})[f"worker{index}"] = report
-        invocation.update(network=workers[0].net.describe(), link_backend=backend.to_dict())
-        metadata.update({
-            "kind": "experiment1",
-            "profile": profile.to_dict(),
-            "profile_fingerprint": profile.fingerprint(),
-            "link_validation": latest_link_validation(backend.backend.value),
-            "seeds": {"profile": profile.seed, "per_run": "sha256(profile seed : run_id), column 'seed'"},
-        })  # fmt: skip
-        record_invocation(metadata, invocation, ("git", "network", "link_backend"))
-        write_json(meta_file, metadata)
-        sweep: Sweep[Worker, RunSpec] = Sweep(
-            workers, run=Worker.run,
-            error_row=lambda worker, spec, err: build_row(spec, worker.index, "", {"status": "error",
-                                                                                  "error": repr(err)}, None, 0),
-            runs_csv=runs_csv, schema=EXPERIMENT1, desc=f"experiment1/{profile.name}", unit="run",
-            interrupt=Worker.interrupt, join_timeout_s=30.0, row_stamp={"invocation": invocation["id"]},
-        )  # fmt: skip
-        try:
-            result = sweep.execute(pending)
-        finally:
-            invocation.update(wall_time_s=round(time.monotonic() - started, 1), interrupted=result.interrupted,
-                              counts=dict(result.counts), unwritten=result.unwritten)  # fmt: skip
-            metadata["complete"] = not result.interrupted and len(finished_run_ids(runs_csv)) == total
-            write_json(meta_file, metadata)
-    finally:
-        # A Ctrl-C while tearing down is held until it is done; it stops the run only if the sweep
-        # was not stopped already (then the teardown is what it asked for).
-        with deferred_interrupts("tearing the networks down", reraise=not result.interrupted):
-            stack.close()
+    metadata.update({
+        "kind": "experiment1",
+        "profile": profile.to_dict(),
+        "profile_fingerprint": profile.fingerprint(),
+        "seeds": {"profile": profile.seed, "per_run": "sha256(profile seed : run_id), column 'seed'"},
+    })  # fmt: skip
+    run = _run_on_cluster if options.cluster is not None else _run_here
+    result = run(options, pending, metadata, invocation, total)
     print(f"runs: {result.counts}; results in {options.out}", flush=True)
     for line in result.report():
         print(line, file=sys.stderr, flush=True)
@@ -517,7 +678,28 @@ def parse_args(argv: list[str] | None = None) -> Options:
     parser.add_argument("--limit", type=int, default=None, help="run at most this many pending attempts")
     parser.add_argument("--allow-mixed", action="store_true",
                         help="add to a folder of rows made by other code (rows name their invocation)")  # fmt: skip
+    parser.add_argument("--schedule", choices=("long-first", "profile"), default="long-first",
+                        help="long-first (default): bands of expected attempt time, longest first, the "
+                             "profile's random order inside a band (experiments.schedule); profile: the "
+                             "profile's order")  # fmt: skip
+    parser.add_argument(
+        "--cluster",
+        default=None,
+        help="run the attempts on Dask: local:N (an embedded cluster of N worker processes, each "
+        "with -j networks) or tcp://HOST:PORT (a running scheduler; see the README)",
+    )
+    parser.add_argument(
+        "--allow-mixed-hosts",
+        action="store_true",
+        help="let cluster workers with different kernels or link backends share a sweep",
+    )
     args = parser.parse_args(argv)
+    cluster = None
+    if args.cluster is not None:
+        try:
+            cluster = parse_cluster(args.cluster)
+        except ValueError as err:
+            parser.error(str(err))
     try:
         profile = load_profile(args.profile)
     except ProfileError as err:
@@ -529,7 +711,17 @@ def parse_args(argv: list[str] | None = None) -> Options:
     if args.limit is not None and args.limit < 1:
         parser.error(f"--limit={args.limit}: must be >= 1")
     out = args.out if args.out is not None else RESULTS_BASE / profile.name
-    return Options(profile, out, args.jobs, args.timeout, args.limit, args.allow_mixed)
+    return Options(
+        profile,
+        out,
+        args.jobs,
+        args.timeout,
+        args.limit,
+        args.allow_mixed,
+        args.schedule,
+        cluster,
+        args.allow_mixed_hosts,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

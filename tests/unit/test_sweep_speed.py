@@ -1,0 +1,140 @@
+"""Ordering long attempts first, the timing canary's figures, the sweep plan, and the cluster's
+pure parts (cluster specs, host checks, the workers' network pool)."""
+
+import contextlib
+import math
+import threading
+from collections import Counter
+
+import pytest
+
+from experiments.canary import canary_error_ms, count_flagged, flagged, row_fields, worst
+from experiments.cluster import ClusterError, NetworkPool, check_hosts, parse_cluster
+from experiments.profile import expand_runs, load_profile
+from experiments.schedule import band, expected_attempt_s, order_long_first, syn_phase_s
+from experiments.sweep_plan import list_schedule
+
+
+def test_expected_attempt_time_follows_the_back_offs():
+    # A dead default path: the classic strategies wait for the kernel to give up on the SYN (127 s).
+    assert syn_phase_s(1.0, 6) == pytest.approx(127.0)
+    assert expected_attempt_s("tcp", 100, hold_s=0) == pytest.approx(127.0)
+    assert expected_attempt_s("tcp", 0, hold_s=0.3) == pytest.approx(0.3)
+    # Monotone in the loss for the classic strategies, bounded by the timer for RobE_TIMER.
+    times = [expected_attempt_s("mptcp", loss) for loss in range(0, 100, 10)]
+    assert times == sorted(times)
+    assert expected_attempt_s("robe-timer", 90, timer_s=1.0, hold_s=0) <= 1.0
+    assert expected_attempt_s("robe-sim", 100, hold_s=0.3) == pytest.approx(0.3)
+
+
+def test_bands_grow_by_a_factor_of_four():
+    assert band(0.5) == 0 and band(1.0) == 1 and band(3.9) == 1 and band(4.0) == 2 and band(127) == 4
+    assert band(math.nan) == 0
+
+
+def test_long_first_keeps_every_run_once_and_the_random_order_inside_a_band():
+    profile = load_profile("paper")
+    runs = expand_runs(profile)
+    ordered = order_long_first(runs, timer_s=profile.timer_s, hold_s=0.3)
+    assert Counter(r.run_id for r in ordered) == Counter(r.run_id for r in runs)
+    bands = [band(expected_attempt_s(r.strategy, r.loss_pct)) for r in ordered]
+    assert bands == sorted(bands, reverse=True)
+    first = ordered[0]
+    assert first.strategy in ("tcp", "mptcp") and first.loss_pct >= 90
+    # Inside a band: the profile's random order (a stable sort), so strategies and loss levels mix.
+    top = [r for r in ordered if band(expected_attempt_s(r.strategy, r.loss_pct)) == bands[0]]
+    assert top == [r for r in runs if r in top]
+    assert len({(r.strategy, r.loss_pct) for r in top[:20]}) > 1
+
+
+def test_canary_error_and_flag():
+    assert canary_error_ms([20.3, 20.4, 25.0], 20.0) == pytest.approx(0.4)
+    assert canary_error_ms([], 20.0) is None
+    assert worst(0.3, -1.2) == -1.2 and worst(0.3, None) == math.inf
+    assert not flagged(0.9) and flagged(1.1) and flagged(-1.5) and flagged(math.inf)
+    assert row_fields(0.4567) == {"canary_ms": "0.457", "canary_flagged": 0}
+    assert row_fields(math.inf) == {"canary_ms": "", "canary_flagged": 1}
+    rows = [{"canary_flagged": "1"}, {"canary_flagged": "0"}, {"canary_flagged": ""}, {}]
+    assert count_flagged(rows) == (1, 2)
+
+
+def test_list_schedule_wall_time():
+    # Two networks built one after the other (1 s each): the long attempt decides the end.
+    assert list_schedule([10.0, 1.0, 1.0], 2, 1.0) == pytest.approx(11.0)
+    # Long one last: it starts only when a network is free.
+    assert list_schedule([1.0, 1.0, 10.0], 2, 1.0) == pytest.approx(12.0)
+
+
+def test_cluster_specs():
+    assert parse_cluster("local:2").local_workers == 2
+    assert parse_cluster("tcp://10.1.2.3:8786").address == "tcp://10.1.2.3:8786"
+    for bad in ("local:0", "local:x", "local:65", "tcp://host", "10.1.2.3:8786", ""):
+        with pytest.raises(ValueError, match="--cluster"):
+            parse_cluster(bad)
+
+
+def _fact(host, kernel, backend="userspace", root=True, mptcp=True):
+    return {"host": host, "kernel": kernel, "link_backend": backend, "root": root, "mptcp": mptcp}
+
+
+def test_hosts_must_agree_unless_told():
+    same = {"w1": _fact("a", "6.18"), "w2": _fact("b", "6.18")}
+    assert check_hosts(same, False)["kernels"] == ["6.18"]
+    mixed = {"w1": _fact("a", "6.18"), "w2": _fact("b", "6.1")}
+    with pytest.raises(ClusterError, match="kernels"):
+        check_hosts(mixed, False)
+    assert check_hosts(mixed, True)["kernels"] == ["6.1", "6.18"]
+    with pytest.raises(ClusterError, match="link backends"):
+        check_hosts({"w1": _fact("a", "6.18"), "w2": _fact("b", "6.18", "netem")}, False)
+    with pytest.raises(ClusterError, match="root"):
+        check_hosts({"w1": _fact("a", "6.18", root=False)}, True)
+    with pytest.raises(ClusterError, match="no workers"):
+        check_hosts({}, False)
+
+
+def test_network_pool_builds_once_per_thread_and_tears_down():
+    pool = NetworkPool()
+    pool._cleaned = True  # no clean-up of the machine in a unit test
+    torn_down = []
+
+    def build(index: int, stack: contextlib.ExitStack) -> str:
+        stack.callback(torn_down.append, index)
+        return f"net{index}"
+
+    first = pool.acquire("k", build)
+    second = pool.acquire("k", build)  # the first is busy: a second one is built
+    assert (first, second) == ("net0", "net1") and pool.busy() == ["net0", "net1"]
+    pool.release("k", first)
+    assert pool.acquire("k", build) == "net0"  # reused, not rebuilt
+    assert pool.built == 2
+
+    barrier = threading.Barrier(4)
+    got = []
+
+    def use() -> None:
+        net = pool.acquire("other", build)
+        got.append(net)
+        barrier.wait()
+        pool.release("other", net)
+
+    threads = [threading.Thread(target=use) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(set(got)) == 4 and pool.built == 6
+    assert pool.close() == 6 and sorted(torn_down) == list(range(6)) and pool.all_items() == []
+
+
+def test_a_failed_build_leaves_nothing_open():
+    pool = NetworkPool()
+    pool._cleaned = True
+    closed = []
+
+    def broken(index: int, stack: contextlib.ExitStack) -> str:
+        stack.callback(closed.append, index)
+        raise RuntimeError("no network")
+
+    with pytest.raises(RuntimeError):
+        pool.acquire("k", broken)
+    assert closed == [0] and pool.all_items() == []
