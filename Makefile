@@ -1,5 +1,5 @@
 # robe-lab: every target first runs the one-command set-up (Debian packages + .venv), except
-# `make plots` and `make compare`, which only need .venv (never root, never Debian packages).
+# `make plots`, `make compare` and `make sweep-plan`, which only need .venv (never root, never Debian packages).
 # Targets that build networks need root and say so.
 
 PYTHON := .venv/bin/python
@@ -7,7 +7,7 @@ PROFILE ?= paper
 JOBS ?= 16
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: help setup venv compare test lint unit-test integration-test validate-links validate-transport experiment1 experiment2 ablation record-sites plots bench soak fresh-check clean-net clean
+.PHONY: help setup venv compare test lint unit-test integration-test validate-links validate-transport experiment1 experiment2 ablation record-sites plots bench bench-sweep sweep-plan soak fresh-check clean-net clean
 
 help:
 	@echo "robe-lab make targets:"
@@ -20,6 +20,8 @@ help:
 	@echo "  make plots                 regenerate every figure and report from stored results (no root)"
 	@echo "  make compare RUNS=\"D1 D2\"  overlay result folders of one experiment, test every cell, diff metadata"
 	@echo "  sudo make bench            userspace RobE transport against kernel MPTCP: goodput, CPU per set-up, memory"
+	@echo "  sudo make bench-sweep      attempts/min, canary error, memory and idle CPU against 1..64 experiment 1 networks"
+	@echo "  make sweep-plan            where a stored experiment 1 sweep spent its time; replayed wall time of other settings"
 	@echo "  make soak                  the HAAP and the userspace server on loopback under good and hostile clients (60 s)"
 	@echo "  make test                  ruff, mypy, unit tests; and, when root, the integration tests"
 	@echo "  sudo make fresh-check      the README's commands on a fresh Debian 12 root (debootstrap + systemd-nspawn)"
@@ -77,6 +79,13 @@ experiment1: setup
 bench: setup
 	$(call require_root)
 	$(PYTHON) -m experiments.bench_transport $(ARGS)
+
+bench-sweep: setup
+	$(call require_root)
+	$(PYTHON) -m experiments.bench_sweep $(ARGS)
+
+sweep-plan: venv
+	$(PYTHON) -m experiments.sweep_plan $(or $(FOLDER),results/experiment1/paper) $(ARGS)
 
 soak: setup
 	$(PYTHON) -m experiments.soak $(ARGS)

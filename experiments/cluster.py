@@ -17,7 +17,7 @@ metadata. Dask only carries the attempts:
   scheduler runs them again on another worker (Dask counts them as *suspicious*; past three deaths
   a task fails with KilledWorker, which becomes an ``error`` row, rerun on resume). The row then
   records ``retries`` (the scheduler's count) and the metadata names the workers each retried run
-  started on (``retried``).
+  started on, where their events reached the driver (``retried``).
 - **Every row says where it was measured**: ``host``, ``kernel``, ``engine_worker``. Before the
   sweep the driver asks every worker for its kernel and link backend and refuses a cluster that
   mixes them unless ``--allow-mixed-hosts``; a worker joining later with another kernel or backend
@@ -326,6 +326,7 @@ class DaskSweep(Generic[N, S]):
     row_stamp: Mapping[str, Any] = field(default_factory=dict)
     unit: str = "run"
     started_on: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+    retry_counts: dict[str, int] = field(default_factory=dict)
 
     def _on_started(self, event: Any) -> None:
         _timestamp, message = event
@@ -368,6 +369,7 @@ class DaskSweep(Generic[N, S]):
                     row = self.error_row(item, err)
                     tqdm.write(f"error: {self.item_id(item)}: {err!r}", file=sys.stderr)
                 retries = self._retries([future.key]).get(future.key, 0)
+                self.retry_counts[self.item_id(item)] = retries
                 row = {**row, **self.row_stamp, "retries": retries}
                 future.release()
                 try:
@@ -397,9 +399,11 @@ class DaskSweep(Generic[N, S]):
         with contextlib.suppress(Exception):
             self.client.run(interrupt_busy, self.interrupt)
 
-    def retried(self) -> dict[str, list[str]]:
-        """Runs started more than once, with the workers they started on."""
-        return {run_id: workers for run_id, workers in self.started_on.items() if len(workers) > 1}
+    def retried(self) -> dict[str, dict[str, Any]]:
+        """Runs whose worker died under them: how often (the scheduler's count) and the workers they
+        started on (from the workers' events; a worker killed at once may not have sent its own)."""
+        return {run_id: {"retries": count, "started_on": list(self.started_on.get(run_id, []))}
+                for run_id, count in self.retry_counts.items() if count > 0}  # fmt: skip
 
     def close_networks(self) -> dict[str, int]:
         """Tear down every worker's networks (end of the sweep)."""

@@ -117,8 +117,7 @@ def test_killing_an_engine_worker_mid_sweep_loses_no_row_and_doubles_none(tmp_pa
     # The killed worker had attempts in flight: they ran again on another worker, and say so.
     retried = [r for r in rows if int(r["retries"] or 0) > 0]
     assert retried, "no row records a retry"
-    assert set(invocation["retried"]) >= {r["run_id"] for r in retried}
-    for run_id in invocation["retried"]:
-        assert len(invocation["retried"][run_id]) >= 2
+    assert set(invocation["retried"]) == {r["run_id"] for r in retried}
+    assert all(record["retries"] >= 1 for record in invocation["retried"].values())
     # The killed worker's networks were removed (dead owner), nothing of this run is left.
     assert not [cmd for pid, cmd in find_our_processes() if f"rl-o{victim}-" in cmd]

@@ -95,7 +95,7 @@ def test_hosts_must_agree_unless_told():
 def test_network_pool_builds_once_per_thread_and_tears_down():
     pool = NetworkPool()
     pool._cleaned = True  # no clean-up of the machine in a unit test
-    torn_down = []
+    torn_down: list[int] = []
 
     def build(index: int, stack: contextlib.ExitStack) -> str:
         stack.callback(torn_down.append, index)
@@ -129,7 +129,7 @@ def test_network_pool_builds_once_per_thread_and_tears_down():
 def test_a_failed_build_leaves_nothing_open():
     pool = NetworkPool()
     pool._cleaned = True
-    closed = []
+    closed: list[int] = []
 
     def broken(index: int, stack: contextlib.ExitStack) -> str:
         stack.callback(closed.append, index)
