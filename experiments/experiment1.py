@@ -516,18 +516,23 @@ def _run_here(
     stack = ExitStack()
     result = SweepResult(counts={}, interrupted=True)  # until the sweep returns
     try:
-        workers: list[Worker] = []
-        for index in range(min(options.jobs, len(pending))):
+
+        def build(index: int) -> Worker:
             worker, report = start_worker(index, profile, backend, options.timeout_s, stack)
-            workers.append(worker)
             print(f"worker {index}: network {worker.net.run_tag} ready, pre-flight RTT p50 "
                   f"{report['path1']['p50_ms']} / {report['path2']['p50_ms']} ms", flush=True)  # fmt: skip
             invocation.setdefault("preflight", {})[f"worker{index}"] = report
-        invocation.update(network=workers[0].net.describe(), link_backend=backend.to_dict())
+            return worker
+
+        # The first network is built before the sweep starts (its description goes into the
+        # metadata); the others while the first attempts already run.
+        first = build(0)
+        invocation.update(network=first.net.describe(), link_backend=backend.to_dict())
         _start_metadata(metadata, invocation, backend.to_dict())
         write_json(options.out / "metadata.json", metadata)
+        more = (build(index) for index in range(1, min(options.jobs, len(pending))))
         sweep: Sweep[Worker, RunSpec] = Sweep(
-            workers, run=Worker.run,
+            [first], more_workers=more, run=Worker.run,
             error_row=lambda worker, spec, err: build_row(spec, worker.index, "", {"status": "error",
                                                                                   "error": repr(err)}, None, 0),
             runs_csv=options.out / "runs.csv", schema=EXPERIMENT1, desc=f"experiment1/{profile.name}", unit="run",

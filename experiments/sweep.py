@@ -140,6 +140,9 @@ class Sweep(Generic[W, S]):
     join_timeout_s: float = 60.0
     row_stamp: Mapping[str, Any] = field(default_factory=dict)
     item_id: Callable[[S], str] = lambda item: str(getattr(item, "run_id", item))
+    #: Workers still to be built (in the calling thread), each starting as soon as it exists: the
+    #: first attempts run while later networks are being built.
+    more_workers: Iterable[W] = ()
 
     def execute(self, pending: Sequence[S]) -> SweepResult:
         """Run every pending item (see the module docstring for errors and Ctrl-C)."""
@@ -183,27 +186,39 @@ class Sweep(Generic[W, S]):
                     bar.set_postfix(result.counts, refresh=False)
                     bar.update(1)
 
-        threads = [threading.Thread(target=work, args=(w,), name=f"worker{i}") for i, w in enumerate(self.workers)]
+        workers = list(self.workers)
+        threads = [threading.Thread(target=work, args=(w,), name=f"worker{i}") for i, w in enumerate(workers)]
         try:
             for thread in threads:  # inside the try: a Ctrl-C may come while the last ones start
                 thread.start()
+            for worker in self.more_workers:
+                workers.append(worker)
+                threads.append(threading.Thread(target=work, args=(worker,), name=f"worker{len(threads)}"))
+                threads[-1].start()
+                if todo.empty() or stop.is_set():
+                    break  # nothing left to hand out: build no more networks
             while any(t.is_alive() for t in threads):
                 for thread in threads:
                     thread.join(timeout=0.5)
-        except KeyboardInterrupt:
+        except BaseException as err:
+            # Ctrl-C, or a network that could not be built while the first ones already run.
+            interrupted = isinstance(err, KeyboardInterrupt)
             result.interrupted = True
             stop.set()
-            print("\ninterrupted: stopping what is in flight, keeping every finished row ...", flush=True)
+            if interrupted:
+                print("\ninterrupted: stopping what is in flight, keeping every finished row ...", flush=True)
             # Until every worker has stopped, a second Ctrl-C is held: the networks must not be torn
             # down under a running attempt, nor its processes left behind.
             with deferred_interrupts("stopping the workers", reraise=False):
-                for worker in self.workers:
+                for worker in workers:
                     if self.interrupt is not None:
                         self.interrupt(worker)
                 deadline = time.monotonic() + self.join_timeout_s
                 for thread in threads:
                     if thread.ident is not None:  # started
                         thread.join(timeout=max(0.0, deadline - time.monotonic()))
+            if not interrupted:
+                raise
         finally:
             bar.close()
         result.busy_workers = [t.name for t in threads if t.is_alive()]

@@ -274,3 +274,34 @@ def test_side_rows_of_a_run_that_is_done_again_are_set_aside(tmp_path):
     (aside,) = tmp_path.glob("connections.csv.unfinished-*")
     assert _read(aside) == [fields, ["r1", "1", "30"]]
     assert set_aside_rows_of_unfinished_runs(side, fields, {"r0"}) == []  # nothing more to do
+
+
+def test_later_workers_join_as_they_are_built_and_a_failed_build_stops_the_running_ones(tmp_path):
+    runs_csv = tmp_path / "runs.csv"
+    seen: list[str] = []
+
+    def run(worker: str, item: str) -> dict[str, str]:
+        seen.append(worker)
+        time.sleep(0.02)
+        return _row(item)
+
+    def built():
+        for name in ("w1", "w2"):
+            time.sleep(0.1)  # building a network takes a while; w0 already runs attempts
+            yield name
+
+    result = _sweep(runs_csv, run, workers=("w0",), more_workers=built()).execute([f"r{i}" for i in range(40)])
+    assert result.exit_status() == 0 and len(_read(runs_csv)) == 41
+    assert set(seen) == {"w0", "w1", "w2"} and seen[0] == "w0"
+
+    stopped: list[str] = []
+
+    def broken():
+        time.sleep(0.1)
+        raise RuntimeError("pre-flight failed on the second network")
+        yield "never"
+
+    sweep = _sweep(tmp_path / "other.csv", run, workers=("w0",), more_workers=broken(), interrupt=stopped.append)
+    with pytest.raises(RuntimeError, match="pre-flight"):
+        sweep.execute([f"r{i}" for i in range(400)])
+    assert stopped == ["w0"]  # the running worker was stopped (and joined) before the error went up

@@ -11,7 +11,7 @@ import pytest
 from experiments.canary import canary_error_ms, count_flagged, flagged, row_fields, worst
 from experiments.cluster import ClusterError, NetworkPool, check_hosts, parse_cluster
 from experiments.profile import expand_runs, load_profile
-from experiments.schedule import band, expected_attempt_s, order_long_first, syn_phase_s
+from experiments.schedule import RISK_FLOOR, band, expected_attempt_s, order_long_first, syn_phase_s, tail_risk
 from experiments.sweep_plan import list_schedule
 
 
@@ -32,17 +32,37 @@ def test_bands_grow_by_a_factor_of_four():
     assert band(math.nan) == 0
 
 
+def test_tail_risk():
+    # A dead default path never gets to the request; a clean one never loses it; RobE_SIM races path 2.
+    assert tail_risk("tcp", 100) == 0 and tail_risk("tcp", 0) == 0 and tail_risk("robe-sim", 90) == 0
+    # At 90 % loss: SYN through (1 - 0.9^7), then 10 request transmissions lost (0.2 s doubling > 127 s).
+    assert tail_risk("mptcp", 90) == pytest.approx((1 - 0.9**7) * 0.9**10)
+    assert tail_risk("robe-timer", 80) == pytest.approx(0.2 * 0.8**10)
+    risks = [tail_risk("tcp", loss) for loss in range(0, 100, 10)]
+    assert risks == sorted(risks)
+
+
+def _key(run):
+    return (
+        band(tail_risk(run.strategy, run.loss_pct), RISK_FLOOR),
+        band(expected_attempt_s(run.strategy, run.loss_pct)),
+    )
+
+
 def test_long_first_keeps_every_run_once_and_the_random_order_inside_a_band():
     profile = load_profile("paper")
     runs = expand_runs(profile)
     ordered = order_long_first(runs, timer_s=profile.timer_s, hold_s=0.3)
     assert Counter(r.run_id for r in ordered) == Counter(r.run_id for r in runs)
-    bands = [band(expected_attempt_s(r.strategy, r.loss_pct)) for r in ordered]
-    assert bands == sorted(bands, reverse=True)
-    first = ordered[0]
-    assert first.strategy in ("tcp", "mptcp") and first.loss_pct >= 90
+    keys = [_key(r) for r in ordered]
+    assert keys == sorted(keys, reverse=True)
+    # The riskiest cells first (a request lost past the SYN give-up), the certain 127 s ones next.
+    assert ordered[0].strategy in ("tcp", "mptcp") and ordered[0].loss_pct >= 80
+    dead = [i for i, r in enumerate(ordered) if r.strategy in ("tcp", "mptcp") and r.loss_pct == 100]
+    short = [i for i, r in enumerate(ordered) if r.loss_pct == 0]
+    assert max(dead) < min(short)
     # Inside a band: the profile's random order (a stable sort), so strategies and loss levels mix.
-    top = [r for r in ordered if band(expected_attempt_s(r.strategy, r.loss_pct)) == bands[0]]
+    top = [r for r in ordered if _key(r) == keys[0]]
     assert top == [r for r in runs if r in top]
     assert len({(r.strategy, r.loss_pct) for r in top[:20]}) > 1
 
