@@ -30,6 +30,7 @@ from analysis.experiment1_cells import (
 )
 from analysis.figure8 import load
 from analysis.ownership import hand_to_invoking_user
+from analysis.sweep_timing import sweep_lines
 
 ZERO_LOSS_TOLERANCE_MS = 1.0
 
@@ -214,6 +215,7 @@ def render_markdown(runs: pd.DataFrame, cells: pd.DataFrame, metadata: dict[str,
     lines += ["## Acceptance", ""]
     for name, passed, figures in acceptance(cells, metadata):
         lines.append(f"- {'PASS' if passed else 'FAIL'}: {name}: {figures}")
+    lines += sweep_lines(runs, metadata)
     return "\n".join(lines) + "\n"
 
 

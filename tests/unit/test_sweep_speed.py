@@ -2,6 +2,7 @@
 pure parts (cluster specs, host checks, the workers' network pool)."""
 
 import contextlib
+import csv
 import math
 import threading
 from collections import Counter
@@ -158,3 +159,38 @@ def test_a_failed_build_leaves_nothing_open():
     with pytest.raises(RuntimeError):
         pool.acquire("k", broken)
     assert closed == [0] and pool.all_items() == []
+
+
+def _typed_runs(rows, tmp_path):
+    """Rows written and read back through the experiment 1 schema (as the report reads them)."""
+    from analysis.schema import EXPERIMENT1
+
+    path = tmp_path / "runs.csv"
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(EXPERIMENT1.names)
+        for row in rows:
+            writer.writerow(EXPERIMENT1.format_row({**dict.fromkeys(EXPERIMENT1.names, ""), **row}))
+    return EXPERIMENT1.read(path)
+
+
+def test_report_section_counts_flagged_and_censored_rows(tmp_path):
+    from analysis.sweep_timing import sweep_lines
+
+    meta = {"invocations": [{"wall_time_s": 700.4, "arguments": {"jobs": 64, "schedule": "long-first",
+                                                                 "timeout_s": 600}}]}  # fmt: skip
+    row = {"run_id": "tcp-L90-r00", "strategy": "tcp", "loss_pct": "90", "repetition": "0", "seed": "1",
+           "worker": "0", "status": "ok", "setup_ms": "40", "accept_ms": "40", "canary_ms": "0.3",
+           "canary_flagged": "1", "retries": "0", "host": "h", "kernel": "6.18"}  # fmt: skip
+    rows = [
+        {**row, "canary_flagged": "0"},
+        {**row, "canary_ms": "1.8"},
+        {**row, "status": "censored", "setup_ms": "", "accept_ms": "", "canary_flagged": "0", "retries": "1"},
+    ]
+    text = "\n".join(sweep_lines(_typed_runs(rows, tmp_path), meta))
+    assert "Wall time 700 s" in text and "64 networks, order long-first, timeout 600" in text
+    assert "1 attempt(s) censored" in text and "1 of 3 rows flagged" in text and "+1.80 ms" in text
+    assert "tcp 90 % (1)" in text and "1 attempt(s) ran again" in text and "h (6.18)" in text
+    before = {key: row[key] for key in ("run_id", "strategy", "loss_pct", "repetition", "seed", "worker", "status",
+                                        "setup_ms", "accept_ms")}  # fmt: skip
+    assert "not recorded" in "\n".join(sweep_lines(_typed_runs([before], tmp_path), {"invocations": []}))
