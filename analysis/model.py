@@ -194,6 +194,11 @@ class Distribution:
         """Probability that the attempt succeeds."""
         return float(self._cumulative[-1]) if self._cumulative.size else 0.0
 
+    def within(self, limit_s: float) -> Distribution:
+        """Only the attempts that succeed within ``limit_s`` (a sweep's ``--timeout`` censors the others)."""
+        keep = self.times <= limit_s
+        return Distribution(self.times[keep], self.probs[keep], np.cumsum(self.probs[keep]))
+
     @property
     def mean_s(self) -> float:
         """Mean set-up time of successful attempts (nan if none can succeed)."""

@@ -194,3 +194,24 @@ def test_report_section_counts_flagged_and_censored_rows(tmp_path):
     before = {key: row[key] for key in ("run_id", "strategy", "loss_pct", "repetition", "seed", "worker", "status",
                                         "setup_ms", "accept_ms")}  # fmt: skip
     assert "not recorded" in "\n".join(sweep_lines(_typed_runs([before], tmp_path), {"invocations": []}))
+
+
+def test_model_is_censored_like_the_sweep():
+    from analysis.experiment1_cells import model_settings, setup_times
+
+    meta = {"profile": {"path1": {"rtt_ms": 20}, "path2": {"rtt_ms": 20}, "timer_s": 1.0, "loss_direction": "up"},
+            "network": {"sysctls": {"client": {"net.ipv4.tcp_syn_retries": "6"}}}}  # fmt: skip
+    plain = model_settings(meta)
+    censored = model_settings({**meta, "invocations": [{"arguments": {"timeout_s": 600}}, {"arguments": {}}]})
+    assert plain.censor_s is None and censored.censor_s == 600
+    full, cut = setup_times("mptcp", 90, plain), setup_times("mptcp", 90, censored)
+    assert full is not None and cut is not None
+    # Only set-ups within 600 s count: a smaller mean, a smaller success probability. The request can
+    # come up to 15 minutes late; accept() never past the SYN/ACK give-up, well within 600 s.
+    assert cut.request.mean_s < full.request.mean_s and cut.success < full.success
+    assert cut.request.times.max() <= 600 < full.request.times.max()
+    assert cut.accept.mean_s == full.accept.mean_s and full.accept.times.max() <= 600
+    zero_cut, zero_full = setup_times("tcp", 0, censored), setup_times("tcp", 0, plain)
+    assert zero_cut is not None and zero_full is not None
+    assert zero_cut.request.mean_s == pytest.approx(zero_full.request.mean_s)
+    assert zero_cut.success == pytest.approx(zero_full.success) == pytest.approx(1.0)
