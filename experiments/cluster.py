@@ -84,10 +84,12 @@ def parse_cluster(value: str) -> ClusterSpec:
 
 def host_facts() -> dict[str, Any]:
     """What must agree across the machines of one sweep (run on each worker)."""
+    from experiments.metadata import git_summary
     from topologies.links import choose_backend
 
     mptcp = Path("/proc/sys/net/mptcp/enabled")
     return {
+        "git": git_summary(),
         "host": socket.gethostname(),
         "kernel": platform.release(),
         "root": os.geteuid() == 0,
@@ -98,12 +100,21 @@ def host_facts() -> dict[str, Any]:
     }
 
 
-def check_hosts(facts: Mapping[str, Mapping[str, Any]], allow_mixed: bool) -> dict[str, Any]:
+def check_hosts(
+    facts: Mapping[str, Mapping[str, Any]], allow_mixed: bool, code: Mapping[str, Any] | None = None,
+    allow_mixed_code: bool = False,
+) -> dict[str, Any]:  # fmt: skip
     """The kernel and link backend every worker shares; ClusterError for a worker that cannot run
-    the sweep, or for a mix (unless ``allow_mixed``)."""
+    the sweep, for a mix (unless ``allow_mixed``), or for a worker whose checkout is not the
+    driver's code ``code`` (commit, dirty flag and modifications; unless ``allow_mixed_code``)."""
     if not facts:
         raise ClusterError("the cluster has no workers")
     for address, fact in facts.items():
+        theirs = fact.get("git", {})
+        if code is not None and not allow_mixed_code and _code_id(theirs) != _code_id(code):
+            raise ClusterError(f"worker {address} ({fact['host']}) runs code {_code_id(theirs)}, the driver "
+                               f"{_code_id(code)}: check out the same commit on every machine, or pass "
+                               "--allow-mixed")  # fmt: skip
         if not fact["root"]:
             raise ClusterError(f"worker {address} ({fact['host']}) does not run as root: start 'dask worker' as root")
         if not fact["mptcp"]:
@@ -115,6 +126,11 @@ def check_hosts(facts: Mapping[str, Mapping[str, Any]], allow_mixed: bool) -> di
                            "kernels or emulators are not comparable: use one kind of machine, or pass "
                            "--allow-mixed-hosts (every row records its host and kernel)")  # fmt: skip
     return {"kernels": kernels, "link_backends": backends, "hosts": sorted({str(f["host"]) for f in facts.values()})}
+
+
+def _code_id(git: Mapping[str, Any]) -> str:
+    commit = str(git.get("commit"))[:12]
+    return f"{commit}+{git.get('diff_sha256', 'dirty')}" if git.get("dirty") else commit
 
 
 # ---------------------------------------------------------------------------------------------

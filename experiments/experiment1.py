@@ -580,7 +580,7 @@ def _run_on_cluster(
     try:
         with connect(options.cluster, options.jobs) as client:
             facts = client.run(host_facts)
-            shared = check_hosts(facts, options.allow_mixed_hosts)
+            shared = check_hosts(facts, options.allow_mixed_hosts, invocation["git"], options.allow_mixed)
             print(f"cluster {options.cluster.describe()}: {len(facts)} worker(s) on {', '.join(shared['hosts'])}, "
                   f"kernel {'/'.join(shared['kernels'])}, link backend {'/'.join(shared['link_backends'])}",
                   flush=True)  # fmt: skip

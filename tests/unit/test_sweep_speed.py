@@ -111,6 +111,16 @@ def test_hosts_must_agree_unless_told():
         check_hosts({"w1": _fact("a", "6.18", root=False)}, True)
     with pytest.raises(ClusterError, match="no workers"):
         check_hosts({}, False)
+    code = {"commit": "a" * 40, "dirty": False}
+    ours = {"w1": {**_fact("a", "6.18"), "git": code}}
+    assert check_hosts(ours, False, code)["hosts"] == ["a"]
+    other = {"w1": {**_fact("a", "6.18"), "git": {"commit": "b" * 40, "dirty": False}}}
+    with pytest.raises(ClusterError, match="same commit"):
+        check_hosts(other, False, code)
+    assert check_hosts(other, False, code, allow_mixed_code=True)["hosts"] == ["a"]
+    dirty = {"w1": {**_fact("a", "6.18"), "git": {**code, "dirty": True, "diff_sha256": "f00"}}}
+    with pytest.raises(ClusterError, match="aaaaaaaaaaaa\\+f00"):
+        check_hosts(dirty, False, code)
 
 
 def test_network_pool_builds_once_per_thread_and_tears_down():
