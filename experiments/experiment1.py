@@ -27,6 +27,7 @@ import json
 import math
 import os
 import platform
+import resource
 import select
 import signal
 import socket
@@ -467,6 +468,11 @@ def check_before_building(options: Options) -> None:
 def run_sweep(options: Options) -> int:
     """Lock the results folder, then run every pending attempt (``_run_locked``); exit status."""
     check_before_building(options)
+    # Each network holds about 20 descriptors (pipes, ptys, taps): 64 of them exceed the usual soft
+    # limit of 1024, so raise it to the hard limit.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     try:
         with lock_folder(options.out, "experiment1"):
             return _run_locked(options)
