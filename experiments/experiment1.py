@@ -28,7 +28,6 @@ import math
 import os
 import platform
 import resource
-import select
 import signal
 import socket
 import subprocess
@@ -68,6 +67,7 @@ from topologies.cleanup import clean
 from topologies.fig3 import CLIENT_A1, CLIENT_A2, SERVER_B1, Fig3Network, allow_congestion_control
 from topologies.interrupts import deferred_interrupts
 from topologies.links import BackendChoice, choose_backend
+from topologies.shell import wait_readable
 from topologies.startup import READY_TIMEOUT_S, STARTUP_FAILURES, StartupError, one_line, wait_ready
 
 RESULTS_BASE = PROJECT_ROOT / "results" / "experiment1"
@@ -259,7 +259,7 @@ class ClientAgent:
         deadline = time.monotonic() + timeout_s
         while b"\n" not in self._buffer:
             left = deadline - time.monotonic()
-            if left <= 0 or not select.select([fd], [], [], left)[0]:
+            if left <= 0 or not wait_readable(fd, left):
                 raise TimeoutError(f"robe agent gave no answer within {timeout_s:.0f} s")
             chunk = os.read(fd, 65536)
             if not chunk:

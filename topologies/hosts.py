@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import select
 import signal
 import time
 from typing import Any
 
 from mininet.node import Host
 
+from topologies.shell import wait_readable
 from topologies.startup import StartupError, one_line
 
 #: Mininet's prompt sentinel (the shell runs with PS1=chr(127)).
@@ -69,7 +69,7 @@ class BoundedHost(Host):  # type: ignore[misc]
         fd = self.stdout.fileno()
         while True:
             left = self._start_deadline - time.monotonic()
-            readable = select.select([fd], [], [], max(0.0, min(left, 0.05)))[0]
+            readable = wait_readable(fd, min(left, 0.05))
             if readable:
                 self._start_output += self.decoder.decode(os.read(fd, 1024))
                 if self._start_output.endswith(PROMPT):

@@ -22,7 +22,6 @@ import contextlib
 import enum
 import json
 import os
-import select
 import subprocess
 import sys
 import threading
@@ -35,7 +34,7 @@ from mininet.link import Link
 
 from topologies.cleanup import owned_name
 from topologies.linkparams import DirectionParams, LinkConfigError, LinkParams
-from topologies.shell import CommandError, in_netns, run
+from topologies.shell import CommandError, in_netns, run, wait_readable
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -280,7 +279,7 @@ class TapWireProcess:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise LinkError(f"emulator pid {self.pid}: no answer in time")
-            readable, _, _ = select.select([fd], [], [], left)
+            readable = wait_readable(fd, left)
             if readable:
                 chunk = os.read(fd, 4096)
                 if not chunk:

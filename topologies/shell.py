@@ -6,6 +6,7 @@ A failing command raises CommandError carrying the command line and its stderr.
 
 from __future__ import annotations
 
+import select
 import shlex
 import subprocess
 from collections.abc import Sequence
@@ -21,6 +22,17 @@ class CommandError(RuntimeError):
         self.stderr = stderr
         detail = stderr.strip() or stdout.strip() or "(no output)"
         super().__init__(f"command failed (exit {returncode}): {shlex.join(self.argv)}\n  {detail}")
+
+
+def wait_readable(fd: int, timeout_s: float) -> bool:
+    """Whether ``fd`` becomes readable within ``timeout_s`` seconds.
+
+    poll(), not select(): a sweep with dozens of networks holds more than 1024 descriptors, and
+    select() cannot watch a descriptor numbered 1024 or above.
+    """
+    poller = select.poll()
+    poller.register(fd, select.POLLIN | select.POLLPRI | select.POLLHUP | select.POLLERR)
+    return bool(poller.poll(max(0.0, timeout_s) * 1000))
 
 
 def in_netns(pid: int, argv: Sequence[str]) -> list[str]:

@@ -225,3 +225,19 @@ def test_model_is_censored_like_the_sweep():
     assert zero_cut is not None and zero_full is not None
     assert zero_cut.request.mean_s == pytest.approx(zero_full.request.mean_s)
     assert zero_cut.success == pytest.approx(zero_full.success) == pytest.approx(1.0)
+
+
+def test_wait_readable_watches_descriptors_above_1023():
+    import os
+
+    from topologies.shell import wait_readable
+
+    read_end, write_end = os.pipe()
+    high = os.dup2(read_end, 1500)  # a sweep of 64 networks holds about 1,300 descriptors
+    try:
+        assert wait_readable(high, 0.01) is False
+        os.write(write_end, b"x")
+        assert wait_readable(high, 1.0) is True
+    finally:
+        for fd in (high, read_end, write_end):
+            os.close(fd)
