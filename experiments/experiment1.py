@@ -20,6 +20,7 @@ repetition) of a profile as one connection attempt with the ``robe`` endpoints o
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import datetime as dt
 import functools
@@ -59,7 +60,7 @@ from experiments.runs_folder import (
     record_invocation,
     repair_runs_csv,
 )
-from experiments.schedule import order_long_first
+from experiments.schedule import expected_attempt_s, order_long_first
 from experiments.sweep import Sweep, SweepResult, finished_run_ids, pending_runs
 from experiments.validate_links import ProbeRound
 from robe.userspace_endpoints import is_userspace
@@ -73,6 +74,10 @@ from topologies.startup import READY_TIMEOUT_S, STARTUP_FAILURES, StartupError, 
 RESULTS_BASE = PROJECT_ROOT / "results" / "experiment1"
 SERVER_PORT = 5001
 USERSPACE_PORT = 5003
+#: Attempts expected to end within this many seconds are busy all along (no back-off to wait in):
+#: at most ``--short-slots`` of them run at once (make bench-sweep: the host's timing error grows
+#: with the number of attempts running back to back, not with the number of networks).
+SHORT_ATTEMPT_S = 2.0
 #: Linux gives up retransmitting data after tcp_retries2=15 back-offs: about 924.6 s.
 DATA_GIVE_UP_S = 925.0
 #: Columns of runs.csv (their types and meanings: ``analysis.schema.EXPERIMENT1``).
@@ -294,8 +299,12 @@ class ClientAgent:
 class Worker:
     """One Figure 3 network with a running ``robe serve`` and ``robe agent``; runs attempts in turn."""
 
-    def __init__(self, index: int, net: Fig3Network, profile: Experiment1Profile, timeout_s: float | None) -> None:
+    def __init__(
+        self, index: int, net: Fig3Network, profile: Experiment1Profile, timeout_s: float | None,
+        short_slots: threading.Semaphore | None = None,
+    ) -> None:  # fmt: skip
         self.index = index
+        self.short_slots = short_slots
         self.net = net
         self.profile = profile
         self.timeout_s = timeout_s
@@ -336,9 +345,22 @@ class Worker:
         # The previous attempt ended with resets; let its last packets leave the links first, so
         # that the reseeded loss generators see this attempt's packets only (paired seeds rely on it).
         time.sleep(max(self.profile.path1.rtt_ms, self.profile.path2.rtt_ms) / 1000)
-        before = self.canary.measure()
-        row = self._attempt(spec)
-        after = self.canary.measure()
+        profile = self.profile
+        busy_all_along = (
+            expected_attempt_s(
+                spec.strategy,
+                spec.loss_pct,
+                syn_retries=profile.tcp_syn_retries,
+                timer_s=profile.timer_s,
+                hold_s=profile.hold_ms / 1000,
+            )
+            < SHORT_ATTEMPT_S
+        )
+        slot = self.short_slots if busy_all_along and self.short_slots is not None else contextlib.nullcontext()
+        with slot:  # an attempt expected to be short waits for a slot; the canary runs inside it
+            before = self.canary.measure()
+            row = self._attempt(spec)
+            after = self.canary.measure()
         return {**row, **canary_row(worst(before, after)), "attempt_s": f"{time.monotonic() - started:.3f}",
                 **self.place}  # fmt: skip
 
@@ -372,12 +394,13 @@ class Worker:
 
 
 def start_worker(
-    index: int, profile: Experiment1Profile, backend: BackendChoice, timeout_s: float | None, stack: ExitStack
-) -> tuple[Worker, dict[str, Any]]:
+    index: int, profile: Experiment1Profile, backend: BackendChoice, timeout_s: float | None, stack: ExitStack,
+    short_slots: threading.Semaphore | None = None,
+) -> tuple[Worker, dict[str, Any]]:  # fmt: skip
     """Build one Figure 3 network (torn down by ``stack``), check its paths, start its endpoints."""
     net = stack.enter_context(Fig3Network(profile.fig3_config(0.0), backend))
     report = preflight(net, profile)
-    return Worker(index, net, profile, timeout_s), report
+    return Worker(index, net, profile, timeout_s, short_slots), report
 
 
 def read_rows(runs_csv: Path) -> list[dict[str, str]]:
@@ -431,6 +454,7 @@ class Options:
     schedule: str = "long-first"
     cluster: ClusterSpec | None = None
     allow_mixed_hosts: bool = False
+    short_slots: int = 6
 
 
 def latest_link_validation(backend: str) -> dict[str, Any] | None:
@@ -522,9 +546,10 @@ def _run_here(
     stack = ExitStack()
     result = SweepResult(counts={}, interrupted=True)  # until the sweep returns
     try:
+        short_slots = threading.BoundedSemaphore(options.short_slots)
 
         def build(index: int) -> Worker:
-            worker, report = start_worker(index, profile, backend, options.timeout_s, stack)
+            worker, report = start_worker(index, profile, backend, options.timeout_s, stack, short_slots)
             print(f"worker {index}: network {worker.net.run_tag} ready, pre-flight RTT p50 "
                   f"{report['path1']['p50_ms']} / {report['path2']['p50_ms']} ms", flush=True)  # fmt: skip
             invocation.setdefault("preflight", {})[f"worker{index}"] = report
@@ -556,9 +581,16 @@ def _run_here(
     return result
 
 
-def _build_on_worker(profile: Experiment1Profile, timeout_s: float | None, index: int, stack: ExitStack) -> Worker:
-    """A cluster worker's network (``experiments.cluster.NetworkPool`` calls it on first need)."""
-    worker, report = start_worker(index, profile, choose_backend(), timeout_s, stack)
+_PROCESS_SHORT_SLOTS: dict[int, threading.BoundedSemaphore] = {}
+
+
+def _build_on_worker(
+    profile: Experiment1Profile, timeout_s: float | None, short_slots: int, index: int, stack: ExitStack
+) -> Worker:
+    """A cluster worker's network (``experiments.cluster.NetworkPool`` calls it on first need); the
+    short-attempt slots are per worker process (one machine's CPUs)."""
+    slots = _PROCESS_SHORT_SLOTS.setdefault(short_slots, threading.BoundedSemaphore(short_slots))
+    worker, report = start_worker(index, profile, choose_backend(), timeout_s, stack, slots)
     worker.preflight_report = report
     return worker
 
@@ -599,7 +631,8 @@ def _run_on_cluster(
             write_json(options.out / "metadata.json", metadata)
             sweep: DaskSweep[Worker, RunSpec] = DaskSweep(
                 client, kind=(profile.fingerprint(), options.timeout_s),
-                build=functools.partial(_build_on_worker, profile, options.timeout_s), run=Worker.run,
+                build=functools.partial(_build_on_worker, profile, options.timeout_s, options.short_slots),
+                run=Worker.run,
                 error_row=lambda spec, err: build_row(spec, -1, "", {"status": "error", "error": repr(err)}, None, 0),
                 interrupt=Worker.interrupt, runs_csv=options.out / "runs.csv", schema=EXPERIMENT1,
                 desc=f"experiment1/{profile.name}", item_id=lambda spec: spec.run_id, expected=expected,
@@ -642,7 +675,8 @@ def _run_locked(options: Options) -> int:
                                                "allow_mixed": options.allow_mixed,
                                                "schedule": options.schedule,
                                                "cluster": options.cluster.describe() if options.cluster else None,
-                                               "allow_mixed_hosts": options.allow_mixed_hosts})  # fmt: skip
+                                               "allow_mixed_hosts": options.allow_mixed_hosts,
+                                               "short_slots": options.short_slots})  # fmt: skip
     invocation["id"] = new_invocation_id()
     if pending:
         notes = check_code(options.out, metadata, invocation["git"], options.allow_mixed, "runs")
@@ -704,7 +738,13 @@ def parse_args(argv: list[str] | None = None) -> Options:
         action="store_true",
         help="let cluster workers with different kernels or link backends share a sweep",
     )
+    parser.add_argument("--short-slots", type=int, default=6,
+                        help="attempts expected to be short (< 2 s: busy all along, unlike one waiting in a "
+                             "back-off) that may run at once, per machine (make bench-sweep: beyond a few back "
+                             "to back, the host's timing error grows)")  # fmt: skip
     args = parser.parse_args(argv)
+    if not 1 <= args.short_slots <= 64:
+        parser.error(f"--short-slots={args.short_slots}: must be 1..64")
     cluster = None
     if args.cluster is not None:
         try:
@@ -732,6 +772,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         args.schedule,
         cluster,
         args.allow_mixed_hosts,
+        args.short_slots,
     )
 
 

@@ -78,11 +78,14 @@ def _cmdline(pid: int) -> bytes:
 
 
 def _children(pid: int) -> list[int]:
-    try:
-        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    except OSError:
-        return []
-    return [int(x) for x in text.split()]
+    """Children of every thread of ``pid`` (Dask's nannies spawn the workers from their own thread)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found += [int(x) for x in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return found
 
 
 def test_killing_an_engine_worker_mid_sweep_loses_no_row_and_doubles_none(tmp_path):
