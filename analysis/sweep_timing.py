@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 
@@ -34,8 +35,8 @@ def sweep_lines(runs: pd.DataFrame, metadata: dict[str, Any]) -> list[str]:
         lines.append("- Timing canary: not recorded (rows made before it existed).")
         return lines
     flagged = measured[measured["canary_flagged"].astype(bool)]
-    errors = measured["canary_ms"].dropna()
-    worst = float(errors.loc[errors.abs().idxmax()]) if not errors.empty else float("nan")
+    errors = measured["canary_ms"].dropna().to_numpy(dtype=float)
+    worst = float(errors[np.abs(errors).argmax()]) if errors.size else float("nan")
     lines.append(f"- Timing canary: {len(flagged)} of {len(measured)} rows flagged (median probe RTT on path 2 "
                  f"more than 1 ms off, before or after the attempt, or a burst lost); worst error {worst:+.2f} ms; "
                  "flagged rows are kept in the tables above.")  # fmt: skip

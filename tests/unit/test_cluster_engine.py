@@ -10,9 +10,19 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from analysis.schema import STATUSES, Column, Schema
 from experiments.cluster import ClusterSpec, DaskSweep, connect
 
-FIELDS = ["run_id", "status", "pid", "network", "engine_worker", "retries", "invocation"]
+#: The stand-in sweep's rows, written through a schema as every runner's are.
+STAND_IN = Schema("stand-in", (
+    Column("run_id", "text", "item"),
+    Column("status", "text", "outcome", choices=STATUSES),
+    Column("pid", "int", "process that built the network", empty=True),
+    Column("network", "int", "index of the network in its process", empty=True),
+    Column("engine_worker", "text", "Dask worker address", empty=True),
+    Column("retries", "int", "scheduler's count of the item's lost workers"),
+    Column("invocation", "text", "row stamp"),
+))  # fmt: skip
 
 
 class StandIn:
@@ -33,7 +43,7 @@ def run(network: StandIn, item: str) -> dict[str, object]:
 
 
 def error_row(item: str, err: BaseException) -> dict[str, object]:
-    return {"run_id": item, "status": "error"}
+    return {"run_id": item, "status": "error", "pid": None, "network": None, "engine_worker": None}
 
 
 def interrupt(network: StandIn) -> None:
@@ -42,7 +52,7 @@ def interrupt(network: StandIn) -> None:
 
 def _sweep(client, runs_csv: Path) -> DaskSweep[StandIn, str]:
     return DaskSweep(client, kind="stand-in", build=build, run=run, error_row=error_row, interrupt=interrupt,
-                     runs_csv=runs_csv, fields=FIELDS, desc="test", item_id=str,
+                     runs_csv=runs_csv, schema=STAND_IN, desc="test", item_id=str,
                      row_stamp={"invocation": "t"})  # fmt: skip
 
 
@@ -63,7 +73,7 @@ def test_rows_written_once_by_the_driver_and_networks_reused(tmp_path):
         closed = sweep.close_networks()
     assert result.counts["ok"] == 16 and not result.interrupted
     rows = _rows(tmp_path / "runs.csv")
-    assert sorted(r["run_id"] for r in rows) == items
+    assert sorted(r["run_id"] for r in rows) == items and len(STAND_IN.read(tmp_path / "runs.csv")) == 16
     # Two processes of two threads: at most 4 networks, each built once and reused.
     assert len({(r["pid"], r["network"]) for r in rows}) <= 4 and sum(closed.values()) <= 4
     assert len({r["engine_worker"] for r in rows}) == 2
