@@ -28,7 +28,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from experiments.metadata import PROJECT_ROOT
 from experiments.udpprobe import (
@@ -42,6 +42,9 @@ from experiments.udpprobe import (
     encode_probe,
 )
 from topologies.startup import wait_ready
+
+if TYPE_CHECKING:  # the probe process starts in every network: no pandas import there
+    import pandas as pd
 
 #: Probes per burst, their spacing, and how long a burst waits for the last reply beyond one RTT.
 PROBES = 5
@@ -80,10 +83,10 @@ def row_fields(error_ms: float | None) -> dict[str, Any]:
     return {"canary_ms": shown, "canary_flagged": int(flagged(error_ms))}
 
 
-def count_flagged(rows: Iterable[dict[str, Any]]) -> tuple[int, int]:
-    """(rows flagged, rows with a canary) among final rows."""
-    measured = [r for r in rows if str(r.get("canary_flagged", "")) in ("0", "1")]
-    return sum(str(r["canary_flagged"]) == "1" for r in measured), len(measured)
+def count_flagged(flags: pd.Series[Any]) -> tuple[int, int]:
+    """(rows flagged, rows with a canary) of a typed ``canary_flagged`` column (``analysis.schema``)."""
+    measured = flags.dropna().astype(bool)
+    return int(measured.sum()), len(measured)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import datetime as dt
 import functools
 import json
@@ -41,6 +40,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any
+
+import pandas as pd
 
 from analysis.ownership import make_results_dir
 from analysis.schema import EXPERIMENT1
@@ -177,7 +178,12 @@ def build_row(
         ),
         "invocation": "",  # set by the sweep (the runner's invocation id)
         # Set by Worker.run (canary, attempt time, machine) and by a cluster (engine worker, retries).
-        "canary_ms": "", "canary_flagged": "", "attempt_s": "", "host": "", "kernel": "", "engine_worker": "",
+        "canary_ms": "",
+        "canary_flagged": "",
+        "attempt_s": "",
+        "host": "",
+        "kernel": "",
+        "engine_worker": "",
         "retries": "",
     }
 
@@ -403,14 +409,6 @@ def start_worker(
     return Worker(index, net, profile, timeout_s, short_slots), report
 
 
-def read_rows(runs_csv: Path) -> list[dict[str, str]]:
-    """The rows of a runs.csv ([] when there is none)."""
-    if not runs_csv.exists():
-        return []
-    with runs_csv.open(newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
 def canary_for(net: Fig3Network, profile: Experiment1Profile, label: str) -> Canary:
     """The worker's timing canary, on path 2 (experiment 1 never puts loss there)."""
     return Canary(net, CLIENT_A2, SERVER_B1, profile.path2.rtt_ms, label)
@@ -521,8 +519,9 @@ def _record(
     """The invocation's outcome in the metadata (fsynced)."""
     invocation.update(wall_time_s=round(time.monotonic() - started, 1), interrupted=result.interrupted,
                       counts=dict(result.counts), unwritten=result.unwritten)  # fmt: skip
-    rows = read_rows(options.out / "runs.csv")
-    flagged, measured = count_flagged(rows)
+    runs_csv = options.out / "runs.csv"
+    flags = EXPERIMENT1.read(runs_csv)["canary_flagged"] if runs_csv.exists() else pd.Series(dtype="boolean")
+    flagged, measured = count_flagged(flags)
     invocation["canary"] = {"flagged_rows": flagged, "rows_with_canary": measured, "tolerance_ms": TOLERANCE_MS}
     metadata["complete"] = not result.interrupted and len(finished_run_ids(options.out / "runs.csv")) == total
     write_json(options.out / "metadata.json", metadata)
@@ -646,7 +645,12 @@ def _run_on_cluster(
                         described = client.run(_describe_workers_networks)
                     except Exception:  # a record, never a reason to skip the teardown
                         described = {}
-                    invocation["preflight"] = {a: [n["preflight"] for n in nets] for a, nets in described.items()}
+                    # One pre-flight report per network, named like the local pool's (the model's RTTs).
+                    invocation["preflight"] = {
+                        f"{address}/network{i}": n["preflight"]
+                        for address, nets in described.items()
+                        for i, n in enumerate(nets)
+                    }
                     network = next((n["network"] for nets in described.values() for n in nets if "network" in n), None)
                     if network is not None:
                         invocation["network"] = network

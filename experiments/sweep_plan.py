@@ -1,7 +1,7 @@
 """Where a stored experiment 1 sweep spent its time, and what wall time another setting would give.
 
 ``python -m experiments.sweep_plan results/experiment1/paper [--out DIR]`` reads a stored runs.csv
-and prints (and writes to ``DIR``: ``cells.csv``, ``plan.csv``, ``plan.md``, ``metadata.json``):
+(through ``analysis.schema``) and prints (and writes to ``DIR``: ``cells.csv``, ``plan.csv``, ``plan.md``, ``metadata.json``):
 
 - each cell's worker-seconds (how long its attempts kept a network busy): from the row's own
   ``attempt_s`` where the sweep recorded it, else from the gap to the same worker's next row
@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from analysis.schema import EXPERIMENT1, read_runs
 from experiments.metadata import base_metadata, write_json
 from experiments.profile import Experiment1Profile, RunSpec, expand_runs, parse_profile
 from experiments.schedule import order_long_first
@@ -43,7 +44,7 @@ OVERHEAD_S = 0.1
 
 def row_duration_s(row: pd.Series, hold_s: float) -> float:
     """An attempt's wall time estimated from its own figures (when no better source exists)."""
-    if "attempt_s" in row and pd.notna(row["attempt_s"]) and row["attempt_s"] != "":
+    if pd.notna(row["attempt_s"]):
         return float(row["attempt_s"])
     if row["status"] == "ok" and pd.notna(row["setup_ms"]):
         return float(row["setup_ms"]) / 1000 + hold_s + OVERHEAD_S
@@ -59,7 +60,7 @@ def attempt_durations(runs: pd.DataFrame, hold_s: float) -> pd.DataFrame:
     runs = runs.sort_values(["worker", "t"])
     gap = (runs.groupby("worker")["t"].shift(-1) - runs["t"]).dt.total_seconds()
     own = runs.apply(lambda row: row_duration_s(row, hold_s), axis=1)
-    recorded = "attempt_s" in runs and runs["attempt_s"].notna().all()
+    recorded = bool(runs["attempt_s"].notna().all())
     runs["duration_s"] = own if recorded else gap.fillna(own)
     return runs
 
@@ -158,8 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         metadata = json.loads((args.folder / "metadata.json").read_text())
-        runs = pd.read_csv(args.folder / "runs.csv", dtype={"loss_pct": float})
-    except (OSError, ValueError) as err:
+        runs = read_runs(args.folder, EXPERIMENT1)
+    except (OSError, ValueError) as err:  # SchemaError is a ValueError naming file:line:column
         parser.error(f"{args.folder}: {err}")
     profile = parse_profile(metadata["profile"], str(args.folder))
     runs = attempt_durations(runs, profile.hold_ms / 1000)

@@ -7,6 +7,7 @@ import math
 import threading
 from collections import Counter
 
+import pandas as pd
 import pytest
 
 from experiments.canary import canary_error_ms, count_flagged, flagged, row_fields, worst
@@ -75,8 +76,8 @@ def test_canary_error_and_flag():
     assert not flagged(0.9) and flagged(1.1) and flagged(-1.5) and flagged(math.inf)
     assert row_fields(0.4567) == {"canary_ms": "0.457", "canary_flagged": 0}
     assert row_fields(math.inf) == {"canary_ms": "", "canary_flagged": 1}
-    rows = [{"canary_flagged": "1"}, {"canary_flagged": "0"}, {"canary_flagged": ""}, {}]
-    assert count_flagged(rows) == (1, 2)
+    # Rows before the canary existed read as NA (analysis.schema): neither flagged nor measured.
+    assert count_flagged(pd.Series([True, False, pd.NA, pd.NA], dtype="boolean")) == (1, 2)
 
 
 def test_list_schedule_wall_time():
