@@ -190,3 +190,30 @@ def test_files_from_before_issue_11_read_with_its_columns_empty(tmp_path):
         assert handle.readline().strip().split(",") == old_header
     zero = read_connections(RESULTS / "experiment2" / "zero")  # written before subflow_ports existed
     assert zero["subflow_ports"].isna().all() and zero["server_ms"].isna().all()
+
+
+ISSUE16 = ["canary_ms", "canary_flagged", "attempt_s", "host", "kernel", "engine_worker", "retries"]
+
+
+def test_files_from_before_issue_16_read_with_the_canary_columns_empty():
+    assert EXPERIMENT1.names[-len(ISSUE16) :] == ISSUE16  # declared last, after the invocation
+    old = read_runs(RESULTS / "experiment1" / "paper")  # written before the timing canary
+    assert old[ISSUE16].isna().all().all() and old["setup_ms"].notna().any()
+    with (RESULTS / "experiment1" / "paper" / "runs.csv").open() as handle:
+        assert not set(ISSUE16) & set(handle.readline().strip().split(","))
+    new = read_runs(RESULTS / "experiment1" / "paper-fast")  # made with them
+    assert new["canary_ms"].dtype == "float64" and new["canary_flagged"].dtype == "boolean"
+    assert new["retries"].dtype == "Int64" and new["attempt_s"].notna().all() and new["host"].notna().all()
+    assert int(new["canary_flagged"].sum()) == 3 and (new["retries"] == 0).all()
+
+
+def test_a_lost_canary_burst_is_written_flagged_without_a_number(tmp_path):
+    import math
+
+    from experiments.canary import row_fields
+
+    row = _row(**row_fields(math.inf), attempt_s="0.42", host="h", kernel="6.18", retries=0)
+    frame = EXPERIMENT1.read(_write(tmp_path / "runs.csv", [row]))
+    assert frame["canary_ms"].isna().iloc[0] and frame.loc[0, "canary_flagged"]
+    with pytest.raises(SchemaError, match=r"column canary_ms: 'inf' is not a finite number"):
+        EXPERIMENT1.format_row(_row(canary_ms="inf"))
