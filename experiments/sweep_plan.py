@@ -1,7 +1,8 @@
 """Where a stored experiment 1 sweep spent its time, and what wall time another setting would give.
 
 ``python -m experiments.sweep_plan results/experiment1/paper [--out DIR]`` reads a stored runs.csv
-(through ``analysis.schema``) and prints (and writes to ``DIR``: ``cells.csv``, ``plan.csv``, ``plan.md``, ``metadata.json``):
+(through ``analysis.schema``) and prints (and writes to ``DIR``: ``cells.csv``, ``plan.csv``,
+``plan.md``, ``metadata.json``):
 
 - each cell's worker-seconds (how long its attempts kept a network busy): from the row's own
   ``attempt_s`` where the sweep recorded it, else from the gap to the same worker's next row
