@@ -128,35 +128,44 @@ def summarise_load(rows: list[dict[str, Any]], seconds: float, rtt_ms: float) ->
     }
 
 
-def plot(table: pd.DataFrame, out: Path) -> Path:
-    """bench.png: attempts per minute, canary error and memory against the number of networks."""
-    import matplotlib
+#: bench.png's names of the error figures.
+ERROR_LABELS = {"canary_p50_ms": "canary error p50", "canary_p99_ms": "canary error p99",
+                "setup_error_p50_ms": "set-up error p50"}  # fmt: skip
 
-    matplotlib.use("Agg")
+
+def plot(table: pd.DataFrame, out: Path) -> Path:
+    """bench.png: attempts per minute, canary and set-up error, and the idle cost against the number
+    of networks (the project's figure style; same table, same bytes)."""
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-    sns.set_theme(style="whitegrid")
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4))
+    from analysis.style import TWO_COLUMN_IN, apply_theme, save
+
+    apply_theme()
+    fig, axes = plt.subplots(1, 3, figsize=(TWO_COLUMN_IN, 2.3), layout="constrained")
     sns.lineplot(data=table, x="networks", y="attempts_per_min", marker="o", ax=axes[0])
-    axes[0].set(title="Attempts per minute (0 % loss, back to back)", xlabel="networks", ylabel="attempts / min")
-    long = table.melt(id_vars="networks", value_vars=["canary_p50_ms", "canary_p99_ms", "setup_error_p50_ms"],
-                      var_name="figure", value_name="ms")  # fmt: skip
-    sns.lineplot(data=long, x="networks", y="ms", hue="figure", marker="o", ax=axes[1])
-    axes[1].axhline(TOLERANCE_MS, color="red", linestyle="--", label="canary tolerance")
-    axes[1].set(title="Canary error and set-up error", xlabel="networks", ylabel="ms")
-    axes[1].legend(fontsize=8)
-    sns.lineplot(data=table, x="networks", y="pss_mib", marker="o", ax=axes[2], label="memory (PSS, MiB)")
-    sns.lineplot(data=table, x="networks", y="idle_cpu_pct", marker="s", ax=axes[2], label="idle CPU (% of a core)")
-    axes[2].set(title="Idle cost of the networks", xlabel="networks", ylabel="")
+    axes[0].set(title="Attempts per minute (0 % loss)", ylabel="attempts / min")
+    long = table.melt(id_vars="networks", value_vars=list(ERROR_LABELS), var_name="figure", value_name="ms")
+    long["figure"] = long["figure"].map(ERROR_LABELS)
+    sns.lineplot(data=long, x="networks", y="ms", hue="figure", style="figure", markers=True, dashes=False, ax=axes[1])
+    axes[1].axhline(TOLERANCE_MS, color="red", linestyle="--", linewidth=0.8, label=f"{TOLERANCE_MS:g} ms tolerance")
+    axes[1].set(title="Timing error while running", ylabel="ms")
+    axes[1].legend(title=None, loc="upper left")
+    sns.lineplot(data=table, x="networks", y="pss_mib", marker="o", ax=axes[2], label="memory, PSS (MiB)")
+    cpu = axes[2].twinx()
+    sns.lineplot(data=table, x="networks", y="idle_cpu_pct", marker="s", color="C1", ax=cpu,
+                 label="idle CPU (% of a core)")  # fmt: skip
+    cpu.set(ylabel="idle CPU (% of a core)", ylim=(-0.3, max(10.0, float(table["idle_cpu_pct"].max()) * 1.2)))
+    cpu.grid(False)
+    handles = [*axes[2].get_legend_handles_labels()[0], *cpu.get_legend_handles_labels()[0]]
+    axes[2].legend(handles=handles, loc="upper left")
+    cpu.get_legend().remove()
+    axes[2].set(title="Idle cost of the networks", ylabel="memory, PSS (MiB)")
     for ax in axes:
         ax.set_xscale("log", base=2)
         ax.set_xticks(list(table["networks"]), [str(n) for n in table["networks"]])
-    fig.tight_layout()
-    path = out / "bench.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+        ax.set_xlabel("networks")
+    return save(fig, out / "bench", formats=("png",))[0]
 
 
 def markdown(table: pd.DataFrame) -> str:
@@ -202,13 +211,18 @@ def run_bench(levels: list[int], seconds: float, idle_s: float, out: Path) -> in
                   flush=True)  # fmt: skip
             pd.DataFrame(rows).to_csv(out / "bench.csv", index=False)
             pd.DataFrame(attempts).to_csv(out / "attempts.csv", index=False)
-    table = pd.DataFrame(rows)
-    (out / "bench.md").write_text(markdown(table))
-    metadata["figure"] = str(plot(table, out).relative_to(out))
+    metadata["figure"] = str(render(out).relative_to(out))
     write_json(out / "metadata.json", metadata)
-    print(markdown(table))
+    print((out / "bench.md").read_text())
     print(f"results in {out}")
     return 0
+
+
+def render(folder: Path) -> Path:
+    """bench.md and bench.png of a results folder from its stored bench.csv (``--replot``); bench.png."""
+    table = pd.read_csv(folder / "bench.csv")
+    (folder / "bench.md").write_text(markdown(table))
+    return plot(table, folder)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -218,7 +232,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=45.0, help="load phase per level")
     parser.add_argument("--idle-s", type=float, default=10.0, help="idle measurement per level")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--replot", type=Path, default=None, metavar="FOLDER",
+                        help="only redraw bench.png and bench.md of a stored results folder (no root)")  # fmt: skip
     args = parser.parse_args(argv)
+    if args.replot is not None:
+        try:
+            print(f"wrote {render(args.replot)}, {args.replot / 'bench.md'}")
+        except (OSError, ValueError, KeyError) as err:
+            print(f"error: {args.replot}: cannot redraw: {err}", file=sys.stderr)
+            return 2
+        return 0
     if sorted(args.networks) != args.networks or args.networks[0] < 1 or args.networks[-1] > 128:
         parser.error(f"--networks {args.networks}: increasing numbers within 1..128")
     if os.geteuid() != 0:

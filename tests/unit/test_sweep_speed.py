@@ -242,3 +242,18 @@ def test_wait_readable_watches_descriptors_above_1023():
     finally:
         for fd in (high, read_end, write_end):
             os.close(fd)
+
+
+def test_bench_sweep_redraws_a_stored_folder_byte_for_byte(tmp_path):
+    import shutil
+    from pathlib import Path
+
+    from experiments.bench_sweep import main
+
+    stored = Path(__file__).resolve().parents[2] / "results" / "sweep-bench" / "20261128T093826Z"
+    folder = tmp_path / "bench"
+    shutil.copytree(stored, folder)
+    (folder / "bench.md").unlink()
+    assert main(["--replot", str(folder)]) == 0  # no root needed
+    assert (folder / "bench.md").read_text() == (stored / "bench.md").read_text()
+    assert (folder / "bench.png").read_bytes() == (stored / "bench.png").read_bytes()
