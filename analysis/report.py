@@ -194,9 +194,13 @@ def render_markdown(runs: pd.DataFrame, cells: pd.DataFrame, metadata: dict[str,
         "",
     ]
     if settings.applicable:
+        censored = ""
+        if settings.censor_s is not None:
+            censored = (f"Censored at the sweep's --timeout {settings.censor_s:g} s, as the attempts are: only "
+                        "set-ups within it count. ")  # fmt: skip
         lines += [
             f"Model (`analysis/model.py`): RTT {1000 * settings.rtt1_s:.2f} / {1000 * settings.rtt2_s:.2f} ms "
-            f"({settings.rtt_source}), {settings.syn_retries} SYN retries, timer {settings.timer_s:g} s. "
+            f"({settings.rtt_source}), {settings.syn_retries} SYN retries, timer {settings.timer_s:g} s. {censored}"
             "Its 95 % interval is where the mean (median) of as many successful attempts as were measured "
             f"falls; a statistic agrees when it lies inside, widened by {MODEL_SLACK_MS:g} ms "
             f"({MODEL_SLACK_MS + USERSPACE_EXTRA_MS:g} ms for userspace strategies) for processing overheads. "
