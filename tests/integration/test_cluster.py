@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from analysis.experiment1_cells import model_settings
+from analysis.schema import EXPERIMENT1, read_runs
 from topologies.cleanup import find_our_processes
 from topologies.links import PROJECT_ROOT
 
@@ -48,7 +50,9 @@ def test_quick_profile_on_a_local_cluster_gives_the_rows_of_a_local_run(tmp_path
     assert "cluster local:2: 2 worker(s)" in dask.stdout
     rows_here, rows_cluster = _rows(here), _rows(cluster)
     assert len(rows_cluster) == len(rows_here) == 36
-    assert _header(cluster) == _header(here)
+    assert _header(cluster) == _header(here) == EXPERIMENT1.names
+    typed_here, typed_cluster = read_runs(here), read_runs(cluster)  # both read strictly through the schema
+    assert (typed_cluster.dtypes == typed_here.dtypes).all() and len(typed_cluster) == 36
     assert {r["run_id"] for r in rows_cluster} == {r["run_id"] for r in rows_here}
     # Same outcomes where the loss pattern decides them (dead default path; clean paths).
     for rows in (rows_here, rows_cluster):
@@ -67,6 +71,9 @@ def test_quick_profile_on_a_local_cluster_gives_the_rows_of_a_local_run(tmp_path
     assert invocation["cluster"]["spec"] == "local:2" and len(invocation["cluster"]["workers"]) == 2
     assert sum(invocation["networks_closed"].values()) >= 2
     assert invocation["canary"]["rows_with_canary"] == 36
+    # One pre-flight report per network, which the model reads as it reads a local run's.
+    assert invocation["preflight"] and all("path1" in report for report in invocation["preflight"].values())
+    assert model_settings(meta).rtt_source.startswith("measured")
     assert not [cmd for pid, cmd in find_our_processes() if str(cluster) in cmd]
 
 
