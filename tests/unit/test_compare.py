@@ -42,7 +42,8 @@ def _shifted_copy(source: Path, target: Path, shift_ms: float) -> Path:
             if row["status"] == "ok":
                 for column in ("setup_ms", "accept_ms"):
                     row[column] = f"{float(row[column]) + shift_ms:.3f}"
-            writer.writerow(EXPERIMENT1.format_row({**row, "server_subflow_ready_ms": "", "invocation": ""}))
+            # Columns added after the stored file was written: empty, as the schema reads them.
+            writer.writerow(EXPERIMENT1.format_row({**dict.fromkeys(EXPERIMENT1.names, ""), **row}))
     return target
 
 
