@@ -1,20 +1,21 @@
 # robe-lab: every target first runs the one-command set-up (Debian packages + .venv), except
 # `make plots`, `make compare` and `make sweep-plan`, which only need .venv (never root, never Debian packages).
-# Targets that build networks need root and say so.
+# Targets that build networks need root: started as a normal user, `robe-lab` runs them through
+# sudo (results stay the user's). Every target is a `robe-lab` command (`.venv/bin/robe-lab --help`).
 
 PYTHON := .venv/bin/python
+ROBE_LAB := .venv/bin/robe-lab
 PROFILE ?= paper
-JOBS ?= 16
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: help setup venv compare test lint unit-test integration-test validate-links validate-transport experiment1 experiment2 ablation record-sites plots bench bench-sweep sweep-plan soak fresh-check clean-net clean
+.PHONY: help setup venv compare test lint unit-test integration-test validate-links validate-transport experiment1 experiment2 ablation record-sites plots bench bench-sweep sweep-plan soak fresh-check clean-net shell clean
 
 help:
-	@echo "robe-lab make targets:"
+	@echo "robe-lab make targets (each is a robe-lab command: .venv/bin/robe-lab --help; root targets use sudo themselves):"
 	@echo "  sudo make validate-links   build Figure 3 and measure link fidelity (RTT, loss, rate) on both paths"
 	@echo "  sudo make validate-transport  set-up and join times of every strategy vs the paper's formulas; mptcp-user vs kernel"
-	@echo "  sudo make experiment1      experiment 1 (loss sweep on the default path); PROFILE=paper|quick|asymmetric JOBS=16"
-	@echo "  sudo make experiment2      experiment 2 (hybrid access page loads, Figure 9); PROFILE=paper|quick|zero|direct|browser|browser-quick JOBS2=3 (browser: 1)"
+	@echo "  sudo make experiment1      experiment 1 (loss sweep on the default path); PROFILE=paper|quick|asymmetric JOBS=16; then Figure 8"
+	@echo "  sudo make experiment2      experiment 2 (hybrid access page loads, Figure 9); PROFILE=paper|quick|zero|direct|browser|browser-quick JOBS2=3 (browser: 1); then Figure 9"
 	@echo "  sudo make ablation         experiment 2's ablation: every abl-* profile, then the improvement-against-factor figure"
 	@echo "  make record-sites SITES=URLS  record live pages into HAR files (needs internet; not run in CI)"
 	@echo "  make plots                 regenerate every figure and report from stored results (no root)"
@@ -25,6 +26,7 @@ help:
 	@echo "  make soak                  the HAAP and the userspace server on loopback under good and hostile clients (60 s)"
 	@echo "  make test                  ruff, mypy, unit tests; and, when root, the integration tests"
 	@echo "  sudo make fresh-check      the README's commands on a fresh Debian 12 root (debootstrap + systemd-nspawn)"
+	@echo "  sudo make shell FIG=fig7 ARGS=\"--strategy robe-sim --site google.com\"  a topology to use by hand (fig3|fig7)"
 	@echo "  sudo make clean-net        remove what dead robe-lab runs left (rl-* namespaces, processes, temp folders)"
 	@echo "  make setup                 install missing Debian packages and build .venv (every target does this)"
 	@echo "  make clean                 remove .venv and caches"
@@ -62,56 +64,52 @@ test: lint unit-test
 # under systemd-nspawn, on a clean clone of HEAD; ARGS="--rev REV --rebuild --keep" pass options.
 fresh-check: setup
 	$(call require_root)
-	$(PYTHON) -m provision.fresh_check $(ARGS)
+	$(ROBE_LAB) fresh-check $(ARGS)
 
 validate-links: setup
-	$(call require_root)
-	$(PYTHON) -m experiments.validate_links $(ARGS)
+	$(ROBE_LAB) validate-links $(ARGS)
 
 validate-transport: setup
-	$(call require_root)
-	$(PYTHON) -m experiments.validate_transport -j $(or $(VJOBS),8) $(ARGS)
+	$(ROBE_LAB) validate-transport $(if $(VJOBS),-j $(VJOBS)) $(ARGS)
 
 experiment1: setup
-	$(call require_root)
-	$(PYTHON) -m experiments.experiment1 --profile $(PROFILE) -j $(JOBS) $(ARGS)
+	$(ROBE_LAB) experiment1 --profile $(PROFILE) $(if $(JOBS),-j $(JOBS)) $(ARGS)
 
 bench: setup
-	$(call require_root)
-	$(PYTHON) -m experiments.bench_transport $(ARGS)
+	$(ROBE_LAB) bench $(ARGS)
 
 bench-sweep: setup
-	$(call require_root)
-	$(PYTHON) -m experiments.bench_sweep $(ARGS)
+	$(ROBE_LAB) bench-sweep $(ARGS)
 
 sweep-plan: venv
-	$(PYTHON) -m experiments.sweep_plan $(or $(FOLDER),results/experiment1/paper) $(ARGS)
+	$(ROBE_LAB) sweep-plan $(or $(FOLDER),results/experiment1/paper) $(ARGS)
 
 soak: setup
-	$(PYTHON) -m experiments.soak $(ARGS)
+	$(ROBE_LAB) soak $(ARGS)
 
 experiment2: setup
-	$(call require_root)
-	$(PYTHON) -m experiments.experiment2 --profile $(PROFILE) $(if $(JOBS2),-j $(JOBS2)) $(ARGS)
+	$(ROBE_LAB) experiment2 --profile $(PROFILE) $(if $(JOBS2),-j $(JOBS2)) $(ARGS)
 
 ablation: setup
-	$(call require_root)
-	$(PYTHON) -m experiments.ablation -j $(or $(JOBS2),3) $(ARGS)
+	$(ROBE_LAB) ablation $(if $(JOBS2),-j $(JOBS2)) $(ARGS)
 
 record-sites: setup
 	@if [ -z "$(SITES)" ]; then echo "usage: make record-sites SITES='https://www.example.com/ ...' [ARGS='--out DIR']" >&2; exit 2; fi
-	$(PYTHON) -m webreplay.record $(SITES) $(ARGS)
+	$(ROBE_LAB) record-sites $(SITES) $(ARGS)
 
 plots: venv
-	$(PYTHON) -m analysis.plots $(ARGS)
+	$(ROBE_LAB) plots $(ARGS)
 
 compare: venv
 	@if [ -z "$(RUNS)" ]; then echo "usage: make compare RUNS='results/experiment1/paper results/experiment1/quick' [ARGS='--out DIR --metric request']" >&2; exit 2; fi
-	$(PYTHON) -m analysis.compare $(RUNS) $(ARGS)
+	$(ROBE_LAB) compare $(RUNS) $(ARGS)
 
 clean-net: setup
-	$(call require_root)
-	$(PYTHON) -m topologies.cleanup $(ARGS)
+	$(ROBE_LAB) clean-net $(ARGS)
+
+# A Figure 3 or 7 network to use by hand: FIG=fig3|fig7, ARGS="--strategy robe-sim --site google.com --loss 30 --cli"
+shell: setup
+	$(ROBE_LAB) shell $(or $(FIG),fig7) $(ARGS)
 
 clean:
 	rm -rf .venv .mypy_cache .ruff_cache .pytest_cache

@@ -16,7 +16,6 @@ commit, load counts and replay misses).
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections.abc import Sequence
@@ -34,6 +33,7 @@ import seaborn as sns
 from analysis.schema import EXPERIMENT2, read_runs
 from analysis.style import apply_theme, color, marker, save
 from analysis.tables import markdown
+from robe_lab.cliparse import command_parser
 
 RESULTS = Path(__file__).resolve().parent.parent / "results" / "experiment2"
 PAIRS = {"kernel": ("mptcp", "robe-sim"), "userspace": ("mptcp-user", "robe-downgrade")}
@@ -212,7 +212,7 @@ def run(results: Path = RESULTS, out: Path | None = None) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point."""
-    parser = argparse.ArgumentParser(prog="python -m analysis.ablation", description=__doc__.splitlines()[0])
+    parser = command_parser("analysis.ablation", __doc__)
     parser.add_argument("--results", type=Path, default=RESULTS, help="experiment 2 results folder")
     args = parser.parse_args(argv)
     print(run(args.results))

@@ -14,7 +14,6 @@ table of the chosen metric are printed.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import re
@@ -34,6 +33,7 @@ from analysis.ownership import hand_to_invoking_user, make_results_dir
 from analysis.schema import FINAL_STATUSES, SchemaError, read_runs, schema_of
 from analysis.stats import bootstrap_difference_ci, bootstrap_mean_ci
 from analysis.style import TWO_COLUMN_IN, apply_theme, color, legend_name, ordered, save, style
+from robe_lab.cliparse import command_parser
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
 #: Legend columns under the two-column figures (labels up to about 30 characters fit).
@@ -374,7 +374,7 @@ def compare(folders: list[Path], out: Path | None = None, metric: str = DEFAULT_
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; exit 2 with one line when the folders cannot be compared."""
-    parser = argparse.ArgumentParser(prog="python -m analysis.compare", description=__doc__.splitlines()[0])
+    parser = command_parser("analysis.compare", __doc__)
     parser.add_argument("folders", nargs="+", type=Path,
                         help="result folders of one experiment; the first is the reference")  # fmt: skip
     parser.add_argument("--out", type=Path, default=None, help="output folder (default results/compare/<labels>)")

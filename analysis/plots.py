@@ -10,7 +10,6 @@ printed.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -19,6 +18,7 @@ from analysis import ablation, browser, figure8, figure9, overhead, packets, tim
 from analysis.experiment1_cells import DEFAULT_METRIC, METRICS
 from analysis.report import write_report
 from analysis.schema import EXPERIMENT2, SchemaError, read_runs
+from robe_lab.cliparse import command_parser
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
 
@@ -62,7 +62,7 @@ def experiment2_extras(folder: Path) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     """Render every folder; exit 1 if none was found or one could not be read."""
-    parser = argparse.ArgumentParser(prog="python -m analysis.plots", description=__doc__.splitlines()[0])
+    parser = command_parser("analysis.plots", __doc__)
     parser.add_argument("folders", nargs="*", type=Path, help="result folders (default: all stored ones)")
     parser.add_argument(
         "--metric",

@@ -11,7 +11,6 @@ unless ``--allow-mixed`` (passed on to every level).
 
 from __future__ import annotations
 
-import argparse
 import signal
 import sys
 import time
@@ -21,6 +20,7 @@ from analysis.ablation import run as analyse
 from experiments.experiment1 import EXPECTED_FAILURES
 from experiments.experiment2 import RESULTS_BASE, Options, _raise_interrupt, run_sweep
 from experiments.profile2 import PROFILE_DIR, load_profile2
+from robe_lab.cliparse import command_parser
 from topologies.startup import one_line
 
 PREFIX = "experiment2-abl-"
@@ -33,7 +33,7 @@ def ablation_profiles() -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the levels, then the analysis; exit status of the worst level."""
-    parser = argparse.ArgumentParser(prog="python -m experiments.ablation", description=__doc__.splitlines()[0])
+    parser = command_parser("experiments.ablation", __doc__)
     parser.add_argument("-j", "--jobs", type=int, default=3, help="parallel Figure 7 networks per level")
     parser.add_argument("--only", nargs="*", default=None, help="ablation profiles to run (default: all)")
     parser.add_argument("--no-analysis", action="store_true", help="do not run analysis.ablation afterwards")

@@ -18,7 +18,6 @@ Needs root; run it alone on the machine (timing).
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import os
 import statistics
@@ -35,6 +34,7 @@ from experiments.canary import TOLERANCE_MS
 from experiments.experiment1 import EXPECTED_FAILURES, Worker, start_worker
 from experiments.metadata import PROJECT_ROOT, base_metadata, write_json
 from experiments.profile import RunSpec, expand_runs, load_profile
+from robe_lab.cliparse import command_parser
 from topologies.cleanup import clean, processes_of
 from topologies.fig3 import allow_congestion_control
 from topologies.links import choose_backend
@@ -227,7 +227,7 @@ def render(folder: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point."""
-    parser = argparse.ArgumentParser(prog="python -m experiments.bench_sweep", description=__doc__.splitlines()[0])
+    parser = command_parser("experiments.bench_sweep", __doc__)
     parser.add_argument("--networks", type=int, nargs="+", default=[1, 4, 16, 32, 64])
     parser.add_argument("--seconds", type=float, default=45.0, help="load phase per level")
     parser.add_argument("--idle-s", type=float, default=10.0, help="idle measurement per level")

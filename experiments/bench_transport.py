@@ -8,7 +8,6 @@ The links are the emulated ones, so the emulator's own ceiling applies to both t
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from experiments.metadata import PROJECT_ROOT, base_metadata, new_run_dir, write_json
+from robe_lab.cliparse import command_parser
 from topologies.fig3 import CLIENT_A1, CLIENT_A2, SERVER_B1, Fig3Config, Fig3Network, PathConfig
 from topologies.links import choose_backend
 from topologies.startup import STARTUP_FAILURES, one_line, wait_ready
@@ -202,7 +202,7 @@ def measure(megabytes: int, connections: int, arguments: dict[str, Any]) -> tupl
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print its figures."""
-    parser = argparse.ArgumentParser(prog="python -m experiments.bench_transport", description=__doc__.splitlines()[0])
+    parser = command_parser("experiments.bench_transport", __doc__)
     parser.add_argument("--megabytes", type=int, default=200, help="MiB per goodput transfer")
     parser.add_argument("--connections", type=int, default=200, help="connections for the set-up and memory figures")
     args = parser.parse_args(argv)

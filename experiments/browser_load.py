@@ -23,7 +23,6 @@ Exit status 0 when a result was written (whatever the load did), 2 when the brow
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import json
 import os
@@ -36,6 +35,7 @@ from typing import Any
 
 from experiments.browser import CHROMIUM, EMPTY_MODEL_MANIFEST, PROFILE_PREFERENCES, chromium_args
 from experiments.cpuload import cpu_sample, idle_share
+from robe_lab.cliparse import command_parser
 
 QUIET_S = 0.5
 #: Pause between the browser's start and the navigation (its start-up work settles).
@@ -152,7 +152,7 @@ def load(url: str, *, home: Path, profile_dir: Path, timeout_s: float, settle_s:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point."""
-    parser = argparse.ArgumentParser(prog="python -m experiments.browser_load", description=__doc__.splitlines()[0])
+    parser = command_parser("experiments.browser_load", __doc__)
     parser.add_argument("--url", required=True)
     parser.add_argument("--result", type=Path, required=True, help="JSON result file")
     parser.add_argument("--home", type=Path, required=True, help="HOME with .pki/nssdb trusting the replay's CA")

@@ -19,7 +19,6 @@ repetition) of a profile as one connection attempt with the ``robe`` endpoints o
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import datetime as dt
 import functools
@@ -65,6 +64,7 @@ from experiments.schedule import expected_attempt_s, order_long_first
 from experiments.sweep import Sweep, SweepResult, finished_run_ids, pending_runs
 from experiments.validate_links import ProbeRound
 from robe.userspace_endpoints import is_userspace
+from robe_lab.cliparse import command_parser
 from topologies.cleanup import clean
 from topologies.fig3 import CLIENT_A1, CLIENT_A2, SERVER_B1, Fig3Network, allow_congestion_control
 from topologies.interrupts import deferred_interrupts
@@ -718,9 +718,10 @@ def _run_locked(options: Options) -> int:
 
 def parse_args(argv: list[str] | None = None) -> Options:
     """Command line -> validated Options (errors name the bad option and value)."""
-    parser = argparse.ArgumentParser(prog="python -m experiments.experiment1", description=__doc__.splitlines()[0])
+    parser = command_parser("experiments.experiment1", __doc__)
     parser.add_argument("--profile", default="paper", help="profile name (experiments/profiles) or .toml path")
-    parser.add_argument("-j", "--jobs", type=int, default=4, help="parallel workers (Figure 3 networks)")
+    parser.add_argument("-j", "--jobs", type=int, default=16,
+                        help="parallel workers (Figure 3 networks; attempts mostly wait, so more than the cores)")  # fmt: skip
     parser.add_argument("--out", type=Path, default=None, help="results folder (default results/experiment1/<profile>)")
     parser.add_argument("--timeout", type=float, default=None,
                         help="mark attempts not connected after this many seconds as censored")  # fmt: skip

@@ -21,7 +21,6 @@ left behind (``topologies.cleanup``); its temporary folder (the CA key) carries 
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import datetime as dt
 import gzip
@@ -81,6 +80,7 @@ from experiments.sweep import Sweep, SweepResult, append_row, finished_run_ids, 
 from experiments.timeline import CONNECTION_FIELDS, connection_rows
 from experiments.wget import parse_wget_log, wget_command
 from robe.proxy import redirect
+from robe_lab.cliparse import command_parser
 from topologies.cleanup import clean, owned_name
 from topologies.fig3 import allow_congestion_control, mptcp_commands
 from topologies.fig7 import CLIENT_DSL, CLIENT_LTE, DNS, HAAP_INTERNET, ORIGINS, Fig7Network
@@ -714,7 +714,7 @@ def _run_locked(options: Options) -> int:
 
 def parse_args(argv: list[str] | None = None) -> Options:
     """Command line -> validated Options (errors name the bad option and value)."""
-    parser = argparse.ArgumentParser(prog="python -m experiments.experiment2", description=__doc__.splitlines()[0])
+    parser = command_parser("experiments.experiment2", __doc__)
     parser.add_argument("--profile", default="paper", help="profile name (experiments/profiles) or .toml path")
     jobs_help = "parallel Figure 7 networks (default 3 for wget, 1 for a browser: it needs both CPUs)"
     parser.add_argument("-j", "--jobs", type=int, default=None, help=jobs_help)

@@ -27,7 +27,6 @@ and the served side's RSS by quarter of the run (a leak climbs; a busy server pl
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import collections
 import contextlib
@@ -54,6 +53,7 @@ from robe.protocol.reassembly import Reassembly
 from robe.proxy import convert
 from robe.proxy.aio_connect import open_multipath
 from robe.proxy.streams import raise_fd_limit
+from robe_lab.cliparse import command_parser
 from topologies.startup import wait_ready
 
 RESULTS_BASE = PROJECT_ROOT / "results" / "soak"
@@ -581,7 +581,7 @@ def headline(report: dict[str, Any]) -> dict[str, Any]:
 
 def parse_args(argv: list[str] | None = None) -> Options:
     """Command line -> Options."""
-    parser = argparse.ArgumentParser(prog="python -m experiments.soak", description=__doc__.splitlines()[0])
+    parser = command_parser("experiments.soak", __doc__)
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of load (default 60)")
     parser.add_argument("--well-behaved", type=int, default=8, help="concurrent well-behaved clients (default 8)")
     parser.add_argument("--hostile", type=int, default=8, help="concurrent hostile clients (default 8)")

@@ -12,7 +12,6 @@ verify every byte they sent.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import hashlib
 import json
@@ -27,6 +26,7 @@ from robe.proxy.connlog import ConnLog
 from robe.proxy.haap import Haap, HaapConfig, parse_networks
 from robe.proxy.streams import BoundedServer, raise_fd_limit
 from robe.userspace import ServerHandle, UserspaceServer
+from robe_lab.cliparse import command_parser
 
 STALL_TICK_S = 0.005
 SLOW_CALLBACK_S = 0.010  # callbacks that ran longer are kept (the slowest few) with what they were
@@ -293,7 +293,7 @@ async def answer_questions(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point."""
-    parser = argparse.ArgumentParser(prog="python -m experiments.soak_target", description=__doc__.splitlines()[0])
+    parser = command_parser("experiments.soak_target", __doc__)
     parser.add_argument("--header-timeout", type=float, default=1.0)
     parser.add_argument("--max-connections", type=int, default=2048)
     parser.add_argument("--log", default=None)

@@ -19,7 +19,6 @@ No root needed; nothing is measured again.
 
 from __future__ import annotations
 
-import argparse
 import heapq
 import json
 import random
@@ -35,6 +34,7 @@ from analysis.schema import EXPERIMENT1, read_runs
 from experiments.metadata import base_metadata, write_json
 from experiments.profile import Experiment1Profile, RunSpec, expand_runs, parse_profile
 from experiments.schedule import order_long_first
+from robe_lab.cliparse import command_parser
 
 #: Linux gives up on a SYN after 127 s (6 retries, 1 s doubling) and on a lost request after ~924.6 s.
 SYN_GIVE_UP_S = 127.0
@@ -150,7 +150,7 @@ def markdown_table(frame: pd.DataFrame) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point (see the module docstring)."""
-    parser = argparse.ArgumentParser(prog="python -m experiments.sweep_plan", description=__doc__.splitlines()[0])
+    parser = command_parser("experiments.sweep_plan", __doc__)
     parser.add_argument("folder", type=Path, help="an experiment 1 results folder (runs.csv + metadata.json)")
     parser.add_argument("--out", type=Path, default=None, help="write the tables and metadata here")
     parser.add_argument("--networks", type=int, nargs="+", default=[16, 32, 48, 64])

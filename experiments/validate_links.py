@@ -12,7 +12,6 @@ interval, rate within 5 %.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import math
@@ -30,6 +29,7 @@ from typing import Any
 from analysis.ownership import hand_to_invoking_user
 from analysis.stats import clopper_pearson, loss_within_interval, percentile
 from experiments.metadata import PROJECT_ROOT, base_metadata, new_run_dir, write_json
+from robe_lab.cliparse import command_parser
 from topologies.fig3 import CLIENT_A1, CLIENT_A2, SERVER_B1, Fig3Config, Fig3Network, PathConfig
 from topologies.links import Backend, TapWireLink, choose_backend
 from topologies.shell import in_netns, run
@@ -330,7 +330,7 @@ def validate(plan: ValidationPlan, out_dir: Path, backend_setting: str | None = 
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_parser("experiments.validate_links", __doc__)
     parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "results" / "link-validation",
                         help="parent folder of the result folder (default: results/link-validation)")  # fmt: skip
     parser.add_argument("--backend", default=None, help="netem, userspace or auto (default: $LINK_BACKEND or auto)")

@@ -12,7 +12,6 @@ stored results (no root). Exit status 0 only when every check passes.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -22,6 +21,7 @@ from analysis.transport_validation import check_formulas, check_twin, gains, rea
 from experiments import experiment1
 from experiments.metadata import base_metadata, write_json
 from experiments.profile import load_profile
+from robe_lab.cliparse import command_parser
 
 RESULTS = Path(__file__).resolve().parent.parent / "results" / "transport-validation"
 PROFILES = ("transport-formulas", "transport-ks")
@@ -64,9 +64,7 @@ def analyse(base: Path) -> tuple[str, dict[str, object], bool]:
 
 def main(argv: list[str] | None = None) -> int:
     """Run (or resume) both sweeps, then analyse; exit 0 when every check passes."""
-    parser = argparse.ArgumentParser(
-        prog="python -m experiments.validate_transport", description=__doc__.splitlines()[0]
-    )
+    parser = command_parser("experiments.validate_transport", __doc__)
     parser.add_argument("-j", "--jobs", type=int, default=8, help="parallel Figure 3 networks per sweep")
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"results folder (default {RESULTS})")
     parser.add_argument("--analyse-only", action="store_true", help="only analyse stored results (no root)")

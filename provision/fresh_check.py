@@ -48,6 +48,7 @@ from provision.container import (
 )
 from provision.packages import FRESH_CHECK_LIST, PROJECT_ROOT, installed_packages, read_package_list
 from provision.rootfs import DEFAULT_CACHE, RootRecipe, ensure_root
+from robe_lab.cliparse import command_parser
 
 #: The commands typed in the fresh machine, in order (as the README writes them).
 STEPS = ("sudo make experiment1 PROFILE=quick", "make test", "sudo make integration-test")
@@ -350,7 +351,7 @@ def run_check(args: argparse.Namespace) -> int:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Command line."""
-    parser = argparse.ArgumentParser(prog="make fresh-check", description=__doc__.splitlines()[0])
+    parser = command_parser("provision.fresh_check", __doc__)
     add = parser.add_argument
     add("--rev", default="HEAD", help="commit to check (default HEAD; uncommitted changes are never tested)")
     add("--cache", type=Path, default=DEFAULT_CACHE, help=f"where roots are cached (default {DEFAULT_CACHE})")

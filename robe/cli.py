@@ -30,6 +30,7 @@ from robe.protocol.connection import USER_STRATEGIES
 from robe.server import IDLE_TIMEOUT_S, Server
 from robe.strategies import STRATEGIES, StrategyError, get_strategy
 from robe.userspace_endpoints import connect_userspace, is_userspace, serve_userspace
+from robe_lab.cliparse import command_parser
 
 
 def _positive(text: str) -> float:
@@ -48,7 +49,7 @@ def _non_negative(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line."""
-    parser = argparse.ArgumentParser(prog="robe", description="RobE endpoints on kernel sockets")
+    parser = command_parser("robe", "RobE endpoints on kernel sockets")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="accept connections and log their timing")
     serve.add_argument("--bind", required=True, help="address to listen on")

@@ -10,7 +10,6 @@ sockets. Line-buffered through ``stdbuf``; prints ``READY`` once the monitor run
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import signal
@@ -19,6 +18,8 @@ import sys
 import time
 from collections.abc import Sequence
 from typing import Any
+
+from robe_lab.cliparse import command_parser
 
 _EVENT = re.compile(r"^\[\s*([A-Z_]+)\]\s*(.*)$")
 
@@ -43,7 +44,7 @@ def monitor_command() -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: copy the monitor's events into the log until SIGTERM or SIGINT."""
-    parser = argparse.ArgumentParser(prog="python -m robe.mptcp_monitor", description=__doc__.splitlines()[0])
+    parser = command_parser("robe.mptcp_monitor", __doc__)
     parser.add_argument("--log", required=True, help="JSON-lines file (appended)")
     args = parser.parse_args(argv)
     proc = subprocess.Popen(monitor_command(), stdout=subprocess.PIPE, text=True, bufsize=1)

@@ -33,7 +33,15 @@ fi
 
 venv=.venv
 stamp="$venv/.robe-lab-setup"
-want="$(cat requirements.txt scripts/setup.sh | sha256sum | cut -d' ' -f1)"
+want="$(cat requirements.txt scripts/setup.sh pyproject.toml | sha256sum | cut -d' ' -f1)"
+
+# Supported: Debian 12 and Ubuntu 24.04, whose python3 is 3.11 and 3.12 (the code needs 3.11+).
+if ! /usr/bin/python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+    found="$(/usr/bin/python3 -V 2>&1 || echo 'no /usr/bin/python3')"
+    echo "setup: error: robe-lab needs Python 3.11 or newer as /usr/bin/python3 (found: $found);" \
+         "supported systems: Debian 12, Ubuntu 24.04" >&2
+    exit 2
+fi
 
 if ((venv_only)); then
     if [[ -x $venv/bin/python && -f $stamp && "$(cat "$stamp")" == "$want" ]]; then
@@ -84,9 +92,28 @@ if [[ ! -x $venv/bin/python || ! -f $stamp || "$(cat "$stamp")" != "$want" ]]; t
     # (pip never does; this also stops any later `playwright install` from doing so).
     export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
     "$venv/bin/python" -m pip install -q --disable-pip-version-check -r requirements.txt
+    # The project itself, editable: the `robe-lab` command in .venv/bin, the code used from this checkout.
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
     if ((! venv_only)); then
         "$venv/bin/python" -c "import mininet.net" || {
             echo "setup: error: Debian's mininet module does not import in $venv" >&2; exit 2; }
     fi
     echo "$want" > "$stamp"
+fi
+
+# The kernel: the experiments need MPTCP switched on; netem is optional (a userspace emulator
+# stands in), but on Ubuntu its module is in a separate package.
+if ((! venv_only)); then
+    if [[ ! -e /proc/sys/net/mptcp/enabled ]]; then
+        echo "setup: warning: this kernel has no MPTCP (no /proc/sys/net/mptcp): the experiments need" \
+             "Linux >= 5.6 built with CONFIG_MPTCP=y" >&2
+    elif [[ "$(cat /proc/sys/net/mptcp/enabled)" != 1 ]]; then
+        echo "setup: warning: MPTCP is switched off (net.mptcp.enabled=0); switch it on with:" \
+             "sudo sysctl -w net.mptcp.enabled=1" >&2
+    fi
+    netem_module="$(find "/lib/modules/$(uname -r)" -name 'sch_netem.ko*' -print -quit 2>/dev/null || true)"
+    if [[ -z $netem_module && ! -d /sys/module/sch_netem ]] && grep -qi '^ID=ubuntu' /etc/os-release 2>/dev/null; then
+        echo "setup: note: no sch_netem module (links use the userspace emulator); on Ubuntu it is in" \
+             "linux-modules-extra-$(uname -r)" >&2
+    fi
 fi

@@ -26,7 +26,6 @@ Run as ``python -m topologies.cleanup [--all]`` (``make clean-net``).
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import itertools
 import os
@@ -40,6 +39,7 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from robe_lab.cliparse import command_parser
 from topologies.shell import run
 
 PREFIX = "rl-"
@@ -309,7 +309,7 @@ def clean(*, everything: bool = False, temp_dirs: bool = True) -> CleanupReport:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI: clean up and print what was removed and what was left alone."""
-    parser = argparse.ArgumentParser(prog="python -m topologies.cleanup", description=__doc__.splitlines()[0])
+    parser = command_parser("topologies.cleanup", __doc__)
     parser.add_argument("--all", action="store_true",
                         help="also remove rl- things without an owner (older robe-lab)")  # fmt: skip
     args = parser.parse_args(argv)

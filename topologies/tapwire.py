@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
+from robe_lab.cliparse import command_parser
 from topologies.linkparams import LinkConfigError, LinkParams
 from topologies.shaper import DirectionShaper
 
@@ -248,7 +249,7 @@ def _raise_on_signal(signum: int, _frame: FrameType | None) -> None:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command line of the emulator."""
-    parser = argparse.ArgumentParser(prog="python -m topologies.tapwire", description=__doc__.splitlines()[0])
+    parser = command_parser("topologies.tapwire", __doc__)
     parser.add_argument("--tag", required=True, help="name prefix that marks this process as ours")
     parser.add_argument("--a-netns", required=True, help="namespace file of end a, e.g. /proc/PID/ns/net")
     parser.add_argument("--a-name", required=True, help="TAP device name at end a")

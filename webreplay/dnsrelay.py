@@ -18,7 +18,6 @@ once listening; SIGTERM stops it.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import ipaddress
 import json
@@ -31,6 +30,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, cast
+
+from robe_lab.cliparse import command_parser
 
 QTYPE_A = 1
 RCODE_NXDOMAIN = 3
@@ -192,7 +193,7 @@ async def serve(listen: str, port: int, upstream: str, hosts: dict[str, str] | N
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m webreplay.dnsrelay``."""
-    parser = argparse.ArgumentParser(prog="python -m webreplay.dnsrelay", description=__doc__.splitlines()[0])
+    parser = command_parser("webreplay.dnsrelay", __doc__)
     parser.add_argument("--listen", default="127.0.0.1", help="address to answer on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=53)
     parser.add_argument("--upstream", required=True, help="the DNS server queries go to (forward mode)")

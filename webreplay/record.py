@@ -14,7 +14,6 @@ in CI; its unit test records a page served on loopback.
 
 from __future__ import annotations
 
-import argparse
 import base64
 import datetime as dt
 import json
@@ -29,6 +28,8 @@ from typing import Any
 from urllib.parse import urldefrag, urljoin, urlsplit
 
 import requests
+
+from robe_lab.cliparse import command_parser
 
 USER_AGENT = "Mozilla/5.0 (X11; Linux x86_64) robe-lab record-sites (requests)"
 MAX_OBJECTS = 400
@@ -173,7 +174,7 @@ def record_page(url: str, session: requests.Session | None = None, timeout_s: fl
 
 def main(argv: list[str] | None = None) -> int:
     """Record every URL given; print the sites.toml stanzas."""
-    parser = argparse.ArgumentParser(prog="python -m webreplay.record", description=__doc__.splitlines()[0])
+    parser = command_parser("webreplay.record", __doc__)
     parser.add_argument("urls", nargs="+", help="page URLs (http or https)")
     parser.add_argument("--out", type=Path, default=Path("corpus/recorded"), help="folder for the .har files")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per request")

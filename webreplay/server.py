@@ -69,6 +69,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from robe_lab.cliparse import command_parser
 from webreplay.model import Site
 from webreplay.replay_client import control_request, corpus_spec_text, parse_corpus_spec, replay_server_command
 from webreplay.replay_config import (
@@ -391,7 +392,7 @@ async def _close(writer: asyncio.StreamWriter) -> None:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line options (see ``replay_server_command``)."""
     defaults = ServerLimits()
-    parser = argparse.ArgumentParser(prog="python -m webreplay.server", description=__doc__.splitlines()[0])
+    parser = command_parser("webreplay.server", __doc__)
     parser.add_argument("--corpus-spec", action="append", required=True, type=Path, help="JSON list of (corpus, site)")
     parser.add_argument("--control", required=True, type=Path, help="Unix socket path of the control channel")
     parser.add_argument("--cert", type=Path, help="PEM certificate of the TLS listeners")
