@@ -49,7 +49,14 @@ from experiments.canary import TOLERANCE_MS, Canary, count_flagged, worst
 from experiments.canary import row_fields as canary_row
 from experiments.cluster import ClusterSpec, parse_cluster
 from experiments.metadata import PROJECT_ROOT, base_metadata, write_json
-from experiments.profile import Experiment1Profile, ProfileError, RunSpec, expand_runs, load_profile
+from experiments.profile import (
+    Experiment1Profile,
+    ProfileError,
+    RunSpec,
+    exit_on_profile_error,
+    expand_runs,
+    load_profile,
+)
 from experiments.runs_folder import (
     ResultsFolderError,
     check_code,
@@ -721,7 +728,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
     parser = command_parser("experiments.experiment1", __doc__)
     parser.add_argument("--profile", default="paper", help="profile name (experiments/profiles) or .toml path")
     parser.add_argument("-j", "--jobs", type=int, default=16,
-                        help="parallel workers (Figure 3 networks; attempts mostly wait, so more than the cores)")  # fmt: skip
+                        help="parallel Figure 3 networks (attempts mostly wait: more than the cores)")  # fmt: skip
     parser.add_argument("--out", type=Path, default=None, help="results folder (default results/experiment1/<profile>)")
     parser.add_argument("--timeout", type=float, default=None,
                         help="mark attempts not connected after this many seconds as censored")  # fmt: skip
@@ -759,7 +766,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
     try:
         profile = load_profile(args.profile)
     except ProfileError as err:
-        parser.error(str(err))
+        exit_on_profile_error(parser.prog, err)
     if not 1 <= args.jobs <= 64:
         parser.error(f"--jobs={args.jobs}: must be 1..64")
     if args.timeout is not None and not (math.isfinite(args.timeout) and args.timeout > 0):

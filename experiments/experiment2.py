@@ -56,7 +56,7 @@ from experiments.browser import (
 from experiments.cpuload import cpu_sample, idle_share
 from experiments.experiment1 import EXPECTED_FAILURES, ExperimentError
 from experiments.metadata import PROJECT_ROOT, base_metadata, write_json
-from experiments.profile import ProfileError
+from experiments.profile import ProfileError, exit_on_profile_error
 from experiments.profile2 import (
     DIRECT_STRATEGIES,
     Experiment2Profile,
@@ -728,7 +728,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
     try:
         profile = load_profile2(args.profile)
     except ProfileError as err:
-        parser.error(str(err))
+        exit_on_profile_error(parser.prog, err)
     if args.jobs is None:
         args.jobs = 1 if profile.client == "chromium" else 3
     if not 1 <= args.jobs <= 16:

@@ -11,15 +11,18 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import sys
 import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
+from robe_lab.paths import package_data
+from robe_lab.typedconfig import ConfigError, bounds, build, did_you_mean
 from topologies.fig3 import Fig3Config, PathConfig
 from topologies.linkparams import LinkConfigError
 
-PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
+PROFILE_DIR = package_data("experiments", "profiles")
 
 #: Strategies of the kernel-socket endpoints (robe.strategies) and of the userspace transport
 #: (robe.protocol.connection).
@@ -28,6 +31,12 @@ KNOWN_STRATEGIES = ("tcp", "mptcp", "robe-sim", "robe-timer", "mptcp-user", "rob
 
 class ProfileError(ValueError):
     """A profile is malformed; the message names the field and the value."""
+
+
+def exit_on_profile_error(prog: str, err: ProfileError) -> NoReturn:
+    """The one line a command prints for a bad profile, and exit status 2 (no usage, no traceback)."""
+    print(f"{prog}: error: {err}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 @dataclass(frozen=True)
@@ -50,7 +59,7 @@ class Experiment1Profile:
     loss_direction: str = "up"
     repetitions: int = 30
     order: str = "random"
-    seed: int = 1
+    seed: int = field(default=1, metadata=bounds(0, 2**32 - 1))
     timer_s: float = 1.0
     hold_ms: int = 300
     tcp_syn_retries: int | None = None
@@ -64,7 +73,9 @@ class Experiment1Profile:
     def __post_init__(self) -> None:
         for strategy in self.strategies:
             if strategy not in KNOWN_STRATEGIES:
-                raise ProfileError(f"strategies: unknown strategy {strategy!r} (known: {', '.join(KNOWN_STRATEGIES)})")
+                hint = did_you_mean(strategy, [*KNOWN_STRATEGIES])
+                raise ProfileError(f"strategies: unknown strategy {strategy!r}{hint} "
+                                   f"(known: {', '.join(KNOWN_STRATEGIES)})")  # fmt: skip
         if not self.strategies:
             raise ProfileError("strategies=[]: name at least one strategy")
         if len(set(self.strategies)) != len(self.strategies):
@@ -143,38 +154,12 @@ class RunSpec:
     seed: int
 
 
-def path_spec(data: Any, where: str, default: PathSpec | None = None) -> PathSpec:
-    """A ``[pathN]`` table as a PathSpec (``default`` when absent); errors name the table."""
-    if data is None:
-        return default if default is not None else PathSpec()
-    if not isinstance(data, dict):
-        raise ProfileError(f"{where}: must be a table")
-    unknown = sorted(set(data) - set(PathSpec.__dataclass_fields__))
-    if unknown:
-        raise ProfileError(f"{where}.{unknown[0]}: unknown field")
-    return PathSpec(**data)
-
-
 def parse_profile(data: dict[str, Any], source: str = "profile") -> Experiment1Profile:
-    """Build a profile from parsed TOML, with errors naming ``source`` and the field."""
-    fields = set(Experiment1Profile.__dataclass_fields__)
-    unknown = sorted(set(data) - fields)
-    if unknown:
-        raise ProfileError(f"{source}: {unknown[0]}: unknown field (known: {', '.join(sorted(fields))})")
-    missing = [name for name in ("name", "strategies", "loss_pct") if name not in data]
-    if missing:
-        raise ProfileError(f"{source}: {missing[0]}: required field missing")
-    values = dict(data)
-    values.setdefault("description", "")
-    values["strategies"] = tuple(values["strategies"])
-    values["loss_pct"] = tuple(values["loss_pct"])
+    """Build a profile from parsed TOML: every field's type and range checked against the dataclass
+    (``robe_lab.typedconfig``), errors naming ``source``, the field and the value."""
     try:
-        values["path1"] = path_spec(values.get("path1"), "path1")
-        values["path2"] = path_spec(values.get("path2"), "path2")
-        return Experiment1Profile(**values)
-    except ProfileError as err:
-        raise ProfileError(f"{source}: {err}") from None
-    except TypeError as err:
+        return build(Experiment1Profile, {"description": "", **data})
+    except (ProfileError, ConfigError, LinkConfigError) as err:
         raise ProfileError(f"{source}: {err}") from None
 
 

@@ -10,17 +10,19 @@ import hashlib
 import json
 import random
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
-from experiments.profile import KNOWN_STRATEGIES, PathSpec, ProfileError, path_spec, read_profile_toml
+from experiments.profile import KNOWN_STRATEGIES, PathSpec, ProfileError, read_profile_toml
+from robe_lab.paths import package_data
+from robe_lab.typedconfig import ConfigError, bounds, build, did_you_mean
 from topologies.fig3 import PathConfig
 from topologies.fig7 import Fig7Config
 from topologies.linkparams import LinkConfigError
 from webreplay.errors import CorpusError
-from webreplay.siteindex import content_hash
+from webreplay.siteindex import content_hash, list_sites, site_entry
+from webreplay.synthetic import parse_name
 
-PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
+PROFILE_DIR = package_data("experiments", "profiles")
 CORPORA = ("har", "mahimahi", "synthetic")
 #: Clients without the client proxy: wget straight to the origins, over plain TCP (``direct``: the
 #: testbed's baseline) or with its own socket made MPTCP by ``mptcpize`` (``direct-mptcp``, as the
@@ -56,7 +58,7 @@ class Experiment2Profile:
     strategies: tuple[str, ...]
     repetitions: int = 30
     order: str = "random"
-    seed: int = 1
+    seed: int = field(default=1, metadata=bounds(0, 2**32 - 1))
     load_timeout_s: float = 120.0
     internet_rtt_ms: float = 10.0
     tcp_syn_linear_timeouts: int | None = 0
@@ -81,7 +83,8 @@ class Experiment2Profile:
             raise ProfileError(f"strategies={list(self.strategies)!r}: name one or more distinct strategies")
         for strategy in self.strategies:
             if strategy not in EXPERIMENT2_STRATEGIES:
-                raise ProfileError(f"strategies: unknown strategy {strategy!r} "
+                raise ProfileError(f"strategies: unknown strategy {strategy!r}"
+                                   f"{did_you_mean(strategy, [*EXPERIMENT2_STRATEGIES])} "
                                    f"(known: {', '.join(EXPERIMENT2_STRATEGIES)})")  # fmt: skip
         for name, value, allowed in (("tls_max", self.tls_max, TLS_MAX),
                                      ("connection_reuse", self.connection_reuse, CONNECTION_REUSE),
@@ -156,24 +159,31 @@ class LoadSpec:
 
 
 def parse_profile2(data: dict[str, Any], source: str = "profile") -> Experiment2Profile:
-    """Build a profile from parsed TOML, with errors naming ``source`` and the field."""
-    fields = set(Experiment2Profile.__dataclass_fields__)
-    unknown = sorted(set(data) - fields)
-    if unknown:
-        raise ProfileError(f"{source}: {unknown[0]}: unknown field (known: {', '.join(sorted(fields))})")
-    missing = [name for name in ("name", "corpus", "sites", "strategies") if name not in data]
-    if missing:
-        raise ProfileError(f"{source}: {missing[0]}: required field missing")
-    values = dict(data)
-    values.setdefault("description", "")
-    values["sites"] = tuple(values["sites"])
-    values["strategies"] = tuple(values["strategies"])
+    """Build a profile from parsed TOML: every field's type and range checked against the dataclass
+    (``robe_lab.typedconfig``), then every site looked up in its corpus; errors name ``source``,
+    the field and the value."""
     try:
-        values["lte"] = path_spec(values.get("lte"), "lte", PathSpec(rtt_ms=40.0))
-        values["dsl"] = path_spec(values.get("dsl"), "dsl", PathSpec(rtt_ms=20.0))
-        return Experiment2Profile(**values)
-    except (ProfileError, TypeError) as err:
+        profile = build(Experiment2Profile, {"description": "", **data})
+        check_sites(profile)
+    except (ProfileError, ConfigError, LinkConfigError) as err:
         raise ProfileError(f"{source}: {err}") from None
+    return profile
+
+
+def check_sites(profile: Experiment2Profile) -> None:
+    """Every site of the profile exists in its corpus (ProfileError with a did-you-mean otherwise),
+    so a misspelt site stops the run before anything is created."""
+    for index, name in enumerate(profile.sites):
+        try:
+            if profile.corpus == "synthetic":
+                parse_name(name)
+            else:
+                site_entry(profile.corpus, name)
+        except CorpusError as err:
+            known = [] if profile.corpus == "synthetic" else list_sites(profile.corpus)
+            hint = did_you_mean(name, known) if known else ""
+            detail = f"known: {', '.join(known)}" if known else str(err)
+            raise ProfileError(f"sites[{index}]={name!r}: no such {profile.corpus} site{hint} ({detail})") from None
 
 
 def load_profile2(name_or_path: str) -> Experiment2Profile:

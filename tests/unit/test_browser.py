@@ -80,7 +80,7 @@ def test_profile_client_field():
         ({"client": "chromium", "strategies": ["direct-mptcp"]}, "direct-mptcp"),
         ({"client": "chromium", "connection_reuse": "per-object"}, "connection_reuse='per-object'"),
         ({"har_loads": -1}, "har_loads=-1"),
-        ({"har_loads": True}, "har_loads=True"),
+        ({"har_loads": True}, "har_loads=true: expected a whole number"),
     ):
         with pytest.raises(ProfileError, match=message):
             parse_profile2({**base, **bad}, "test")
