@@ -34,8 +34,9 @@ from analysis.schema import EXPERIMENT2, read_runs
 from analysis.style import apply_theme, color, marker, save
 from analysis.tables import markdown
 from robe_lab.cliparse import command_parser
+from robe_lab.paths import results_dir
 
-RESULTS = Path(__file__).resolve().parent.parent / "results" / "experiment2"
+RESULTS = results_dir() / "experiment2"
 PAIRS = {"kernel": ("mptcp", "robe-sim"), "userspace": ("mptcp-user", "robe-downgrade")}
 ROUNDS = 2000
 

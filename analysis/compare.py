@@ -34,8 +34,9 @@ from analysis.schema import FINAL_STATUSES, SchemaError, read_runs, schema_of
 from analysis.stats import bootstrap_difference_ci, bootstrap_mean_ci
 from analysis.style import TWO_COLUMN_IN, apply_theme, color, legend_name, ordered, save, style
 from robe_lab.cliparse import command_parser
+from robe_lab.paths import results_dir
 
-RESULTS = Path(__file__).resolve().parent.parent / "results"
+RESULTS = results_dir()
 #: Legend columns under the two-column figures (labels up to about 30 characters fit).
 LEGEND_COLUMNS = 4
 #: Line style and marker fill per folder (reference first).

@@ -19,8 +19,9 @@ from analysis.experiment1_cells import DEFAULT_METRIC, METRICS
 from analysis.report import write_report
 from analysis.schema import EXPERIMENT2, SchemaError, read_runs
 from robe_lab.cliparse import command_parser
+from robe_lab.paths import results_dir
 
-RESULTS = Path(__file__).resolve().parent.parent / "results"
+RESULTS = results_dir()
 
 
 def result_folders(base: Path) -> list[Path]:

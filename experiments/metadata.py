@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from analysis.ownership import hand_to_invoking_user, make_results_dir
+from robe_lab.paths import project_root
 from topologies.shell import run
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = project_root()
 
 #: Tool -> command printing its version (first line kept).
 TOOL_VERSION_COMMANDS: dict[str, list[str]] = {

@@ -22,8 +22,9 @@ from experiments import experiment1
 from experiments.metadata import base_metadata, write_json
 from experiments.profile import load_profile
 from robe_lab.cliparse import command_parser
+from robe_lab.paths import results_dir
 
-RESULTS = Path(__file__).resolve().parent.parent / "results" / "transport-validation"
+RESULTS = results_dir() / "transport-validation"
 PROFILES = ("transport-formulas", "transport-ks")
 
 

@@ -51,7 +51,11 @@ from provision.rootfs import DEFAULT_CACHE, RootRecipe, ensure_root
 from robe_lab.cliparse import command_parser
 
 #: The commands typed in the fresh machine, in order (as the README writes them).
-STEPS = ("sudo make experiment1 PROFILE=quick", "make test", "sudo make integration-test")
+STEPS = ("sudo make experiment1 PROFILE=quick", "make test", "sudo make integration-test",
+         "make experiment2 PROFILE=quick")  # fmt: skip
+#: The folder the last step (as the user, without sudo: the target runs itself through sudo) writes;
+#: every file in it must belong to the user.
+USER_RESULTS = Path("results") / "experiment2" / "quick"
 DEFAULT_LOGS = Path("/var/tmp/robe-lab-fresh-check")
 #: Set once the process runs in its own mount namespace (see ``main``).
 PRIVATE_MOUNTS_ENV = "ROBE_LAB_FRESH_CHECK_PRIVATE_MOUNTS"
@@ -83,6 +87,7 @@ class Report:
     trusted: list[str] = field(default_factory=list)
     steps: list[StepResult] = field(default_factory=list)
     recorded_commit: str = ""
+    foreign_owned: list[str] | None = None  # under USER_RESULTS, not the user's (None: not checked)
     leftovers: list[str] = field(default_factory=list)
     total_seconds: float = 0.0
     log: Path | None = None
@@ -97,7 +102,7 @@ class Report:
     def passed(self) -> bool:
         """Every command exited 0, the commit was recorded, nothing was left behind."""
         return (not self.interrupted and len(self.steps) == len(STEPS) and all(s.passed for s in self.steps)
-                and self.recorded_ok and not self.leftovers)  # fmt: skip
+                and self.recorded_ok and self.foreign_owned == [] and not self.leftovers)  # fmt: skip
 
     def lines(self) -> list[str]:
         """The report."""
@@ -118,6 +123,13 @@ class Report:
             out.append(f"  [{number}] {STEPS[number - 1]:<{width}}  not run")
         out.append(f"  commit recorded in results/experiment1/quick/metadata.json: {self.recorded_commit or 'none'}"
                    + ("" if self.recorded_ok else "  <- expected " + self.commit + " (clean)"))  # fmt: skip
+        if self.foreign_owned is None:
+            owners = "not checked"
+        elif self.foreign_owned:
+            owners = f"{len(self.foreign_owned)} not the user's: {', '.join(self.foreign_owned[:5])}"
+        else:
+            owners = "every file the user's"
+        out.append(f"  {USER_RESULTS} (written through sudo by the user's make): {owners}")
         out.append("  left behind: " + ("; ".join(self.leftovers) if self.leftovers else
                                         "nothing (no process, mount, overlay or rl- interface)"))  # fmt: skip
         out.append(f"  total: {duration(self.total_seconds)}; log: {self.log}")
@@ -186,6 +198,14 @@ def clone_into(home: Path, commit: str, uid: int, gid: int, log: Callable[[str],
     for path in [dest, *dest.rglob("*")]:
         os.lchown(path, uid, gid)
     return dest
+
+
+def foreign_owned(clone: Path, uid: int) -> list[str]:
+    """Paths of ``USER_RESULTS`` (itself included) that do not belong to ``uid`` (the folder missing: itself)."""
+    folder = clone / USER_RESULTS
+    if not folder.is_dir():
+        return [f"{USER_RESULTS} (missing)"]
+    return [str(p.relative_to(clone)) for p in (folder, *folder.rglob("*")) if p.lstat().st_uid != uid]
 
 
 def recorded_commit(clone: Path) -> str:
@@ -333,6 +353,7 @@ def run_check(args: argparse.Namespace) -> int:
             for number, command in enumerate(STEPS, start=1):
                 type_command(machine, recipe, number, command, args.step_timeout, out, report.steps)
             report.recorded_commit = recorded_commit(home / "robe-lab")
+            report.foreign_owned = foreign_owned(home / "robe-lab", uid)
     except KeyboardInterrupt:
         report.interrupted = True
         out("\nfresh-check: interrupted; the container is stopped and its overlay removed")

@@ -15,7 +15,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+from robe_lab.paths import project_root
+
+PROJECT_ROOT = project_root()
 PACKAGE_LIST = PROJECT_ROOT / "scripts" / "debian-packages.txt"
 #: What ``make fresh-check`` needs on the host (a developer's and CI's tools, not a user's).
 FRESH_CHECK_LIST = PROJECT_ROOT / "scripts" / "fresh-check-packages.txt"

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from robe_lab.paths import corpus_dir
 from webreplay.errors import CorpusError
 
 _HOST_RULE = re.compile(r"[a-z0-9-]+(\.[a-z0-9-]+)+")
@@ -111,7 +112,7 @@ def wget_args(blocklist: BlockList) -> list[str]:
     return args
 
 
-DEFAULT_BLOCKLIST = Path(__file__).resolve().parent.parent / "corpus" / "adblock.txt"
+DEFAULT_BLOCKLIST = corpus_dir() / "adblock.txt"
 
 
 @functools.cache

@@ -15,10 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from robe_lab.paths import corpus_dir
 from webreplay.errors import CorpusError
 from webreplay.pagebuild import normalize_url
 
-CORPUS_DIR = Path(__file__).resolve().parent.parent / "corpus"
+CORPUS_DIR = corpus_dir()
 CORPORA = ("har", "mahimahi")
 _PATH_KEY = {"har": "file", "mahimahi": "folder"}
 _OPTIONAL_KEYS = frozenset({"note", "stands_in_for"})

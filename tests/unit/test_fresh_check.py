@@ -22,6 +22,7 @@ from provision.fresh_check import (
     FreshCheckError,
     Report,
     duration,
+    foreign_owned,
     recorded_commit,
     resolve_commit,
     user_ids,
@@ -94,12 +95,17 @@ def test_report_passes_only_when_every_command_passed_and_the_commit_was_recorde
     report = Report(commit="a" * 40, revision="HEAD", dirty_warning="", recipe="Debian", root_line="/c (cached)")
     report.steps = [StepResult(c, 0, 61.4) for c in STEPS]
     report.recorded_commit = f"{'a' * 40} (clean)"
+    assert not report.passed  # the user's results not checked
+    report.foreign_owned = ["results/experiment2/quick/runs.csv"]
+    assert not report.passed
+    report.foreign_owned = []
     assert report.passed
     text = "\n".join(report.lines())
     assert "[1] sudo make experiment1 PROFILE=quick" in text and "1 min 01 s" in text
-    assert text.endswith("fresh-check: PASSED\nfresh-check: 3 passed, 0 failed")
+    assert "[4] make experiment2 PROFILE=quick" in text and "every file the user's" in text
+    assert text.endswith("fresh-check: PASSED\nfresh-check: 4 passed, 0 failed")
     report.steps[1] = StepResult("make test", 2, 30.0)
-    assert not report.passed and report.lines()[-2:] == ["fresh-check: FAILED", "fresh-check: 2 passed, 1 failed"]
+    assert not report.passed and report.lines()[-2:] == ["fresh-check: FAILED", "fresh-check: 3 passed, 1 failed"]
     report.steps[1] = StepResult("make test", 0, 30.0)
     report.recorded_commit = f"{'a' * 40} (dirty)"
     assert not report.passed
@@ -116,6 +122,18 @@ def test_report_passes_only_when_every_command_passed_and_the_commit_was_recorde
 def test_duration():
     assert duration(41.4) == "41 s"
     assert duration(125) == "2 min 05 s"
+
+
+def test_user_results_must_belong_to_the_user(tmp_path):
+    assert foreign_owned(tmp_path, os.getuid()) == ["results/experiment2/quick (missing)"]
+    folder = tmp_path / "results" / "experiment2" / "quick"
+    folder.mkdir(parents=True)
+    (folder / "runs.csv").write_text("")
+    assert foreign_owned(tmp_path, os.getuid()) == []
+    assert foreign_owned(tmp_path, os.getuid() + 1) == [
+        "results/experiment2/quick",
+        "results/experiment2/quick/runs.csv",
+    ]
 
 
 def test_recorded_commit_reads_the_experiments_metadata(tmp_path):
