@@ -67,11 +67,19 @@ def run_user_shell(session: Session, command: str | None) -> int:
     if session.banner and command is None:
         print(session.banner, file=sys.stderr, flush=True)
     env = {**session.env, RUN_ENV: session.run_tag}  # a clean-up after kill -9 finds it too
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # the shell's Ctrl-C is the shell's
+    proc = subprocess.Popen(shell_argv(session, command, interactive), env=env)
+    # Ctrl-C belongs to the shell while it runs (it started with the default action: an ignored
+    # signal would be inherited); SIGTERM/SIGHUP still unwind us (topologies.network).
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        return subprocess.run(shell_argv(session, command, interactive), env=env, check=False).returncode
+        code = proc.wait()
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
     finally:
         signal.signal(signal.SIGINT, previous)
+    return 128 - code if code < 0 else code  # killed by signal N: 128 + N, as a shell says
 
 
 def user_env(extra: dict[str, str]) -> dict[str, str]:
