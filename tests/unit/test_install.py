@@ -40,8 +40,8 @@ def test_pip_install_into_a_fresh_venv_imports_every_package(tmp_path):
     site = Path(subprocess.check_output([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
                                         text=True).strip())  # fmt: skip
     (site / "zz-robe-lab-test-deps.pth").write_text(f"{ours}\n")
-    done = subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--disable-pip-version-check",
-                           str(ROOT)], capture_output=True, text=True, timeout=600, check=False, cwd=tmp_path)  # fmt: skip
+    pip = [str(python), "-m", "pip", "install", "-q", "--no-deps", "--disable-pip-version-check", str(ROOT)]
+    done = subprocess.run(pip, capture_output=True, text=True, timeout=600, check=False, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     check = f"""
 import importlib, json, pathlib

@@ -76,8 +76,9 @@ def test_a_root_command_as_a_normal_user_goes_through_sudo():
     """As ``nobody`` (no sudo rights) the command asks sudo, which refuses: the re-run was attempted
     and nothing ran as nobody."""
     argv = ["runuser", "-u", "nobody", "--", sys.executable, "-m", "robe_lab", "clean-net"]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False, cwd="/",
-                          env={"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT)}, stdin=subprocess.DEVNULL)  # fmt: skip
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False, cwd="/", env=env,
+                          stdin=subprocess.DEVNULL)  # fmt: skip
     assert done.returncode != 0
     assert "robe-lab clean-net: needs root (network namespaces): running it through sudo" in done.stderr
     assert "sudo" in done.stderr.splitlines()[-1]  # sudo's own refusal (no password, no rights)
