@@ -68,3 +68,27 @@ def test_direct_clients_timelines_captures_and_the_kernel_schedulers_stickiness(
     for strategy in ("direct-mptcp", "mptcp", "mptcp-user+kernel-default"):
         counts = report[strategy]
         assert counts["requests_initial_after"] > 0 and counts["requests_joined_after"] == 0, report
+
+
+def test_robe_lab_experiment2_draws_its_figure_and_hands_the_folder_to_the_sudo_user(tmp_path):
+    """``make experiment2`` is ``robe-lab experiment2``: the run, then Figure 9 and the report of its
+    folder; through sudo (SUDO_UID/SUDO_GID, as sudo sets them) every file is the user's."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from robe_lab.paths import project_root
+
+    out = tmp_path / "quick"
+    user = {"SUDO_UID": "65534", "SUDO_GID": "65534", "SUDO_USER": "nobody"}
+    argv = [str(Path(sys.executable).parent / "robe-lab"), "experiment2", "--profile", "quick", "-j", "2",
+            "--limit", "4", "--out", str(out)]  # fmt: skip
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=600, check=False, cwd=project_root(),
+                          env={**os.environ, **user})  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "drawing the figure and report" in done.stdout
+    for name in ("figure9.png", "figure9.pdf", "report.md", "summary.csv", "runs.csv", "metadata.json"):
+        assert (out / name).is_file(), name
+    foreign = [str(p) for p in (out, *out.rglob("*")) if p.lstat().st_uid != 65534]
+    assert not foreign
