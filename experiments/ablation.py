@@ -18,9 +18,10 @@ from collections.abc import Sequence
 
 from analysis.ablation import run as analyse
 from experiments.experiment1 import EXPECTED_FAILURES
-from experiments.experiment2 import RESULTS_BASE, Options, _raise_interrupt, run_sweep
+from experiments.experiment2 import RESULTS_BASE, Options, run_sweep
 from experiments.profile2 import PROFILE_DIR, load_profile2
 from robe_lab.cliparse import command_parser
+from robe_lab.signals import raise_interrupt
 from topologies.startup import one_line
 
 PREFIX = "experiment2-abl-"
@@ -44,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = sorted(set(args.only or []) - set(names))
     if unknown:
         parser.error(f"--only: unknown ablation profile(s) {', '.join(unknown)} (known: {', '.join(names)})")
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGTERM, raise_interrupt)
     status, started = 0, time.monotonic()
     for name in args.only or names:
         profile = load_profile2(name)

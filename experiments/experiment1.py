@@ -27,7 +27,6 @@ import math
 import os
 import platform
 import resource
-import signal
 import socket
 import subprocess
 import sys
@@ -37,7 +36,6 @@ import uuid
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import pandas as pd
@@ -48,6 +46,7 @@ from analysis.stats import percentile
 from experiments.canary import TOLERANCE_MS, Canary, count_flagged, worst
 from experiments.canary import row_fields as canary_row
 from experiments.cluster import ClusterSpec, parse_cluster
+from experiments.lifecycle import run_guarded
 from experiments.metadata import PROJECT_ROOT, base_metadata, write_json
 from experiments.profile import (
     Experiment1Profile,
@@ -77,7 +76,7 @@ from topologies.fig3 import CLIENT_A1, CLIENT_A2, SERVER_B1, Fig3Network, allow_
 from topologies.interrupts import deferred_interrupts
 from topologies.links import BackendChoice, choose_backend
 from topologies.shell import wait_readable
-from topologies.startup import READY_TIMEOUT_S, STARTUP_FAILURES, StartupError, one_line, wait_ready
+from topologies.startup import READY_TIMEOUT_S, STARTUP_FAILURES, StartupError, wait_ready
 
 RESULTS_BASE = PROJECT_ROOT / "results" / "experiment1"
 SERVER_PORT = 5001
@@ -791,22 +790,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: parse, check, run; clear one-line errors for every expected failure."""
     options = parse_args(argv)
-    # SIGTERM (e.g. from a CI runner) unwinds exactly like Ctrl-C; SIGINT is set explicitly because
-    # a shell starting us in the background makes us inherit it ignored.
-    signal.signal(signal.SIGTERM, _raise_interrupt)
-    signal.signal(signal.SIGINT, _raise_interrupt)
-    try:
-        return run_sweep(options)
-    except EXPECTED_FAILURES as err:
-        print(f"error: {one_line(err)}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted; every finished row is kept and nothing was left behind", file=sys.stderr)
-        return 130
-
-
-def _raise_interrupt(signum: int, _frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
+    return run_guarded(lambda: run_sweep(options), failures=EXPECTED_FAILURES)
 
 
 if __name__ == "__main__":

@@ -38,7 +38,6 @@ from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from analysis.ownership import hand_to_invoking_user, make_results_dir
@@ -55,6 +54,7 @@ from experiments.browser import (
 )
 from experiments.cpuload import cpu_sample, idle_share
 from experiments.experiment1 import EXPECTED_FAILURES, ExperimentError
+from experiments.lifecycle import run_guarded
 from experiments.metadata import PROJECT_ROOT, base_metadata, write_json
 from experiments.profile import ProfileError, exit_on_profile_error
 from experiments.profile2 import (
@@ -739,23 +739,10 @@ def parse_args(argv: list[str] | None = None) -> Options:
     return Options(profile, out, args.jobs, args.limit, args.pcap, args.allow_mixed)
 
 
-def _raise_interrupt(signum: int, _frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point: parse, check, run; one-line errors for every expected failure."""
     options = parse_args(argv)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        return run_sweep(options)
-    except EXPECTED_FAILURES as err:
-        print(f"experiment2: error: {one_line(err)}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("experiment2: interrupted; every finished row is kept and nothing was left behind", file=sys.stderr)
-        return 130
+    return run_guarded(lambda: run_sweep(options), failures=EXPECTED_FAILURES, prefix="experiment2: ")
 
 
 if __name__ == "__main__":

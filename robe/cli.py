@@ -21,7 +21,6 @@ import json
 import signal
 import sys
 import uuid
-from types import FrameType
 from typing import Any
 
 from robe.client import ConnectError, ConnectionRecord, connect
@@ -31,6 +30,7 @@ from robe.server import IDLE_TIMEOUT_S, Server
 from robe.strategies import STRATEGIES, StrategyError, get_strategy
 from robe.userspace_endpoints import connect_userspace, is_userspace, serve_userspace
 from robe_lab.cliparse import command_parser
+from robe_lab.signals import raise_interrupt
 
 
 def _positive(text: str) -> float:
@@ -87,10 +87,6 @@ def open_connection(**request: Any) -> ConnectionRecord:
     return connect(**{**request, "strategy": get_strategy(name)})
 
 
-def _raise_interrupt(signum: int, _frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
-
 def _emit(record: dict[str, Any]) -> None:
     """One JSON line on stdout, flushed (the experiment reads it as it comes)."""
     sys.stdout.write(json.dumps(record, sort_keys=True) + "\n")
@@ -103,7 +99,7 @@ def _serve(args: argparse.Namespace) -> int:
     except (OSError, MptcpUnavailableError) as err:
         print(f"robe serve: cannot listen on {args.bind}:{args.port}: {err}", file=sys.stderr)
         return 2
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGTERM, raise_interrupt)
     print("LISTENING " + json.dumps({"bind": args.bind, "port": server.address[1]}), flush=True)
     try:
         server.serve_forever()
@@ -136,7 +132,7 @@ def _serve_user(args: argparse.Namespace) -> int:
     def ready(port: int) -> None:
         print("LISTENING " + json.dumps({"bind": args.bind, "port": port}), flush=True)
 
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGTERM, raise_interrupt)
     try:
         serve_userspace(args.bind, args.port, _emit, ready)
     except OSError as err:
@@ -166,7 +162,7 @@ def agent_answer(line: str) -> str:
 
 
 def _agent() -> int:
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGTERM, raise_interrupt)
     print("READY", flush=True)  # imports are done: the caller's first request is timed cleanly
     try:
         for line in sys.stdin:

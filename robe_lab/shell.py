@@ -232,23 +232,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("robe-lab shell: needs root (network namespaces): run 'sudo robe-lab shell ...'", file=sys.stderr)
         return 2
     from experiments.experiment1 import EXPECTED_FAILURES
-    from topologies.startup import one_line
+    from experiments.lifecycle import run_guarded
 
-    failures: tuple[type[Exception], ...] = (ShellError, *EXPECTED_FAILURES)
-    started = time.monotonic()
-    session_of = fig3_session if args.figure == "fig3" else fig7_session
-    try:
+    def body() -> int:
+        started = time.monotonic()
+        session_of = fig3_session if args.figure == "fig3" else fig7_session
         with session_of(args) as session:
             print(f"robe-lab shell: {args.figure} up in {time.monotonic() - started:.1f} s", file=sys.stderr)
             status = mininet_cli(session) if args.cli else run_user_shell(session, args.command)
-    except failures as err:
-        print(f"robe-lab shell: error: {one_line(err)}; nothing was left behind", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("robe-lab shell: interrupted; the network was torn down", file=sys.stderr)
-        return 130
-    print("robe-lab shell: the network was torn down", file=sys.stderr)
-    return status
+        print("robe-lab shell: the network was torn down", file=sys.stderr)
+        return status
+
+    return run_guarded(body, failures=(ShellError, *EXPECTED_FAILURES), prefix="robe-lab shell: ",
+                       interrupted="interrupted; the network was torn down")  # fmt: skip
 
 
 def mininet_cli(session: Session) -> int:

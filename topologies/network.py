@@ -12,22 +12,19 @@ import os
 import signal
 import subprocess
 import threading
-from types import FrameType, TracebackType
+from types import TracebackType
 from typing import Any, Self
 
 from mininet.link import Link
 from mininet.net import Mininet
 from mininet.topo import Topo
 
+from robe_lab.signals import raise_interrupt
 from topologies.cleanup import RUN_ENV, netns_inode, owned_name, processes_in_netns, terminate
 from topologies.hosts import BoundedHost
 from topologies.interrupts import deferred_interrupts
 from topologies.links import BackendChoice, EmulatedLink, choose_backend, link_class
 from topologies.shell import in_netns, run
-
-
-def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
 
 
 def unwind_on_termination() -> dict[int, Any]:
@@ -41,7 +38,7 @@ def unwind_on_termination() -> dict[int, Any]:
         return previous
     for signum in (signal.SIGTERM, signal.SIGHUP):
         if signal.getsignal(signum) is signal.SIG_DFL:
-            previous[signum] = signal.signal(signum, _raise_interrupt)
+            previous[signum] = signal.signal(signum, raise_interrupt)
     return previous
 
 
