@@ -23,7 +23,7 @@ PACKAGE_LIST = PROJECT_ROOT / "scripts" / "debian-packages.txt"
 FRESH_CHECK_LIST = PROJECT_ROOT / "scripts" / "fresh-check-packages.txt"
 
 #: Folders whose Python files run programs (the code and its tests).
-CODE_FOLDERS = ("robe", "topologies", "experiments", "webreplay", "analysis", "provision", "tests")
+CODE_FOLDERS = ("robe", "robe_lab", "topologies", "experiments", "webreplay", "analysis", "provision", "tests")
 
 _PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
 _PROGRAM = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]*$")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -155,7 +156,7 @@ def fig7_session(args: Any) -> Iterator[Session]:
     addresses = origin_addresses(site.hosts())
     work = Path(tempfile.mkdtemp(prefix=owned_name("shell") + "-"))
     with ExitStack() as stack:
-        stack.callback(lambda: subprocess.run(["rm", "-rf", str(work)], check=False))
+        stack.callback(shutil.rmtree, work, ignore_errors=True)
         ca = make_ca(work / "ca")
         leaf = issue_server_cert(ca, sorted(addresses), work / "tls")
         worker = LoadWorker(0, profile, sites, addresses, work, {"ca": ca.cert, "cert": leaf.cert, "key": leaf.key},

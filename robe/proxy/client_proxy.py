@@ -43,7 +43,7 @@ from robe.proxy.relay import describe, relay
 from robe.proxy.streams import LISTEN_BACKLOG, SocketStream, raise_fd_limit, set_linger_zero, set_nodelay
 from robe.strategies import StrategyError
 from robe.userspace_endpoints import is_userspace
-from topologies.shell import CommandError
+from robe_lab.commands import CommandError
 
 SO_ORIGINAL_DST = 80  # linux/netfilter_ipv4.h; IP6T_SO_ORIGINAL_DST has the same value
 FIRST_DATA_MAX = 16_384

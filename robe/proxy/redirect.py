@@ -17,7 +17,7 @@ import ipaddress
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from topologies import shell
+from robe_lab import commands as shell
 
 DEFAULT_NETWORKS = ("198.18.0.0/15",)
 DEFAULT_PORTS = (80, 443)
