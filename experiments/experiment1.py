@@ -40,13 +40,13 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.ownership import make_results_dir
 from analysis.schema import EXPERIMENT1
 from analysis.stats import percentile
+from experiments import lifecycle
 from experiments.canary import TOLERANCE_MS, Canary, count_flagged, worst
 from experiments.canary import row_fields as canary_row
 from experiments.cluster import ClusterSpec, parse_cluster
-from experiments.lifecycle import run_guarded
+from experiments.lifecycle import ExperimentError, run_guarded
 from experiments.metadata import PROJECT_ROOT, base_metadata, write_json
 from experiments.profile import (
     Experiment1Profile,
@@ -89,10 +89,6 @@ SHORT_ATTEMPT_S = 2.0
 DATA_GIVE_UP_S = 925.0
 #: Columns of runs.csv (their types and meanings: ``analysis.schema.EXPERIMENT1``).
 ROW_FIELDS = EXPERIMENT1.names
-
-
-class ExperimentError(RuntimeError):
-    """The experiment cannot start; the message says why (raised before any network is built)."""
 
 
 #: Printed as one line (``error: ...``), exit status 2: bad set-up, or a part that did not start.
@@ -478,19 +474,8 @@ def latest_link_validation(backend: str) -> dict[str, Any] | None:
 
 
 def check_before_building(options: Options) -> None:
-    """Everything that can be checked without a network or the folder's lock: root, MPTCP, writable."""
-    if os.geteuid() != 0:
-        raise ExperimentError("experiment 1 builds network namespaces and needs root: run 'sudo make experiment1'")
-    enabled = Path("/proc/sys/net/mptcp/enabled")
-    if not enabled.exists():
-        raise ExperimentError("this kernel has no MPTCP (no /proc/sys/net/mptcp): Linux >= 5.6 with CONFIG_MPTCP")
-    try:
-        make_results_dir(options.out)
-        probe = options.out / f".write-test-{os.getpid()}"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as err:
-        raise ExperimentError(f"results folder {options.out}: not writable ({err.strerror})") from None
+    """Root, MPTCP and a writable results folder (``experiments.lifecycle``), before any network."""
+    lifecycle.check_before_building("experiment1", options.out)
 
 
 def run_sweep(options: Options) -> int:

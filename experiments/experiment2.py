@@ -42,6 +42,7 @@ from typing import Any
 
 from analysis.ownership import hand_to_invoking_user, make_results_dir
 from analysis.schema import CONNECTIONS, EXPERIMENT2
+from experiments import lifecycle
 from experiments.browser import _key as browser_key
 from experiments.browser import (
     browser_load_command,
@@ -53,8 +54,8 @@ from experiments.browser import (
     script_requests,
 )
 from experiments.cpuload import cpu_sample, idle_share
-from experiments.experiment1 import EXPECTED_FAILURES, ExperimentError
-from experiments.lifecycle import run_guarded
+from experiments.experiment1 import EXPECTED_FAILURES
+from experiments.lifecycle import ExperimentError, run_guarded
 from experiments.metadata import PROJECT_ROOT, base_metadata, write_json
 from experiments.profile import ProfileError, exit_on_profile_error
 from experiments.profile2 import (
@@ -577,10 +578,7 @@ def load_sites(profile: Experiment2Profile) -> dict[str, Site]:
 
 
 def check_before_building(options: Options) -> None:
-    """Everything that can be checked without a network or the folder's lock: root, tools, MPTCP,
-    a writable results folder."""
-    if os.geteuid() != 0:
-        raise ExperimentError("experiment 2 builds network namespaces and needs root: run 'sudo make experiment2'")
+    """Root, the programs the loads run, MPTCP and a writable results folder (``experiments.lifecycle``)."""
     tools = ["wget", "dnsmasq", "iptables", "unshare", "stdbuf"]
     if options.profile.client == "chromium":
         tools += ["chromium", "certutil"]
@@ -588,19 +586,7 @@ def check_before_building(options: Options) -> None:
         tools.append("mptcpize")
     if options.pcap:
         tools.append("tcpdump")
-    for tool in tools:
-        if shutil.which(tool) is None:
-            raise ExperimentError(f"{tool} not found: run 'make setup' (it installs the Debian packages)")
-    enabled = Path("/proc/sys/net/mptcp/enabled")
-    if not enabled.exists() or enabled.read_text().strip() != "1":
-        raise ExperimentError("this kernel has no MPTCP enabled (net.mptcp.enabled != 1)")
-    try:
-        make_results_dir(options.out)
-        probe = options.out / f".write-test-{os.getpid()}"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as err:
-        raise ExperimentError(f"results folder {options.out}: not writable ({err})") from None
+    lifecycle.check_before_building("experiment2", options.out, tools)
 
 
 def run_sweep(options: Options) -> int:

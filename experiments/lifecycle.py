@@ -8,12 +8,46 @@ interruption is one line and 130. Everything else is a bug and keeps its traceba
 
 from __future__ import annotations
 
+import os
+import shutil
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
+from analysis.ownership import make_results_dir
 from robe_lab.signals import unwind_on
 from topologies.startup import one_line
+
+MPTCP_ENABLED = Path("/proc/sys/net/mptcp/enabled")
+
+
+class ExperimentError(RuntimeError):
+    """The experiment cannot start; the message says why (raised before any network is built)."""
+
+
+def check_before_building(target: str, out: Path, tools: Sequence[str] = ()) -> None:
+    """Everything a runner can check without a network or its folder's lock: root, the programs it
+    runs, MPTCP switched on, a writable results folder (created, handed to the sudo user).
+
+    ``target`` names the make target in the root hint (``sudo make <target>``).
+    """
+    if os.geteuid() != 0:
+        raise ExperimentError(f"{target} builds network namespaces and needs root: run 'sudo make {target}'")
+    for tool in tools:
+        if shutil.which(tool) is None:
+            raise ExperimentError(f"{tool} not found: run 'make setup' (it installs the Debian packages)")
+    if not MPTCP_ENABLED.exists():
+        raise ExperimentError("this kernel has no MPTCP (no /proc/sys/net/mptcp): Linux >= 5.6 with CONFIG_MPTCP")
+    if MPTCP_ENABLED.read_text().strip() != "1":
+        raise ExperimentError("MPTCP is switched off (net.mptcp.enabled=0): sudo sysctl -w net.mptcp.enabled=1")
+    try:
+        make_results_dir(out)
+        probe = out / f".write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise ExperimentError(f"results folder {out}: not writable ({err.strerror or err})") from None
 
 
 def run_guarded(

@@ -8,7 +8,6 @@ import pytest
 from analysis.schema import EXPERIMENT1
 from experiments.experiment1 import (
     ROW_FIELDS,
-    ExperimentError,
     Options,
     build_row,
     check_before_building,
@@ -17,6 +16,7 @@ from experiments.experiment1 import (
     parse_args,
     run_sweep,
 )
+from experiments.lifecycle import ExperimentError
 from experiments.profile import RunSpec, load_profile
 from experiments.sweep import append_row, finished_run_ids
 

@@ -2,6 +2,7 @@
 profiles come with it, the ``robe-lab`` command works; pyproject's dependencies match the lock."""
 
 import re
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -40,7 +41,11 @@ def test_pip_install_into_a_fresh_venv_imports_every_package(tmp_path):
     site = Path(subprocess.check_output([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
                                         text=True).strip())  # fmt: skip
     (site / "zz-robe-lab-test-deps.pth").write_text(f"{ours}\n")
-    pip = [str(python), "-m", "pip", "install", "-q", "--no-deps", "--disable-pip-version-check", str(ROOT)]
+    # From a copy of the sources: setuptools writes build/ and *.egg-info next to them.
+    source = tmp_path / "source"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".venv", ".git", "results", "corpus", "build",
+                                                                 "*.egg-info", "__pycache__", ".*_cache"))  # fmt: skip
+    pip = [str(python), "-m", "pip", "install", "-q", "--no-deps", "--disable-pip-version-check", str(source)]
     done = subprocess.run(pip, capture_output=True, text=True, timeout=600, check=False, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     check = f"""
