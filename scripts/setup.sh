@@ -35,13 +35,6 @@ venv=.venv
 stamp="$venv/.robe-lab-setup"
 want="$(cat requirements.txt scripts/setup.sh pyproject.toml | sha256sum | cut -d' ' -f1)"
 
-# Supported: Debian 12 and Ubuntu 24.04, whose python3 is 3.11 and 3.12 (the code needs 3.11+).
-if ! /usr/bin/python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
-    found="$(/usr/bin/python3 -V 2>&1 || echo 'no /usr/bin/python3')"
-    echo "setup: error: robe-lab needs Python 3.11 or newer as /usr/bin/python3 (found: $found);" \
-         "supported systems: Debian 12, Ubuntu 24.04" >&2
-    exit 2
-fi
 
 if ((venv_only)); then
     if [[ -x $venv/bin/python && -f $stamp && "$(cat "$stamp")" == "$want" ]]; then
@@ -79,13 +72,23 @@ if ((${#missing[@]} && ! venv_only)); then
     "${as_root[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
+# Checked once python3 is installed (it is in the package list). Supported: Debian 12 and Ubuntu
+# 24.04, whose python3 is 3.11 and 3.12 (the code needs 3.11+).
+if ! /usr/bin/python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+    found="no /usr/bin/python3"
+    if [[ -x /usr/bin/python3 ]]; then found="$(/usr/bin/python3 -V 2>&1)"; fi
+    echo "setup: error: robe-lab needs Python 3.11 or newer as /usr/bin/python3 (found: $found);" \
+         "supported systems: Debian 12, Ubuntu 24.04" >&2
+    exit 2
+fi
+
 if [[ ! -x $venv/bin/python || ! -f $stamp || "$(cat "$stamp")" != "$want" ]]; then
     echo "setup: creating $venv (system site packages, for Debian's mininet) and installing requirements.txt"
     rm -rf "$venv"
     # Built through sudo: the venv is the user's, also when this fails half-way (or a later
     # `make test` as the user could neither use nor remove it).
     if [[ $EUID -eq 0 && -n "${SUDO_USER:-}" && "${SUDO_USER}" != root ]]; then
-        trap 'chown -R "$SUDO_USER": "$venv" 2>/dev/null || true' EXIT
+        trap 'chown -R "$SUDO_USER": "$venv" robe_lab.egg-info 2>/dev/null || true' EXIT
     fi
     /usr/bin/python3 -m venv --system-site-packages "$venv"
     # Playwright drives Debian's chromium (scripts/debian-packages.txt): never download its own browsers
