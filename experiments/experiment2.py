@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import gzip
-import json
 import os
 import shutil
 import signal
@@ -81,6 +80,7 @@ from experiments.sweep import Sweep, SweepResult, append_row, finished_run_ids, 
 from experiments.timeline import CONNECTION_FIELDS, connection_rows
 from experiments.wget import parse_wget_log, wget_command
 from robe.proxy import redirect
+from robe.proxy.connlog import ConnEvent, read_events, read_lines
 from robe_lab.cliparse import command_parser
 from topologies.cleanup import clean, owned_name
 from topologies.fig3 import allow_congestion_control, mptcp_commands
@@ -128,19 +128,7 @@ def _ms(later: int | None, earlier: int | None) -> str:
     return "" if later is None or earlier is None else f"{(later - earlier) / 1e6:.3f}"
 
 
-def read_new_lines(path: Path, offset: int) -> tuple[list[dict[str, Any]], int]:
-    """JSON lines appended to ``path`` since byte ``offset`` (complete lines only) and the new offset."""
-    if not path.exists():
-        return [], offset
-    with path.open("rb") as handle:
-        handle.seek(offset)
-        data = handle.read()
-    end = data.rfind(b"\n") + 1
-    lines = [json.loads(line) for line in data[:end].splitlines() if line.strip()]
-    return lines, offset + end
-
-
-def summarise_connections(events: list[dict[str, Any]]) -> dict[str, Any]:
+def summarise_connections(events: list[ConnEvent]) -> dict[str, Any]:
     """Load window and per-connection figures from the client proxy's log lines of one load."""
     accepted = {e["conn"]: e["t_ns"] for e in events if e["event"] == "accepted"}
     closed = {e["conn"]: e for e in events if e["event"] == "closed"}
@@ -162,7 +150,7 @@ def summarise_connections(events: list[dict[str, Any]]) -> dict[str, Any]:
         "last_client_end_ns": max(client_ends) if client_ends else None,
         # the last response byte the proxy passed to the client (a browser keeps idle connections
         # open after the page has loaded: its load window ends here)
-        "last_down_ns": max((int(e["last_down_ns"]) for e in closed.values() if e.get("last_down_ns")), default=None),
+        "last_down_ns": max((v for e in closed.values() if (v := e.get("last_down_ns"))), default=None),
         "open": sorted(set(accepted) - set(closed) - set(refused)),
         "connections": len(accepted),
         "bytes_down": sum(int(e.get("bytes_down") or 0) for e in closed.values()),
@@ -455,10 +443,10 @@ class LoadWorker:
             shutil.rmtree(self.dir / "scratch" / "browser", ignore_errors=True)
         if self.stopping:  # killed by Ctrl-C: not a result, and no time to spend on its logs
             raise ExperimentError("interrupted")
-        events: list[dict[str, Any]] = []
+        events: list[ConnEvent] = []
         deadline = time.monotonic() + 10
         while not direct:  # the client has exited: the proxy logs each connection's end within moments
-            new, offsets["proxy"] = read_new_lines(logs["proxy"], offsets["proxy"])
+            new, offsets["proxy"] = read_events(logs["proxy"], offsets["proxy"])
             events += new
             summary = summarise_connections(events)
             if not summary["open"] or time.monotonic() > deadline:
@@ -473,7 +461,7 @@ class LoadWorker:
         if captures:
             time.sleep(0.05)  # the last FIN/ACKs on the wire
             pcap = self._stop_capture(captures)
-        other = {name: read_new_lines(path, offsets[name])[0] for name, path in logs.items() if name != "proxy"}
+        other = {name: read_lines(path, offsets[name])[0] for name, path in logs.items() if name != "proxy"}
         dns = [e for e in other["dns"] if e.get("t_ns", 0) >= t0]
         extra_names = sorted({str(e.get("name")) for e in dns} - set(site.hosts()))
         misses = int(stats.get("misses", 0))

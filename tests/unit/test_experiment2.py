@@ -10,10 +10,12 @@ from analysis import figure9
 from analysis.experiment2_cells import improvements, summarise
 from analysis.report2 import render_markdown
 from analysis.schema import EXPERIMENT2
-from experiments.experiment2 import build_row, judge, read_new_lines, summarise_connections
+from experiments.experiment2 import build_row, judge, summarise_connections
 from experiments.profile import ProfileError
 from experiments.profile2 import expand_loads, load_profile2, parse_profile2
 from experiments.wget import parse_wget_log, wget_command
+from robe.proxy.connlog import as_event
+from robe.proxy.connlog import read_lines as read_new_lines
 
 WGET_LOG = """2026-11-25 15:25:24 URL:http://127.0.0.1:8765/index.html [55/55] -> "/tmp/s/index.html.tmp" [1]
 2026-11-25 15:25:24 URL:https://www.example.com/a.png [2/2] -> "/tmp/s/a.png.tmp" [1]
@@ -80,7 +82,7 @@ def test_profiles_load_validate_and_interleave():
 
 def test_proxy_log_lines_give_the_load_window(tmp_path: Path):
     log = tmp_path / "proxy.log"
-    events = [
+    lines = [
         {"event": "accepted", "conn": "a", "t_ns": 1_000_000},
         {"event": "connected", "conn": "a", "t_ns": 1_500_000, "path": 1, "setup_ns": 20_000_000},
         {"event": "accepted", "conn": "b", "t_ns": 3_000_000},
@@ -88,6 +90,7 @@ def test_proxy_log_lines_give_the_load_window(tmp_path: Path):
         {"event": "closed", "conn": "a", "t_ns": 9_000_000, "bytes_down": 100, "bytes_up": 10, "subflows": 2},
         {"event": "closed", "conn": "b", "t_ns": 12_000_000, "bytes_down": 50, "bytes_up": 5, "subflows": 1},
     ]
+    events = [as_event({**line, "role": "client_proxy"}) for line in lines]
     log.write_text("".join(json.dumps(e) + "\n" for e in events[:3]) + '{"event": "accep')
     first, offset = read_new_lines(log, 0)
     assert len(first) == 3  # the half-written line waits for its end
