@@ -683,14 +683,9 @@ def _run_locked(options: Options) -> int:
         # The repair may have set cut rows aside: those runs are pending again.
         pending, done = _pending(options, runs_csv)
     total = len(expand_runs(profile))
-    print(f"experiment 1, profile {profile.name}: {total} runs, {len(done)} already in {runs_csv}, "
-          f"{len(pending)} to run with {options.jobs} worker(s)", flush=True)  # fmt: skip
-    if not pending:
-        print("nothing to do: every run is stored", flush=True)
+    if not lifecycle.announce(f"experiment 1, profile {profile.name}", "run", (total, len(done), len(pending)),
+                              runs_csv, options.jobs):  # fmt: skip
         return 0
-    leftovers = clean()  # what dead runs left behind (never a live run's)
-    if not leftovers.empty():
-        print(leftovers.summary(), flush=True)
     metadata.update({
         "kind": "experiment1",
         "profile": profile.to_dict(),
@@ -699,12 +694,7 @@ def _run_locked(options: Options) -> int:
     })  # fmt: skip
     run = _run_on_cluster if options.cluster is not None else _run_here
     result = run(options, pending, metadata, invocation, total)
-    print(f"runs: {result.counts}; results in {options.out}", flush=True)
-    for line in result.report():
-        print(line, file=sys.stderr, flush=True)
-    if result.interrupted and not result.unwritten:
-        print("rerun the same command to resume", flush=True)
-    return result.exit_status()
+    return lifecycle.report_end(result, "runs", options.out)
 
 
 def parse_args(argv: list[str] | None = None) -> Options:

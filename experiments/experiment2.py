@@ -82,7 +82,7 @@ from experiments.wget import parse_wget_log, wget_command
 from robe.proxy import redirect
 from robe.proxy.connlog import ConnEvent, read_events, read_lines
 from robe_lab.cliparse import command_parser
-from topologies.cleanup import clean, owned_name
+from topologies.cleanup import owned_name
 from topologies.fig3 import allow_congestion_control, mptcp_commands
 from topologies.fig7 import CLIENT_DSL, CLIENT_LTE, DNS, HAAP_INTERNET, ORIGINS, Fig7Network
 from topologies.interrupts import deferred_interrupts
@@ -617,14 +617,9 @@ def _run_locked(options: Options) -> int:
         # The repair may have set cut rows aside: those runs are pending again.
         pending, done = pending_runs(expand_loads(options.profile), runs_csv, options.limit)
     total = len(expand_loads(profile))
-    print(f"experiment 2, profile {profile.name}: {total} loads, {len(done)} already in {runs_csv}, "
-          f"{len(pending)} to run with {options.jobs} worker(s)", flush=True)  # fmt: skip
-    if not pending:
-        print("nothing to do: every load is stored", flush=True)
+    if not lifecycle.announce(f"experiment 2, profile {profile.name}", "load", (total, len(done), len(pending)),
+                              runs_csv, options.jobs):  # fmt: skip
         return 0
-    leftovers = clean()  # what dead runs left behind (never a live run's)
-    if not leftovers.empty():
-        print(leftovers.summary(), flush=True)
     addresses = origin_addresses([h for s in sites.values() for h in s.hosts()])
     if profile.client == "chromium":
         invocation["tools"].update(browser_versions())
@@ -678,12 +673,7 @@ def _run_locked(options: Options) -> int:
         with deferred_interrupts("tearing the networks down", reraise=not result.interrupted):
             stack.close()
             shutil.rmtree(work, ignore_errors=True)
-    print(f"loads: {result.counts}; results in {options.out}", flush=True)
-    for line in result.report():
-        print(line, file=sys.stderr, flush=True)
-    if result.interrupted and not result.unwritten:
-        print("rerun the same command to resume", flush=True)
-    return result.exit_status()
+    return lifecycle.report_end(result, "loads", options.out)
 
 
 def parse_args(argv: list[str] | None = None) -> Options:

@@ -14,10 +14,15 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from analysis.ownership import make_results_dir
 from robe_lab.signals import unwind_on
+from topologies.cleanup import clean
 from topologies.startup import one_line
+
+if TYPE_CHECKING:
+    from experiments.sweep import SweepResult
 
 MPTCP_ENABLED = Path("/proc/sys/net/mptcp/enabled")
 
@@ -70,3 +75,28 @@ def run_guarded(
     except KeyboardInterrupt:
         print(f"{prefix}{interrupted}", file=sys.stderr)
         return 130
+
+
+def report_end(result: SweepResult, unit: str, out: Path) -> int:
+    """What a sweep prints when it ends (counts, unwritten rows, how to resume); its exit status."""
+    print(f"{unit}: {result.counts}; results in {out}", flush=True)
+    for line in result.report():
+        print(line, file=sys.stderr, flush=True)
+    if result.interrupted and not result.unwritten:
+        print("rerun the same command to resume", flush=True)
+    return result.exit_status()
+
+
+def announce(title: str, unit: str, counts: tuple[int, int, int], runs_csv: Path, jobs: int) -> bool:
+    """Print the sweep's plan (``counts``: total, stored, pending); False when nothing is pending, else
+    first remove what dead runs left behind (never a live run's) and return True."""
+    total, stored, pending = counts
+    print(f"{title}: {total} {unit}s, {stored} already in {runs_csv}, {pending} to run with {jobs} worker(s)",
+          flush=True)  # fmt: skip
+    if not pending:
+        print(f"nothing to do: every {unit} is stored", flush=True)
+        return False
+    leftovers = clean()
+    if not leftovers.empty():
+        print(leftovers.summary(), flush=True)
+    return True
