@@ -17,6 +17,7 @@ host, so no interpreter start-up competes for the CPU with another connection's 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import signal
 import sys
@@ -29,7 +30,7 @@ from robe.protocol.connection import USER_STRATEGIES
 from robe.server import IDLE_TIMEOUT_S, Server
 from robe.strategies import STRATEGIES, StrategyError, get_strategy
 from robe.userspace_endpoints import connect_userspace, is_userspace, serve_userspace
-from robe_lab.cliparse import command_parser
+from robe_lab.cliparse import HelpFormatter, command_parser
 from robe_lab.signals import raise_interrupt
 
 
@@ -51,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The command line."""
     parser = command_parser("robe", "RobE endpoints on kernel sockets")
     sub = parser.add_subparsers(dest="command", required=True)
+    # each subcommand's help shows its defaults too (robe_lab.cliparse.HelpFormatter)
+    sub.add_parser = functools.partial(sub.add_parser, formatter_class=HelpFormatter)  # type: ignore[method-assign]
     serve = sub.add_parser("serve", help="accept connections and log their timing")
     serve.add_argument("--bind", required=True, help="address to listen on")
     serve.add_argument("--port", type=int, required=True)
