@@ -109,6 +109,9 @@ def connect_request(
         "timer_s": profile.timer_s,
         "hold_s": profile.hold_ms / 1000,
         "timeout_s": timeout_s,
+        # RobE_IPS learns per strategy and loss level only: an attempt never learns from another
+        # strategy's connections or from a different condition.
+        "history_scope": f"{spec.strategy}-L{spec.loss_pct:g}",
     }
 
 

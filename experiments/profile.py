@@ -23,7 +23,10 @@ PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
 
 #: Strategies of the kernel-socket endpoints (robe.strategies) and of the userspace transport
 #: (robe.protocol.connection).
-KNOWN_STRATEGIES = ("tcp", "mptcp", "robe-sim", "robe-timer", "mptcp-user", "robe-downgrade", "robe-bbm", "robe-esim")
+KNOWN_STRATEGIES = (
+    "tcp", "mptcp", "robe-sim", "robe-timer", "robe-ips", "robe-ips-timer", "robe-ips-sim",
+    "mptcp-user", "robe-downgrade", "robe-bbm", "robe-esim",
+)  # fmt: skip
 
 
 class ProfileError(ValueError):

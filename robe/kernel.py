@@ -124,6 +124,7 @@ class Subflow:
     remote: str
     state: int
     total_retrans: int
+    rtt_us: int = 0  # tcpi_rtt: the subflow's smoothed RTT
 
     @property
     def established(self) -> bool:
@@ -141,5 +142,6 @@ def subflows(sock: socket.socket) -> list[Subflow]:
     result = []
     for info, addr in zip(infos, addrs, strict=False):
         total = struct.unpack_from("I", info, 100)[0] if len(info) >= 104 else 0
-        result.append(Subflow(_sockaddr(addr[:SOCKADDR_SIZE]), _sockaddr(addr[SOCKADDR_SIZE:]), info[0], total))
+        rtt = struct.unpack_from("I", info, 68)[0] if len(info) >= 72 else 0
+        result.append(Subflow(_sockaddr(addr[:SOCKADDR_SIZE]), _sockaddr(addr[SOCKADDR_SIZE:]), info[0], total, rtt))
     return result

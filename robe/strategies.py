@@ -28,6 +28,9 @@ class Strategy:
         staggered: start the next path each time the timer fires while nothing is established
             (RobE_TIMER).
         summary: one line for help texts and the README.
+        initial_path_selection: RobE_IPS: the path history (``robe.ips``) orders the paths before
+            connect(); with ``start_all_at_once`` this is RobE_IPS+SIM: SIM until the history knows
+            the destination, then the best path alone.
     """
 
     name: str
@@ -35,6 +38,7 @@ class Strategy:
     start_all_at_once: bool
     staggered: bool
     summary: str
+    initial_path_selection: bool = False
 
 
 STRATEGIES: dict[str, Strategy] = {
@@ -52,6 +56,21 @@ STRATEGIES: dict[str, Strategy] = {
         Strategy(
             "robe-timer", Protocol.MPTCP, False, True,
             "RobE_TIMER: MPTCP connect on the default path, the next path each time the timer fires",
+        ),
+        Strategy(
+            "robe-ips", Protocol.MPTCP, False, False,
+            "RobE_IPS: MPTCP connect on the path the history ranks best (default path without history)",
+            initial_path_selection=True,
+        ),
+        Strategy(
+            "robe-ips-timer", Protocol.MPTCP, False, True,
+            "RobE_IPS+TIMER: the history's best path first, the next in its order each time the timer fires",
+            initial_path_selection=True,
+        ),
+        Strategy(
+            "robe-ips-sim", Protocol.MPTCP, True, False,
+            "RobE_IPS+SIM: SIM while the history knows nothing of the destination, then the best path alone",
+            initial_path_selection=True,
         ),
     )
 }  # fmt: skip
