@@ -16,17 +16,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from robe.strategies import names
 from topologies.fig3 import Fig3Config, PathConfig
 from topologies.linkparams import LinkConfigError
 
 PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
 
-#: Strategies of the kernel-socket endpoints (robe.strategies) and of the userspace transport
-#: (robe.protocol.connection).
-KNOWN_STRATEGIES = (
-    "tcp", "mptcp", "robe-sim", "robe-timer", "robe-ips", "robe-ips-timer", "robe-ips-sim",
-    "mptcp-user", "robe-downgrade", "robe-bbm", "robe-esim",
-)  # fmt: skip
+#: Every strategy of the registry (robe.strategies), kernel sockets and userspace transport.
+KNOWN_STRATEGIES = names()
 
 
 class ProfileError(ValueError):

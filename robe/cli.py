@@ -30,10 +30,9 @@ from typing import Any
 
 from robe.client import ConnectError, ConnectionRecord, connect
 from robe.kernel import MptcpUnavailableError
-from robe.protocol.connection import USER_STRATEGIES
 from robe.selection import shared_history
 from robe.server import IDLE_TIMEOUT_S, Server
-from robe.strategies import STRATEGIES, StrategyError, get_strategy
+from robe.strategies import STRATEGIES, Kind, StrategyError, kernel_strategy
 from robe.userspace_endpoints import connect_userspace, is_userspace, serve_userspace
 
 
@@ -62,8 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"close connections idle this long: no request yet, or no close after the reply "
                             f"(default {IDLE_TIMEOUT_S:g} s)")  # fmt: skip
     con = sub.add_parser("connect", help="open one connection and print its timing record")
-    strategies = "; ".join(f"{s.name}: {s.summary}" for s in STRATEGIES.values()) + (
-        f"; userspace transport (server: robe serve-user): {', '.join(USER_STRATEGIES)}"
+    strategies = "; ".join(
+        f"{s.name}: {s.summary}" + (" (server: robe serve-user)" if s.kind is Kind.USERSPACE else "")
+        for s in STRATEGIES.values()
     )
     con.add_argument("--strategy", required=True, help=strategies)
     con.add_argument("--server", required=True, help="ADDRESS:PORT")
@@ -90,7 +90,7 @@ def open_connection(**request: Any) -> ConnectionRecord:
     if is_userspace(name):
         return connect_userspace(**{**request, "strategy": name})
     history = shared_history(str(scope)) if scope is not None else None
-    return connect(**{**request, "strategy": get_strategy(name), "history": history})
+    return connect(**{**request, "strategy": kernel_strategy(name), "history": history})
 
 
 def _raise_interrupt(signum: int, _frame: FrameType | None) -> None:

@@ -23,7 +23,7 @@ from robe import kernel
 from robe.ips import PathHistory
 from robe.race import Action, Race, Step
 from robe.selection import HistoryFeed, plan, shared_history
-from robe.strategies import Protocol, Strategy
+from robe.strategies import Kind, Protocol, Strategy
 
 POLL_INTERVAL_S = 0.001
 MAX_WAIT_SLICE_S = 0.05
@@ -283,6 +283,8 @@ def connect(
     and report what they saw to it.
     """
     address = check_endpoints(server, sources)
+    if strategy.kind is not Kind.KERNEL:
+        raise ConnectError(f"strategy={strategy.name!r}: a userspace strategy (robe.userspace_endpoints)")
     multipath = strategy.start_all_at_once or strategy.staggered or strategy.initial_path_selection
     if strategy.protocol is Protocol.TCP or not multipath:
         sources = sources[:1]  # single-path strategies use the default path only

@@ -33,7 +33,7 @@ from robe.protocol.sending import SCHEDULERS
 from robe.proxy.streams import CHUNK, BoundedClient, ByteStream, SocketStream
 from robe.race import Action, Race, Step
 from robe.selection import HistoryFeed, plan, shared_history
-from robe.strategies import Protocol, Strategy, get_strategy
+from robe.strategies import Protocol, Strategy, get_strategy, kernel_strategy
 from robe.userspace_endpoints import is_userspace
 
 
@@ -296,8 +296,7 @@ async def _open_userspace(
 
 def check_strategy(name: str) -> None:
     """Raise ``StrategyError`` unless ``name`` is a kernel or userspace strategy."""
-    if not is_userspace(name):
-        get_strategy(name)
+    get_strategy(name)
 
 
 async def open_multipath(
@@ -329,6 +328,6 @@ async def open_multipath(
             raise ConnectError(f"scheduler={scheduler!r}: unknown (known: {', '.join(SCHEDULERS)})")
         opening = _open_userspace(strategy, server, sources, first_data, scheduler)
     else:
-        opening = _open_kernel(get_strategy(strategy), server, sources, first_data, timer_s)
+        opening = _open_kernel(kernel_strategy(strategy), server, sources, first_data, timer_s)
     async with asyncio.timeout(timeout_s):
         return await opening
