@@ -243,6 +243,18 @@ class ServerLog:
             return len(mine)
 
 
+def start_server(net: Fig3Network, log: ServerLog, label: str, command: str, port: int) -> subprocess.Popen[str]:
+    """``robe serve`` (or ``serve-user``) in the server host, its lines followed into ``log``."""
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    argv = [sys.executable, "-m", "robe", command, "--bind", SERVER_B1, "--port", str(port)]
+    server = net.popen(net.server, argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                       env=env, cwd=PROJECT_ROOT)  # fmt: skip
+    assert server.stdout is not None
+    wait_ready(server, f"{label}: robe {command} in {net.server.name}", "LISTENING")
+    threading.Thread(target=log.follow, args=(server.stdout,), daemon=True).start()
+    return server
+
+
 class ClientAgent:
     """A long-lived ``robe agent`` in the client host: one request line in, one record line out."""
 
@@ -339,14 +351,7 @@ class Worker:
         self.place = {"host": socket.gethostname(), "kernel": platform.release(), "engine_worker": "", "retries": 0}
 
     def _start_server(self, index: int, command: str, port: int) -> subprocess.Popen[str]:
-        env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
-        argv = [sys.executable, "-m", "robe", command, "--bind", SERVER_B1, "--port", str(port)]
-        server = self.net.popen(self.net.server, argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                env=env, cwd=PROJECT_ROOT)  # fmt: skip
-        assert server.stdout is not None
-        wait_ready(server, f"worker {index}: robe {command} in {self.net.server.name}", "LISTENING")
-        threading.Thread(target=self.log.follow, args=(server.stdout,), daemon=True).start()
-        return server
+        return start_server(self.net, self.log, f"worker {index}", command, port)
 
     def run(self, spec: RunSpec) -> dict[str, Any]:
         """One attempt between two canary bursts; the row carries the canary error and the attempt's time."""
@@ -671,6 +676,10 @@ def _run_on_cluster(
 
 def _run_locked(options: Options) -> int:
     profile = options.profile
+    if profile.timeline() is not None:
+        from experiments.timevarying import run_timeline
+
+        return run_timeline(options)
     runs_csv = options.out / "runs.csv"
     meta_file = options.out / "metadata.json"
     metadata = read_metadata(meta_file)
