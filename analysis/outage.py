@@ -83,19 +83,22 @@ def render_figure(runs: pd.DataFrame, profile: dict[str, Any], folder: Path) -> 
     ok = runs[runs.status == "ok"]
     top = max(float(ok.setup_ms.max()) * 1.5 if not ok.empty else 1000.0, 2000.0)
     rtt1, rtt2 = float(profile["path1"]["rtt_ms"]), float(profile["path2"]["rtt_ms"])
-    palette = sns.color_palette("colorblind", runs.repetition.nunique())
+    reps = [str(r) for r in sorted(runs.repetition.unique())]
+    palette = sns.color_palette("colorblind", len(reps))
     for ax, strategy in zip(axes[:, 0], strategies, strict=True):
         colour, marker = plot_styles()[strategy]
         for start, end in outage_windows(profile):
             ax.axvspan(start, end, color="tab:red", alpha=0.12, lw=0)
         mine = runs[runs.strategy == strategy]
-        sns.scatterplot(data=mine[mine.status == "ok"], x="start_s", y="setup_ms", hue="repetition", palette=palette,
-                        marker=marker, s=18, ax=ax, legend=False, edgecolor="none")  # fmt: skip
+        sns.scatterplot(data=mine[mine.status == "ok"].assign(rep=lambda d: d.repetition.astype(str)), x="start_s",
+                        y="setup_ms", hue="rep", hue_order=reps, palette=palette, marker=marker, s=18, ax=ax,
+                        legend=False, edgecolor="none")  # fmt: skip
         failed = mine[mine.status != "ok"]
         ax.scatter(failed.start_s, [top * 0.8] * len(failed), marker="x", color="black", s=16, lw=1)
         for rtt, label in ((rtt1, "1.5 x RTT path 1"), (rtt2, "1.5 x RTT path 2")):
             ax.axhline(1.5 * rtt, color="grey", lw=0.6, ls=":")
-            ax.text(runs.start_s.max(), 1.5 * rtt, f" {label}", fontsize=6, va="center", color="grey")
+            ax.text(0.995, 1.5 * rtt, label, fontsize=6, va="bottom", ha="right", color="grey",
+                    transform=ax.get_yaxis_transform())  # fmt: skip
         ax.set_yscale("log")
         ax.set_ylim(10, top)
         ax.set_ylabel("set-up [ms]")
@@ -168,6 +171,19 @@ def phase_table(runs: pd.DataFrame, profile: dict[str, Any]) -> pd.DataFrame:
     return table.reindex(order, level=0).round(1).reset_index().set_index("strategy")
 
 
+def cost_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per strategy: what a connection cost beyond one handshake (means per attempt)."""
+    columns = [c for c in ("attempts", "resets_sent", "losers_accepted", "subflows_end") if c in runs]
+    if not columns:
+        return pd.DataFrame()
+    numeric = runs[["strategy", *columns]].copy()
+    for column in columns:
+        numeric[column] = pd.to_numeric(numeric[column], errors="coerce")
+    table = numeric.groupby("strategy").mean().round(2)
+    table.columns = [f"{c} per connection" for c in columns]
+    return table.reindex([s for s in plot_styles() if s in table.index])
+
+
 def write_report(folder: Path) -> Path:
     """report.md of a time-varying folder."""
     metadata = json.loads((folder / "metadata.json").read_text())
@@ -191,6 +207,15 @@ def write_report(folder: Path) -> Path:
         "## Per phase",
         "",
         markdown(phase_table(runs, profile)),
+        "",
+        "## Cost of robustness",
+        "",
+        "Means per connection over the whole run, from the client's record (`attempts`: potentially initial "
+        "subflows opened, one SYN each before retransmissions; `resets_sent`: losers the client reset) and the "
+        "server's log (`losers_accepted`: reset losers the server had already accepted); `subflows_end`: "
+        "subflows seen established, the initial one included.",
+        "",
+        markdown(cost_table(runs)),
         "",
         "## Around the outage, per repetition",
         "",

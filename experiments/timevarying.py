@@ -50,7 +50,11 @@ from topologies.fig3 import Fig3Network, allow_congestion_control
 from topologies.links import choose_backend
 from topologies.startup import READY_TIMEOUT_S, StartupError
 
-TIMELINE_FIELDS = [*ROW_FIELDS, "attempt_start_s", "due_s", "path1_loss_at_start", "ips_mode", "path_order"]
+#: ``build_row``'s columns, then when the attempt started and what it cost: ``attempts`` (potentially
+#: initial subflows opened, one SYN each before retransmissions), ``resets_sent`` (attempts the client
+#: reset: SIM's and TIMER's losers), ``subflows_end`` (subflows seen established, initial included).
+TIMELINE_FIELDS = [*ROW_FIELDS, "attempt_start_s", "due_s", "path1_loss_at_start", "ips_mode", "path_order",
+                   "attempts", "resets_sent", "subflows_end"]  # fmt: skip
 
 
 def timeline_row(
@@ -67,6 +71,17 @@ def timeline_row(
         "path1_loss_at_start": f"{timeline.state_at(1, at).loss_pct:g}",
         "ips_mode": client.get("ips_mode", ""),
         "path_order": ";".join(str(p + 1) for p in client.get("path_order", [])),
+        **cost_columns(client),
+    }
+
+
+def cost_columns(client: dict[str, Any]) -> dict[str, int]:
+    """What one connection cost beyond a single handshake, from the client's own record."""
+    events = client.get("events", [])
+    return {
+        "attempts": sum(1 for e in events if e.get("what") == "attempt"),
+        "resets_sent": sum(1 for e in events if e.get("what") == "reset"),
+        "subflows_end": len(client.get("subflows", [])),
     }
 
 
@@ -163,10 +178,14 @@ class Repetition:
 
         def collect(spec: RunSpec, conn_id: str, started_utc: str) -> None:
             client = agents[spec.strategy].wait(conn_id, cap_s)
-            server = self.log.wait_request(conn_id, 5.0) if client.get("status") == "ok" else None
-            peers = {f"{client['sources'][int(p)]}:{port}" for p, port in client.get("local_ports", {}).items()}
-            losers = self.log.take_losers(peers)
-            row = build_row(spec, 0, started_utc, {**client, "conn_id": conn_id}, server, losers)
+            try:
+                server = self.log.wait_request(conn_id, 5.0) if client.get("status") == "ok" else None
+                peers = {f"{client['sources'][int(p)]}:{port}" for p, port in client.get("local_ports", {}).items()}
+                losers = self.log.take_losers(peers)
+                row = build_row(spec, 0, started_utc, {**client, "conn_id": conn_id}, server, losers)
+            except (KeyError, ValueError, TypeError) as err:  # a malformed record: an error row, rerun on resume
+                client = {"status": "error", "error": f"unreadable record: {err!r}", "conn_id": conn_id}
+                row = build_row(spec, 0, started_utc, client, None, 0)
             row = timeline_row(row, client, spec, t0_ns, timeline)
             append_row(self.runs_csv, row, self.lock, TIMELINE_FIELDS)
             with self.lock:

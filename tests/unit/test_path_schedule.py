@@ -84,8 +84,11 @@ def test_timeline_row_records_when_the_attempt_started():
     timeline = profile.timeline()
     assert timeline is not None
     spec = next(r for r in expand_runs(profile) if r.start_s and r.start_s > 25)
-    client = {"connect_ns": 10**9 + int((spec.start_s or 0) * 1e9) + 2_000_000, "ips_mode": "ips", "path_order": [1, 0]}
+    client = {"connect_ns": 10**9 + int((spec.start_s or 0) * 1e9) + 2_000_000, "ips_mode": "ips", "path_order": [1, 0],
+              "events": [{"what": "attempt"}, {"what": "attempt"}, {"what": "winner"}, {"what": "reset"}],
+              "subflows": [{"local": "a"}, {"local": "b"}]}  # fmt: skip
     row = timeline_row({"run_id": spec.run_id}, client, spec, 10**9, timeline)
     assert float(row["attempt_start_s"]) == pytest.approx((spec.start_s or 0) + 0.002, abs=1e-4)
     assert row["path1_loss_at_start"] == "100" and row["path_order"] == "2;1" and row["ips_mode"] == "ips"
     assert set(row) <= set(TIMELINE_FIELDS)
+    assert (row["attempts"], row["resets_sent"], row["subflows_end"]) == (2, 1, 2)
