@@ -479,6 +479,17 @@ def latest_link_validation(backend: str) -> dict[str, Any] | None:
     return None
 
 
+def sweep_metadata(profile: Experiment1Profile, seeds: dict[str, Any]) -> dict[str, Any]:
+    """What metadata.json says about a sweep's conditions (profile, seeds); the link validation, the
+    network as built and the link backend come with each invocation (``start_metadata``)."""
+    return {
+        "kind": "experiment1",
+        "profile": profile.to_dict(),
+        "profile_fingerprint": profile.fingerprint(),
+        "seeds": seeds,
+    }  # fmt: skip
+
+
 def check_before_building(options: Options) -> None:
     """Everything that can be checked without a network or the folder's lock: root, MPTCP, writable."""
     if os.geteuid() != 0:
@@ -535,7 +546,7 @@ def _record(
     write_json(options.out / "metadata.json", metadata)
 
 
-def _start_metadata(metadata: dict[str, Any], invocation: dict[str, Any], backend: dict[str, Any]) -> None:
+def start_metadata(metadata: dict[str, Any], invocation: dict[str, Any], backend: dict[str, Any]) -> None:
     """Link validation, the folder's first code/network/backend, this invocation (written now)."""
     metadata["link_validation"] = latest_link_validation(backend["backend"])
     # The folder's first code and network stay on top (a cluster's network is known only later).
@@ -566,7 +577,7 @@ def _run_here(
         # metadata); the others while the first attempts already run.
         first = build(0)
         invocation.update(network=first.net.describe(), link_backend=backend.to_dict())
-        _start_metadata(metadata, invocation, backend.to_dict())
+        start_metadata(metadata, invocation, backend.to_dict())
         write_json(options.out / "metadata.json", metadata)
         more = (build(index) for index in range(1, min(options.jobs, len(pending))))
         sweep: Sweep[Worker, RunSpec] = Sweep(
@@ -634,7 +645,7 @@ def _run_on_cluster(
                 expected = {"kernel": shared["kernels"][0], "link_backend": shared["link_backends"][0]}
             invocation["cluster"] = {"spec": options.cluster.describe(), "workers": facts, **shared}
             invocation["link_backend"] = {"backend": "/".join(shared["link_backends"]), "reason": "cluster workers"}
-            _start_metadata(metadata, invocation, {"backend": shared["link_backends"][0]})
+            start_metadata(metadata, invocation, {"backend": shared["link_backends"][0]})
             write_json(options.out / "metadata.json", metadata)
             sweep: DaskSweep[Worker, RunSpec] = DaskSweep(
                 client, kind=(profile.fingerprint(), options.timeout_s),
@@ -712,12 +723,8 @@ def _run_locked(options: Options) -> int:
     leftovers = clean()  # what dead runs left behind (never a live run's)
     if not leftovers.empty():
         print(leftovers.summary(), flush=True)
-    metadata.update({
-        "kind": "experiment1",
-        "profile": profile.to_dict(),
-        "profile_fingerprint": profile.fingerprint(),
-        "seeds": {"profile": profile.seed, "per_run": "sha256(profile seed : run_id), column 'seed'"},
-    })  # fmt: skip
+    metadata.update(sweep_metadata(profile, {"profile": profile.seed,
+                                             "per_run": "sha256(profile seed : run_id), column 'seed'"}))  # fmt: skip
     run = _run_on_cluster if options.cluster is not None else _run_here
     result = run(options, pending, metadata, invocation, total)
     print(f"runs: {result.counts}; results in {options.out}", flush=True)

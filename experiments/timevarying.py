@@ -37,13 +37,14 @@ from experiments.experiment1 import (
     build_row,
     connect_request,
     kernel_give_up_s,
-    latest_link_validation,
     preflight,
+    start_metadata,
     start_server,
+    sweep_metadata,
 )
 from experiments.metadata import PROJECT_ROOT, base_metadata, write_json
-from experiments.profile import Experiment1Profile, RunSpec, expand_runs
 from experiments.path_schedule import Timeline
+from experiments.profile import Experiment1Profile, RunSpec, expand_runs
 from experiments.sweep import append_row, finished_run_ids
 from robe.userspace_endpoints import is_userspace
 from topologies.fig3 import Fig3Network, allow_congestion_control
@@ -267,18 +268,10 @@ def run_timeline(options: Options) -> int:
         print(f"network {net.run_tag} ready, pre-flight RTT p50 {report['path1']['p50_ms']} / "
               f"{report['path2']['p50_ms']} ms", flush=True)  # fmt: skip
         invocation["preflight"] = {"worker0": report}
-        metadata.update({
-            "kind": "experiment1",
-            "timeline": True,
-            "profile": profile.to_dict(),
-            "profile_fingerprint": profile.fingerprint(),
-            "network": net.describe(),
-            "link_backend": backend.to_dict(),
-            "link_validation": latest_link_validation(backend.backend.value),
-            "seeds": {"profile": profile.seed, "per_repetition": "sha256(profile seed : timeline-rNN)"},
-            "git": invocation["git"],
-        })  # fmt: skip
-        metadata.setdefault("invocations", []).append(invocation)
+        seeds = {"profile": profile.seed, "per_repetition": "sha256(profile seed : timeline-rNN)"}
+        invocation.update(network=net.describe(), link_backend=backend.to_dict())
+        metadata.update(sweep_metadata(profile, seeds), timeline=True)
+        start_metadata(metadata, invocation, backend.to_dict())
         write_json(meta_file, metadata)
         log = ServerLog()
         stack.callback(_stop, start_server(net, log, "timeline", "serve", SERVER_PORT))
