@@ -12,7 +12,8 @@ servers behind one prefix share a history, as the draft's "domain/location" leve
 * ``attempt_started(key, path, now)`` -> a handle; ``attempt_established(handle, now, retransmitted)``
   (the handshake time is an RTT sample unless the SYN was retransmitted: Karn's rule),
   ``attempt_failed(handle, now)`` (the kernel gave up or the network refused), ``attempt_dropped(handle,
-  now)`` (the client reset the attempt, e.g. a SIM loser: no new evidence);
+  now, overtaken)`` (the client reset the attempt: a loser; evidence against its path only when an
+  attempt started *later* won, as when RobE_TIMER's timer moved the connection to another path);
 * ``rtt_sample(key, path, rtt_s, now)``: the smoothed RTT of a subflow the kernel reports (TCP_INFO);
   a subflow on a path is also proof that the path works, so it clears a failure (this is how a
   path manager's MP_JOIN on a path that came back lets IPS return to it without a probe).
@@ -25,7 +26,8 @@ Rules (each stated, each unit tested):
 * **Filtering**: per path an exponentially weighted moving average of the samples with gain
   ``rtt_gain`` (1/8, RFC 6298's SRTT gain); the first sample sets it.
 * **RTT ageing**: an estimate without a new sample for ``rtt_max_age_s`` (600 s) is forgotten.
-* **Failure**: an attempt that failed, *or one still unanswered ``syn_timeout_s`` after it started*
+* **Failure**: an attempt that failed, one overtaken by an attempt started later on another path,
+  *or one still unanswered ``syn_timeout_s`` after it started*
   (1 s, Linux's initial SYN timeout, when the kernel retransmits the SYN), marks its path *suspect*
   (the pending attempt is judged lazily whenever ``order`` is asked, so a history shared by
   concurrent connections learns of a dead path one initial RTO after the first SYN went into it).
@@ -238,13 +240,16 @@ class PathHistory:
             self._judge_pending(dest, now)  # an unanswered attempt may already have counted ...
             self._fail(dest, attempt, now)  # ... then this adds nothing (it started before)
 
-    def attempt_dropped(self, attempt: Attempt, now: float) -> None:
-        """The client gave the attempt up (reset a loser): judged as any pending attempt, then forgotten."""
+    def attempt_dropped(self, attempt: Attempt, now: float, overtaken: bool = False) -> None:
+        """The client gave the attempt up (reset a loser): judged as any pending attempt, then forgotten;
+        ``overtaken``: an attempt started later on another path won, which counts as a failure of this one."""
         with self._lock:
             dest = self._destinations.get(attempt.key)
             if dest is None:
                 return
             self._judge_pending(dest, now)
+            if overtaken:
+                self._fail(dest, attempt, now)
             dest.pending.pop(attempt.serial, None)
 
     def rtt_sample(self, key: str, path: str, rtt_s: float, now: float) -> None:

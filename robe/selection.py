@@ -19,6 +19,9 @@ from robe.ips import Attempt, PathHistory, destination_key
 from robe.strategies import Strategy
 
 NS = 1e9
+#: A loser counts as overtaken when the winner started at least this much later: SIM starts its
+#: attempts microseconds apart (no evidence), TIMER one timer later (evidence).
+OVERTAKEN_AFTER_S = 0.05
 MAX_SCOPES = 64
 _scopes: OrderedDict[str, PathHistory] = OrderedDict()
 _scopes_lock = threading.Lock()
@@ -80,6 +83,7 @@ class HistoryFeed:
         self.key = key
         self.sources = sources
         self.attempts: dict[int, Attempt] = {}
+        self.winner_started: float | None = None  # when the established attempt started
 
     def started(self, path: int, now_ns: int) -> None:
         """The attempt on ``path`` sent its SYN."""
@@ -90,6 +94,8 @@ class HistoryFeed:
         """The attempt on ``path`` completed its handshake (``retransmitted``: not an RTT sample)."""
         attempt = self.attempts.pop(path, None)
         if self.history is not None and attempt is not None:
+            if self.winner_started is None:
+                self.winner_started = attempt.started_at
             self.history.attempt_established(attempt, now_ns / NS, retransmitted)
 
     def failed(self, path: int, now_ns: int) -> None:
@@ -99,10 +105,13 @@ class HistoryFeed:
             self.history.attempt_failed(attempt, now_ns / NS)
 
     def dropped(self, path: int, now_ns: int) -> None:
-        """The client reset the attempt on ``path`` (a loser, or the connect was abandoned)."""
+        """The client reset the attempt on ``path`` (a loser, or the connect was abandoned); a loser that
+        started before the winner was overtaken (RobE_TIMER's case): evidence against its path."""
         attempt = self.attempts.pop(path, None)
         if self.history is not None and attempt is not None:
-            self.history.attempt_dropped(attempt, now_ns / NS)
+            winner = self.winner_started
+            overtaken = winner is not None and attempt.started_at <= winner - OVERTAKEN_AFTER_S
+            self.history.attempt_dropped(attempt, now_ns / NS, overtaken)
 
     def subflow(self, local: str, rtt_us: int, now_ns: int) -> None:
         """A subflow from ``local`` (``ADDR:PORT``) is established with smoothed RTT ``rtt_us``."""

@@ -227,3 +227,16 @@ def test_property_without_history_the_default_order_is_kept(paths: list[str], no
     h = PathHistory()
     h.rtt_sample("10.99.0.0/24", paths[-1], 0.001, now)  # another destination's history
     assert h.order(KEY, paths, now) == paths
+
+
+def test_an_attempt_overtaken_by_a_later_one_marks_its_path():
+    h = history()
+    establish(h, P1, 0.0, 0.020)
+    first = h.attempt_started(KEY, P1, 10.0)
+    later = h.attempt_started(KEY, P2, 10.5)  # a timer of 0.5 s: shorter than the SYN timeout
+    h.attempt_established(later, 10.54, retransmitted=False)
+    h.attempt_dropped(first, 10.54, overtaken=True)
+    assert h.order(KEY, [P1, P2], 10.6) == [P2, P1]
+    sim_loser = h.attempt_started(KEY, P2, 20.0)
+    h.attempt_dropped(sim_loser, 20.02)  # lost a race started at the same time: no evidence
+    assert not h.snapshot(KEY, 20.1)[P2]["suspect"]

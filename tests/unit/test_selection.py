@@ -76,3 +76,20 @@ def test_feed_reports_attempts_and_subflows_by_source_address():
 def test_shared_history_is_one_per_scope():
     assert shared_history("x") is shared_history("x")
     assert shared_history("x") is not shared_history("y")
+
+
+def test_feed_counts_a_timer_loser_as_overtaken_but_not_a_sim_loser():
+    history = PathHistory()
+    feed = HistoryFeed(history, KEY, [A1, A2])
+    feed.started(1, 0)  # IPS+TIMER: the learnt path first ...
+    feed.started(0, 500 * MS)  # ... the timer starts the other 0.5 s later
+    feed.established(0, 540 * MS, retransmitted=False)
+    feed.dropped(1, 540 * MS)
+    assert history.snapshot(KEY, 0.6)[A2]["suspect"]
+    sim_history = PathHistory()
+    sim = HistoryFeed(sim_history, KEY, [A1, A2])
+    sim.started(0, 0)
+    sim.started(1, 8_000)  # SIM's second connect() a few microseconds after the first
+    sim.established(1, 20 * MS, retransmitted=False)
+    sim.dropped(0, 20 * MS)
+    assert A1 not in sim_history.snapshot(KEY, 0.1)
