@@ -16,29 +16,35 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
+from analysis import style
+from analysis.ownership import hand_to_invoking_user
+from analysis.schema import EXPERIMENT1
+from analysis.schema import read_runs as read_schema_runs
 from analysis.tables import markdown
 from robe.ips import HistoryConfig
-from robe.strategies import plot_styles
 
 #: A set-up "at 1.5 x RTT" of a path: within this much of it (the testbed's own cost is ~1 ms).
 SETUP_SLACK_MS = 5.0
 
 
 def read_runs(folder: Path) -> pd.DataFrame:
-    """runs.csv of a time-varying run: the last row of each run id, with numeric columns."""
-    runs = pd.read_csv(folder / "runs.csv")
-    runs = runs.drop_duplicates("run_id", keep="last")
-    for column in ("setup_ms", "attempt_start_s", "due_s", "winner_path", "path1_loss_at_start"):
-        runs[column] = pd.to_numeric(runs[column], errors="coerce")
-    runs["start_s"] = runs["attempt_start_s"].fillna(runs["due_s"])
+    """runs.csv of a time-varying run (``analysis.schema.EXPERIMENT1``): the last row of each run id
+    (an error row is rerun on resume), ``start_s`` the attempt's start (its due time if not recorded)."""
+    runs = read_schema_runs(folder, EXPERIMENT1).drop_duplicates("run_id", keep="last")
+    runs = runs.assign(
+        winner_path=runs["winner_path"].astype("float64"),  # NaN where no winner, for plain comparisons
+        start_s=runs["attempt_start_s"].fillna(runs["due_s"]),
+    )
     return runs.sort_values(["repetition", "strategy", "start_s"]).reset_index(drop=True)
+
+
+def ordered_strategies(runs: pd.DataFrame) -> list[str]:
+    """The folder's strategies in the legend order of every figure."""
+    return style.ordered(runs["strategy"].unique())
 
 
 def outage_windows(profile: dict[str, Any], path: int = 1) -> list[tuple[float, float]]:
@@ -75,44 +81,40 @@ def ips_recovery(group: pd.DataFrame, start: float, end: float, rtt1: float, rtt
 
 
 def render_figure(runs: pd.DataFrame, profile: dict[str, Any], folder: Path) -> list[Path]:
-    """Set-up time against attempt start, one panel per strategy, outages shaded, failures on top."""
-    strategies = [s for s in plot_styles() if s in set(runs.strategy)]
-    sns.set_theme(style="whitegrid", context="paper")
-    fig, axes = plt.subplots(len(strategies), 1, figsize=(8, 1.6 * len(strategies) + 0.8), sharex=True, sharey=True,
-                             squeeze=False)  # fmt: skip
+    """Set-up time against attempt start, one panel per strategy (its colour and marker, one shade per
+    repetition), outages shaded, failures as crosses on top."""
+    strategies = ordered_strategies(runs)
+    style.apply_theme()
+    fig, axes = plt.subplots(len(strategies), 1, figsize=(style.TWO_COLUMN_IN, 1.25 * len(strategies) + 0.6),
+                             sharex=True, sharey=True, squeeze=False)  # fmt: skip
     ok = runs[runs.status == "ok"]
     top = max(float(ok.setup_ms.max()) * 1.5 if not ok.empty else 1000.0, 2000.0)
     rtt1, rtt2 = float(profile["path1"]["rtt_ms"]), float(profile["path2"]["rtt_ms"])
     reps = [str(r) for r in sorted(runs.repetition.unique())]
-    palette = sns.color_palette("colorblind", len(reps))
     for ax, strategy in zip(axes[:, 0], strategies, strict=True):
-        colour, marker = plot_styles()[strategy]
         for start, end in outage_windows(profile):
-            ax.axvspan(start, end, color="tab:red", alpha=0.12, lw=0)
+            ax.axvspan(start, end, color=style.color("tcp"), alpha=0.18, lw=0)
         mine = runs[runs.strategy == strategy]
+        shades = sns.dark_palette(style.color(strategy), n_colors=len(reps) + 1, reverse=True)[: len(reps)]
         sns.scatterplot(data=mine[mine.status == "ok"].assign(rep=lambda d: d.repetition.astype(str)), x="start_s",
-                        y="setup_ms", hue="rep", hue_order=reps, palette=palette, marker=marker, s=18, ax=ax,
-                        legend=False, edgecolor="none")  # fmt: skip
+                        y="setup_ms", hue="rep", hue_order=reps, palette=shades, marker=style.marker(strategy), s=14,
+                        ax=ax, legend=False, edgecolor="none")  # fmt: skip
         failed = mine[mine.status != "ok"]
-        ax.scatter(failed.start_s, [top * 0.8] * len(failed), marker="x", color="black", s=16, lw=1)
+        ax.scatter(failed.start_s, [top * 0.8] * len(failed), marker="x", color="black", s=14, lw=0.8)
         for rtt, label in ((rtt1, "1.5 x RTT path 1"), (rtt2, "1.5 x RTT path 2")):
             ax.axhline(1.5 * rtt, color="grey", lw=0.6, ls=":")
-            ax.text(0.995, 1.5 * rtt, label, fontsize=6, va="bottom", ha="right", color="grey",
+            ax.text(0.995, 1.5 * rtt, label, fontsize=5.5, va="bottom", ha="right", color="grey",
                     transform=ax.get_yaxis_transform())  # fmt: skip
         ax.set_yscale("log")
         ax.set_ylim(10, top)
         ax.set_ylabel("set-up [ms]")
-        ax.set_title(f"{strategy}  ({int((mine.status != 'ok').sum())} of {len(mine)} failed: x)", fontsize=8,
-                     loc="left", color=colour)  # fmt: skip
+        ax.set_title(f"{strategy}  ({int((mine.status != 'ok').sum())} of {len(mine)} failed: x)", loc="left")
+        style.frame_label(ax.title, strategy)
     axes[-1, 0].set_xlabel("attempt start [s] (shaded: path 1 at 100 % loss)")
     fig.suptitle(f"{profile['name']}: connect() -> first request bytes at the server, "
-                 f"{runs.repetition.nunique()} repetitions (colours)", fontsize=9)  # fmt: skip
+                 f"{runs.repetition.nunique()} repetitions (shades)")  # fmt: skip
     fig.tight_layout()
-    files = [folder / "outage.png", folder / "outage.pdf"]
-    for file in files:
-        fig.savefig(file, dpi=150)
-    plt.close(fig)
-    return files
+    return style.save(fig, folder / "outage")
 
 
 def acceptance(runs: pd.DataFrame, profile: dict[str, Any]) -> tuple[list[dict[str, Any]], list[tuple[str, bool, str]]]:
@@ -167,21 +169,16 @@ def phase_table(runs: pd.DataFrame, profile: dict[str, Any]) -> pd.DataFrame:
             on_path2=("winner_path", lambda s: int((s == 2).sum())),
         )
     )
-    order = [s for s in plot_styles() if s in table.index.get_level_values(0)]
+    order = style.ordered(table.index.get_level_values(0))
     return table.reindex(order, level=0).round(1).reset_index().set_index("strategy")
 
 
 def cost_table(runs: pd.DataFrame) -> pd.DataFrame:
     """Per strategy: what a connection cost beyond one handshake (means per attempt)."""
-    columns = [c for c in ("attempts", "resets_sent", "losers_accepted", "subflows_end") if c in runs]
-    if not columns:
-        return pd.DataFrame()
-    numeric = runs[["strategy", *columns]].copy()
-    for column in columns:
-        numeric[column] = pd.to_numeric(numeric[column], errors="coerce")
-    table = numeric.groupby("strategy").mean().round(2)
+    columns = ["attempts", "resets_sent", "losers_accepted", "subflows_end"]
+    table = runs[["strategy", *columns]].astype({c: "float64" for c in columns}).groupby("strategy").mean().round(2)
     table.columns = [f"{c} per connection" for c in columns]
-    return table.reindex([s for s in plot_styles() if s in table.index])
+    return table.reindex(style.ordered(table.index))
 
 
 def write_report(folder: Path) -> Path:
@@ -228,6 +225,7 @@ def write_report(folder: Path) -> Path:
     ]
     report = folder / "report.md"
     report.write_text("\n".join(lines))
+    hand_to_invoking_user(report)
     return report
 
 

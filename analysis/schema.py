@@ -283,6 +283,9 @@ _INVOCATION = ("invocation", "text", "id of the invocation that wrote the row (m
 _SINCE_ISSUE12 = {"empty": True, "default": ""}
 #: Columns issue 16 added (timing canary, where the row was measured); empty in rows written before.
 _SINCE_ISSUE16 = {"empty": True, "default": ""}
+#: Columns issue 14 added (RobE_IPS, paths that change over time, the cost of robustness); files
+#: written before them read them as empty.
+_SINCE_ISSUE14 = {"empty": True, "default": ""}
 
 #: Experiment 1: one row per connection attempt (``experiments/experiment1.py``).
 EXPERIMENT1 = Schema("experiment1", _columns([
@@ -323,6 +326,18 @@ EXPERIMENT1 = Schema("experiment1", _columns([
     ("engine_worker", "text", "Dask worker address (--cluster; empty on the local pool)", _SINCE_ISSUE16),
     ("retries", "int", "times the attempt was started again after its engine worker died (--cluster)",
      _SINCE_ISSUE16),
+    ("attempts", "int", "potentially initial subflows the client opened (one SYN each before retransmissions)",
+     _SINCE_ISSUE14),
+    ("resets_sent", "int", "attempts the client reset (SIM's and TIMER's losers)", _SINCE_ISSUE14),
+    ("subflows_end", "int", "subflows the client saw established, the initial one included", _SINCE_ISSUE14),
+    ("attempt_start_s", "float", "time-varying runs: connect() since the repetition's start (s)", _SINCE_ISSUE14),
+    ("due_s", "float", "time-varying runs: when the schedule had the attempt start (s)", _SINCE_ISSUE14),
+    ("path1_loss_at_start", "float", "time-varying runs: path 1's scheduled loss when the attempt started (%)",
+     _SINCE_ISSUE14),
+    ("ips_mode", "text", "how the path order was chosen: default (no history or not IPS), ips (the history's), "
+     "sim (RobE_IPS+SIM without history)", {**_SINCE_ISSUE14, "choices": ("default", "ips", "sim")}),
+    ("path_order", "text", "the paths in the order the client tried them (;-separated, 1 = default)",
+     _SINCE_ISSUE14),
 ]))  # fmt: skip
 
 #: Experiment 2: one row per page load (``experiments/experiment2.py``).

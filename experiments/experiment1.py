@@ -188,6 +188,26 @@ def build_row(
         "kernel": "",
         "engine_worker": "",
         "retries": "",
+        **cost_columns(client),
+        # Set by experiments.timevarying for runs whose paths change over time; empty in a sweep.
+        "attempt_start_s": "",
+        "due_s": "",
+        "path1_loss_at_start": "",
+        "ips_mode": client.get("ips_mode", ""),
+        "path_order": ";".join(str(p + 1) for p in client.get("path_order", [])),
+    }
+
+
+def cost_columns(client: dict[str, Any]) -> dict[str, Any]:
+    """What one connection cost beyond a single handshake, from the client's own record (empty for a
+    record without its race, e.g. an agent that died)."""
+    if "events" not in client:
+        return {"attempts": "", "resets_sent": "", "subflows_end": ""}
+    events = client["events"]
+    return {
+        "attempts": sum(1 for e in events if e.get("what") == "attempt"),
+        "resets_sent": sum(1 for e in events if e.get("what") == "reset"),
+        "subflows_end": len(client.get("subflows", [])),
     }
 
 

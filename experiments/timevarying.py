@@ -28,9 +28,9 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
+from analysis.schema import EXPERIMENT1
 from experiments.experiment1 import (
     DATA_GIVE_UP_S,
-    ROW_FIELDS,
     SERVER_PORT,
     Options,
     ServerLog,
@@ -45,23 +45,25 @@ from experiments.experiment1 import (
 from experiments.metadata import PROJECT_ROOT, base_metadata, write_json
 from experiments.path_schedule import Timeline
 from experiments.profile import Experiment1Profile, RunSpec, expand_runs
+from experiments.runs_folder import (
+    check_code,
+    check_profile,
+    new_invocation_id,
+    read_metadata,
+    repair_runs_csv,
+)
 from experiments.sweep import append_row, finished_run_ids
 from robe.userspace_endpoints import is_userspace
 from topologies.fig3 import Fig3Network, allow_congestion_control
 from topologies.links import choose_backend
 from topologies.startup import READY_TIMEOUT_S, StartupError
 
-#: ``build_row``'s columns, then when the attempt started and what it cost: ``attempts`` (potentially
-#: initial subflows opened, one SYN each before retransmissions), ``resets_sent`` (attempts the client
-#: reset: SIM's and TIMER's losers), ``subflows_end`` (subflows seen established, initial included).
-TIMELINE_FIELDS = [*ROW_FIELDS, "attempt_start_s", "due_s", "path1_loss_at_start", "ips_mode", "path_order",
-                   "attempts", "resets_sent", "subflows_end"]  # fmt: skip
-
 
 def timeline_row(
     row: dict[str, Any], client: dict[str, Any], spec: RunSpec, t0_ns: int, timeline: Timeline
 ) -> dict[str, Any]:
-    """A runs.csv row of a time-varying run: ``build_row``'s plus when the attempt started."""
+    """A runs.csv row of a time-varying run: ``build_row``'s with when the attempt started and the
+    scheduled state of path 1 then (``analysis.schema.EXPERIMENT1``'s time-varying columns)."""
     start_ns = client.get("connect_ns")
     start = (start_ns - t0_ns) / 1e9 if start_ns else None
     at = start if start is not None else (spec.start_s or 0.0)
@@ -70,19 +72,6 @@ def timeline_row(
         "attempt_start_s": "" if start is None else f"{start:.4f}",
         "due_s": f"{spec.start_s or 0.0:.4f}",
         "path1_loss_at_start": f"{timeline.state_at(1, at).loss_pct:g}",
-        "ips_mode": client.get("ips_mode", ""),
-        "path_order": ";".join(str(p + 1) for p in client.get("path_order", [])),
-        **cost_columns(client),
-    }
-
-
-def cost_columns(client: dict[str, Any]) -> dict[str, int]:
-    """What one connection cost beyond a single handshake, from the client's own record."""
-    events = client.get("events", [])
-    return {
-        "attempts": sum(1 for e in events if e.get("what") == "attempt"),
-        "resets_sent": sum(1 for e in events if e.get("what") == "reset"),
-        "subflows_end": len(client.get("subflows", [])),
     }
 
 
@@ -156,6 +145,7 @@ class Repetition:
     timeout_s: float | None
     runs_csv: Any
     lock: threading.Lock
+    invocation_id: str  # stamped on every row (metadata.json: invocations)
 
     def _set_paths(self, t_s: float) -> None:
         for path in (1, 2):
@@ -187,8 +177,8 @@ class Repetition:
             except (KeyError, ValueError, TypeError) as err:  # a malformed record: an error row, rerun on resume
                 client = {"status": "error", "error": f"unreadable record: {err!r}", "conn_id": conn_id}
                 row = build_row(spec, 0, started_utc, client, None, 0)
-            row = timeline_row(row, client, spec, t0_ns, timeline)
-            append_row(self.runs_csv, row, self.lock, TIMELINE_FIELDS)
+            row = {**timeline_row(row, client, spec, t0_ns, timeline), "invocation": self.invocation_id}
+            append_row(self.runs_csv, row, self.lock, EXPERIMENT1)
             with self.lock:
                 counts[row["status"]] = counts.get(row["status"], 0) + 1
 
@@ -250,12 +240,19 @@ def run_timeline(options: Options) -> int:
           f"a connection per strategy every {timeline.interval_s:g} s): {len(reps)} repetitions, "
           f"{len(reps) - len(pending)} stored, {len(pending)} to run", flush=True)  # fmt: skip
     meta_file = options.out / "metadata.json"
-    metadata = json.loads(meta_file.read_text()) if meta_file.exists() else {}
-    invocation = base_metadata("experiment1", {"jobs": 1, "timeout_s": options.timeout_s, "limit": options.limit,
-                                               "out": str(options.out)})  # fmt: skip
+    metadata = read_metadata(meta_file)
+    settings = {"jobs": 1, "timeout_s": options.timeout_s, "limit": options.limit, "out": str(options.out),
+                "allow_mixed": options.allow_mixed}  # fmt: skip
+    invocation = base_metadata("experiment1", settings)
+    invocation["id"] = new_invocation_id()
     if not pending:
         print("nothing to do: every repetition is stored", flush=True)
         return 0
+    notes = check_profile(options.out, metadata, [profile.fingerprint()], "runs")
+    notes += check_code(options.out, metadata, invocation["git"], options.allow_mixed, "runs")
+    notes += repair_runs_csv(runs_csv, EXPERIMENT1.names)
+    for note in notes:
+        print(note, flush=True)
     backend = choose_backend()
     allow_congestion_control("cubic")
     started = time.monotonic()
@@ -275,7 +272,8 @@ def run_timeline(options: Options) -> int:
         write_json(meta_file, metadata)
         log = ServerLog()
         stack.callback(_stop, start_server(net, log, "timeline", "serve", SERVER_PORT))
-        repetition = Repetition(net, profile, timeline, log, options.timeout_s, runs_csv, threading.Lock())
+        repetition = Repetition(net, profile, timeline, log, options.timeout_s, runs_csv, threading.Lock(),
+                                invocation["id"])  # fmt: skip
         try:
             for rep in pending:
                 specs = [r for r in all_runs if r.repetition == rep]

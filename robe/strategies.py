@@ -46,13 +46,23 @@ class Peer(enum.StrEnum):
     USERSPACE = "a robe serve-user peer (the userspace transport)"
 
 
+#: seaborn's ``colorblind`` palette (Okabe-Ito-like), by index: blue, orange, green, vermilion,
+#: purple, brown, pink, grey, yellow, sky blue. Figures use only these colours (``analysis.style``).
+COLOURBLIND = ("#0173b2", "#de8f05", "#029e73", "#d55e00", "#cc78bc", "#ca9161", "#fbafe4", "#949494", "#ece133",
+               "#56b4e9")  # fmt: skip
+#: The hatch of the RobE_IPS variants: their base strategy's colour (what they do once the history
+#: knows nothing), told apart by this hatch and their own marker.
+IPS_HATCH = "xxxx"
+
+
 @dataclass(frozen=True)
 class PlotStyle:
-    """How figures draw the strategy: a matplotlib colour and marker (the registry's order is the
-    legend order)."""
+    """How figures draw the strategy (``analysis.style`` reads it): a colour of ``COLOURBLIND``, a
+    marker of its own, and a hatch for bars (the registry's order is the legend order)."""
 
     colour: str
     marker: str
+    hatch: str = ""
 
 
 @dataclass(frozen=True)
@@ -84,7 +94,7 @@ class Strategy:
     kind: Kind = Kind.KERNEL
     peer: Peer = Peer.MPTCP
     setup_path: SetupPath = SetupPath.DEFAULT
-    style: PlotStyle = PlotStyle("black", "o")
+    style: PlotStyle = PlotStyle(COLOURBLIND[8], "x")
 
     @property
     def multipath(self) -> bool:
@@ -98,56 +108,56 @@ STRATEGIES: dict[str, Strategy] = {
     s.name: s
     for s in (
         Strategy("tcp", Protocol.TCP, False, False, "plain TCP on the default path",
-                 peer=Peer.ANY_TCP, style=PlotStyle("tab:gray", "s")),
+                 peer=Peer.ANY_TCP, style=PlotStyle(COLOURBLIND[7], "s")),
         Strategy(
             "mptcp", Protocol.MPTCP, False, False,
             "kernel MPTCP: initial subflow on the default path, the path manager joins the others",
-            style=PlotStyle("tab:blue", "o"),
+            style=PlotStyle(COLOURBLIND[0], "o"),
         ),
         Strategy(
             "robe-sim", Protocol.MPTCP, True, False,
             "RobE_SIM: MPTCP connect on every path at once, first established wins, the rest are reset",
-            setup_path=SetupPath.FASTEST, style=PlotStyle("tab:green", "^"),
+            setup_path=SetupPath.FASTEST, style=PlotStyle(COLOURBLIND[2], "^"),
         ),
         Strategy(
             "robe-timer", Protocol.MPTCP, False, True,
             "RobE_TIMER: MPTCP connect on the default path, the next path each time the timer fires",
-            setup_path=SetupPath.TIMER, style=PlotStyle("tab:orange", "v"),
+            setup_path=SetupPath.TIMER, style=PlotStyle(COLOURBLIND[1], "v"),
         ),
         Strategy(
             "robe-ips", Protocol.MPTCP, False, False,
             "RobE_IPS: MPTCP connect on the path the history ranks best (default path without history)",
-            initial_path_selection=True, setup_path=SetupPath.SELECTED, style=PlotStyle("tab:cyan", "h"),
+            initial_path_selection=True, setup_path=SetupPath.SELECTED, style=PlotStyle(COLOURBLIND[0], "<", IPS_HATCH),
         ),
         Strategy(
             "robe-ips-timer", Protocol.MPTCP, False, True,
             "RobE_IPS+TIMER: the history's best path first, the next in its order each time the timer fires",
-            initial_path_selection=True, setup_path=SetupPath.SELECTED, style=PlotStyle("tab:olive", "<"),
+            initial_path_selection=True, setup_path=SetupPath.SELECTED, style=PlotStyle(COLOURBLIND[1], ">", IPS_HATCH),
         ),
         Strategy(
             "robe-ips-sim", Protocol.MPTCP, True, False,
             "RobE_IPS+SIM: SIM while the history knows nothing of the destination, then the best path alone",
-            initial_path_selection=True, setup_path=SetupPath.SELECTED, style=PlotStyle("teal", ">"),
+            initial_path_selection=True, setup_path=SetupPath.SELECTED, style=PlotStyle(COLOURBLIND[2], "8", IPS_HATCH),
         ),
         Strategy(
             "mptcp-user", Protocol.TCP, False, False,
             "userspace transport, classic RFC 8684 timing: CAP on the default path, joins after the CAP_ACK",
-            kind=_U, peer=Peer.USERSPACE, style=PlotStyle("tab:purple", "D"),
+            kind=_U, peer=Peer.USERSPACE, style=PlotStyle(COLOURBLIND[9], "D"),
         ),
         Strategy(
             "robe-downgrade", Protocol.TCP, True, False,
             "the paper's Proposal 1: every path at once, later subflows attached at once (CAP_ATTACH)",
-            kind=_U, peer=Peer.USERSPACE, setup_path=SetupPath.FASTEST, style=PlotStyle("tab:red", "P"),
+            kind=_U, peer=Peer.USERSPACE, setup_path=SetupPath.FASTEST, style=PlotStyle(COLOURBLIND[3], "P"),
         ),
         Strategy(
             "robe-bbm", Protocol.TCP, True, False,
             "Proposal 2, break before make: every path at once, losers reset and joined after the CAP_ACK",
-            kind=_U, peer=Peer.USERSPACE, setup_path=SetupPath.FASTEST, style=PlotStyle("tab:brown", "X"),
+            kind=_U, peer=Peer.USERSPACE, setup_path=SetupPath.FASTEST, style=PlotStyle(COLOURBLIND[4], "X"),
         ),
         Strategy(
             "robe-esim", Protocol.TCP, True, False,
             "RobE_eSIM: every path at once, losers recycled with JOIN_CAP instead of reset",
-            kind=_U, peer=Peer.USERSPACE, setup_path=SetupPath.FASTEST, style=PlotStyle("tab:pink", "*"),
+            kind=_U, peer=Peer.USERSPACE, setup_path=SetupPath.FASTEST, style=PlotStyle(COLOURBLIND[5], "*"),
         ),
     )
 }  # fmt: skip
@@ -194,6 +204,6 @@ def kernel_mptcp() -> tuple[str, ...]:
     return tuple(s.name for s in STRATEGIES.values() if s.kind is Kind.KERNEL and s.protocol is Protocol.MPTCP)
 
 
-def plot_styles() -> dict[str, tuple[str, str]]:
-    """name -> (colour, marker), in legend order (what the figures draw)."""
-    return {s.name: (s.style.colour, s.style.marker) for s in STRATEGIES.values()}
+def plot_styles() -> dict[str, PlotStyle]:
+    """name -> plot style, in legend order (``analysis.style`` draws every figure with them)."""
+    return {s.name: s.style for s in STRATEGIES.values()}

@@ -1,14 +1,15 @@
 """The time-varying analysis (analysis.outage) on a made-up folder: figure, phases, acceptance."""
 
-import csv
 import json
+import threading
 from pathlib import Path
 
 import pandas as pd
 
 from analysis import outage
+from analysis.schema import EXPERIMENT1
 from experiments.profile import load_profile
-from experiments.timevarying import TIMELINE_FIELDS
+from experiments.sweep import append_row
 
 
 def _folder(tmp_path: Path, ips_settles_after: int = 1, timer_fails: bool = False) -> Path:
@@ -30,14 +31,15 @@ def _folder(tmp_path: Path, ips_settles_after: int = 1, timer_fails: bool = Fals
             if strategy == "robe-ips-timer" and down:
                 setup, winner = (60.6, 2) if start > 21 else (1060.0, 2)
                 ok = not (timer_fails and k == 30)
-            rows.append({"run_id": f"{strategy}-r00-c{k:03d}", "strategy": strategy, "repetition": 0,
+            rows.append({**dict.fromkeys(EXPERIMENT1.names, ""), "run_id": f"{strategy}-r00-c{k:03d}",
+                         "strategy": strategy, "loss_pct": 0, "repetition": 0, "seed": 1, "worker": 0,
                          "status": "ok" if ok else "failed", "setup_ms": setup if ok else "",
-                         "winner_path": winner if ok else "", "attempt_start_s": start, "due_s": k,
-                         "attempts": 1, "resets_sent": 0, "losers_accepted": 0, "subflows_end": 2})  # fmt: skip
-    with (tmp_path / "runs.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=TIMELINE_FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
+                         "accept_ms": setup if ok else "", "winner_path": winner if ok else "",
+                         "attempt_start_s": start, "due_s": k, "attempts": 1, "resets_sent": 0,
+                         "losers_accepted": 0, "subflows_end": 2})  # fmt: skip
+    lock = threading.Lock()
+    for row in rows:  # written as the runner writes them: through the schema
+        append_row(tmp_path / "runs.csv", row, lock, EXPERIMENT1)
     metadata = {"kind": "experiment1", "timeline": True, "profile": profile.to_dict(), "git": {"commit": "abc"}}
     (tmp_path / "metadata.json").write_text(json.dumps(metadata))
     return tmp_path
@@ -69,4 +71,6 @@ def test_phase_table_counts_per_phase(tmp_path):
     table = outage.phase_table(runs, load_profile("outage").to_dict())
     mptcp = table.loc["mptcp"].set_index("phase")
     assert list(mptcp.attempts) == [20, 30, 30] and mptcp.loc["during", "failed"] == 23
-    assert isinstance(outage.cost_table(runs), pd.DataFrame)
+    cost = outage.cost_table(runs)
+    assert isinstance(cost, pd.DataFrame) and list(cost.index) == ["mptcp", "robe-ips", "robe-ips-timer"]
+    assert cost.loc["mptcp", "subflows_end per connection"] == 2.0

@@ -2,9 +2,11 @@
 
 import pytest
 
-from experiments.profile import ProfileError, expand_runs, load_profile, parse_profile
+from analysis.schema import EXPERIMENT1
+from experiments.experiment1 import build_row
 from experiments.path_schedule import PathChange, PathState, ScheduleError, Timeline, parse_changes
-from experiments.timevarying import TIMELINE_FIELDS, timeline_row
+from experiments.profile import ProfileError, expand_runs, load_profile, parse_profile
+from experiments.timevarying import timeline_row
 
 OUTAGE = [{"at_s": 20, "path": 1, "loss_pct": 100}, {"at_s": 50, "path": 1, "loss_pct": 0}]
 
@@ -86,9 +88,9 @@ def test_timeline_row_records_when_the_attempt_started():
     spec = next(r for r in expand_runs(profile) if r.start_s and r.start_s > 25)
     client = {"connect_ns": 10**9 + int((spec.start_s or 0) * 1e9) + 2_000_000, "ips_mode": "ips", "path_order": [1, 0],
               "events": [{"what": "attempt"}, {"what": "attempt"}, {"what": "winner"}, {"what": "reset"}],
-              "subflows": [{"local": "a"}, {"local": "b"}]}  # fmt: skip
-    row = timeline_row({"run_id": spec.run_id}, client, spec, 10**9, timeline)
+              "subflows": [{"local": "a", "t_ns": 10**9}, {"local": "b", "t_ns": 10**9}]}  # fmt: skip
+    row = timeline_row(build_row(spec, 0, "", client, None, 0), client, spec, 10**9, timeline)
     assert float(row["attempt_start_s"]) == pytest.approx((spec.start_s or 0) + 0.002, abs=1e-4)
     assert row["path1_loss_at_start"] == "100" and row["path_order"] == "2;1" and row["ips_mode"] == "ips"
-    assert set(row) <= set(TIMELINE_FIELDS)
     assert (row["attempts"], row["resets_sent"], row["subflows_end"]) == (2, 1, 2)
+    EXPERIMENT1.format_row(row)  # the row the runner writes is a valid experiment 1 row

@@ -4,7 +4,7 @@ import argparse
 
 import pytest
 
-from analysis import report, transport_validation
+from analysis import experiment1_cells, style, transport_validation
 from experiments.profile import KNOWN_STRATEGIES
 from experiments.profile2 import EXPERIMENT2_STRATEGIES, USERSPACE_STRATEGIES
 from robe.cli import build_parser
@@ -31,8 +31,8 @@ from robe.strategies import (
 def test_each_strategy_once_with_a_distinct_plot_style():
     assert len(names()) == len(set(names())) == len(STRATEGIES)
     styles = list(plot_styles().values())
-    assert len({colour for colour, _ in styles}) == len(styles)
-    assert len({marker for _, marker in styles}) == len(styles)
+    assert len({(s.colour, s.marker, s.hatch) for s in styles}) == len(styles)
+    assert len({s.marker for s in styles}) == len(styles)  # markers alone tell them apart
     assert list(plot_styles()) == list(names())  # the legend order is the registry's
     for strategy in STRATEGIES.values():
         assert strategy.summary and strategy.peer
@@ -62,8 +62,14 @@ def test_every_kernel_strategy_runs_a_race():
 
 def test_consumers_read_the_registry():
     assert names() == KNOWN_STRATEGIES
-    assert USER_STRATEGIES == USERSPACE_STRATEGIES == report.USERSPACE == names(Kind.USERSPACE)
+    assert USER_STRATEGIES == USERSPACE_STRATEGIES == names(Kind.USERSPACE)
     assert set(names()) <= set(EXPERIMENT2_STRATEGIES)
+    for name, look in plot_styles().items():  # every figure draws the registry's style
+        drawn = style.style(name)
+        assert (drawn.color, drawn.marker, drawn.hatch, drawn.family) == (look.colour, look.marker, look.hatch,
+                                                                          get_strategy(name).kind.value)  # fmt: skip
+    assert [s for s in style.STRATEGIES if s in STRATEGIES] == list(names())  # the legend order is the registry's
+    assert experiment1_cells.slack_ms("robe-esim") > experiment1_cells.slack_ms("robe-ips")  # userspace offset
     assert kernel_mptcp() == transport_validation.KERNEL_JOINERS
     assert transport_validation.CLASSIC_JOINERS == ("mptcp", "robe-timer", "mptcp-user")
     for name in names():
