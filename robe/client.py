@@ -245,7 +245,7 @@ def _read_reply(sock: socket.socket, record: ConnectionRecord, deadline_ns: int 
 
 def _watch_subflows(sock: socket.socket, record: ConnectionRecord, hold_s: float, feed: HistoryFeed) -> None:
     """Poll the subflows every millisecond for ``hold_s``; log each one when first seen established;
-    report every established subflow's smoothed RTT at the end to the path history."""
+    report every established subflow's path RTT (its minimum RTT) at the end to the path history."""
     seen: set[tuple[str, str]] = set()
     end = time.monotonic() + hold_s
     while True:
@@ -261,7 +261,7 @@ def _watch_subflows(sock: socket.socket, record: ConnectionRecord, hold_s: float
             now = time.monotonic_ns()
             for flow in kernel.subflows(sock):
                 if flow.established:
-                    feed.subflow(flow.local, flow.rtt_us, now)
+                    feed.subflow(flow.local, flow.path_rtt_us, now)
             return
         time.sleep(POLL_INTERVAL_S)
 

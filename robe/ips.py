@@ -14,7 +14,8 @@ servers behind one prefix share a history, as the draft's "domain/location" leve
   ``attempt_failed(handle, now)`` (the kernel gave up or the network refused), ``attempt_dropped(handle,
   now, overtaken)`` (the client reset the attempt: a loser; evidence against its path only when an
   attempt started *later* won, as when RobE_TIMER's timer moved the connection to another path);
-* ``rtt_sample(key, path, rtt_s, now)``: the smoothed RTT of a subflow the kernel reports (TCP_INFO);
+* ``rtt_sample(key, path, rtt_s, now)``: the RTT of a subflow the kernel reports (its minimum RTT,
+  ``tcpi_min_rtt``: a smoothed RTT read at the end of a download holds the queue it built);
   a subflow on a path is also proof that the path works, so it clears a failure (this is how a
   path manager's MP_JOIN on a path that came back lets IPS return to it without a probe).
 
@@ -253,7 +254,7 @@ class PathHistory:
             dest.pending.pop(attempt.serial, None)
 
     def rtt_sample(self, key: str, path: str, rtt_s: float, now: float) -> None:
-        """A subflow on ``path`` to ``key`` works and has smoothed RTT ``rtt_s``."""
+        """A subflow on ``path`` to ``key`` works and its path has RTT ``rtt_s`` (the subflow's minimum RTT)."""
         if not rtt_s > 0:
             raise HistoryError(f"rtt_s={rtt_s!r}: must be > 0")
         with self._lock:

@@ -114,7 +114,8 @@ class HistoryFeed:
             self.history.attempt_dropped(attempt, now_ns / NS, overtaken)
 
     def subflow(self, local: str, rtt_us: int, now_ns: int) -> None:
-        """A subflow from ``local`` (``ADDR:PORT``) is established with smoothed RTT ``rtt_us``."""
+        """A subflow from ``local`` (``ADDR:PORT``) is established; ``rtt_us`` is its path's RTT as the
+        kernel measured it (``kernel.Subflow.path_rtt_us``: the minimum, not the smoothed RTT)."""
         address = local.rsplit(":", 1)[0]
         if self.history is not None and rtt_us > 0 and address in self.sources:
             self.history.rtt_sample(self.key, address, rtt_us / 1e6, now_ns / NS)

@@ -62,7 +62,7 @@ class MultipathStream(ByteStream):
     ips_mode: str = "default"
 
     def report_subflows(self) -> None:
-        """RobE_IPS: give the path history every established subflow's smoothed RTT (kernel MPTCP)."""
+        """RobE_IPS: give the path history every established subflow's path RTT, its minimum (kernel MPTCP)."""
         if self.feed is None or not isinstance(self.inner, SocketStream):
             return
         sock = self.inner.socket
@@ -71,7 +71,7 @@ class MultipathStream(ByteStream):
         now = time.monotonic_ns()
         for flow in kernel.subflows(sock):
             if flow.established:
-                self.feed.subflow(flow.local, flow.rtt_us, now)
+                self.feed.subflow(flow.local, flow.path_rtt_us, now)
 
     @property
     def setup_ns(self) -> int:
