@@ -60,17 +60,25 @@ class MultipathStream(ByteStream):
     local: str = ""
     feed: HistoryFeed | None = None
     ips_mode: str = "default"
+    reported: set[str] = field(default_factory=set)  # subflows (local ADDR:PORT) the history has seen
 
     def report_subflows(self) -> None:
-        """RobE_IPS: give the path history every established subflow's path RTT, its minimum (kernel MPTCP)."""
-        if self.feed is None or not isinstance(self.inner, SocketStream):
+        """RobE_IPS: give the path history each established subflow's path RTT (its minimum RTT) once,
+        when first seen (kernel MPTCP).
+
+        Called while the connection is open (the client proxy samples the subflows from the start):
+        once both directions are done the kernel may already have closed the subflows, and a report
+        made only then gave the history no sample of the joined path at all.
+        """
+        if self.feed is None or self.feed.history is None or not isinstance(self.inner, SocketStream):
             return
         sock = self.inner.socket
         if sock is None or sock.proto != kernel.IPPROTO_MPTCP:
             return
         now = time.monotonic_ns()
         for flow in kernel.subflows(sock):
-            if flow.established:
+            if flow.established and flow.local not in self.reported:
+                self.reported.add(flow.local)
                 self.feed.subflow(flow.local, flow.path_rtt_us, now)
 
     @property

@@ -175,17 +175,17 @@ def _note_subflows(stream: MultipathStream, fields: dict[str, Any]) -> None:
     count = stream.subflow_count()
     if count is not None:
         fields["subflows"] = max(count, fields["subflows"] or 0)
+    stream.report_subflows()  # RobE_IPS learns every path's RTT from the subflows, as they appear
 
 
 def _closing(stream: MultipathStream, fields: dict[str, Any]) -> None:
     _note_subflows(stream, fields)
-    stream.report_subflows()  # RobE_IPS learns every path's RTT from the subflows
 
 
 async def _sample_subflows(stream: MultipathStream, fields: dict[str, Any]) -> None:
-    """The most subflows the connection had: sampled at 5, 10, 20, 40 and 80 ms (joins come early),
-    then every ``SUBFLOW_SAMPLE_S``. The kernel tears subflows down while the connection closes, so
-    the count at the end alone says little."""
+    """The most subflows the connection had, and each new subflow's RTT for RobE_IPS: sampled at 5, 10,
+    20, 40 and 80 ms (joins come early), then every ``SUBFLOW_SAMPLE_S``. The kernel tears subflows
+    down while the connection closes, so the count at the end alone says little."""
     delays = iter((0.005, 0.005, 0.01, 0.02, 0.04))
     while stream.subflow_count() is not None:
         _note_subflows(stream, fields)

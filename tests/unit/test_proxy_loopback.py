@@ -277,7 +277,7 @@ def test_the_client_proxy_relays_and_logs_closed_after_both_directions(tmp_path,
             assert closed["error"] is None and closed["bytes_up"] == len(request)
             assert closed["bytes_down"] == len(answer) and closed["path"] == connected["path"]
             assert closed["t_ns"] > connected["t_ns"]
-            if strategy == "robe-ips":  # the proxy's history learnt the subflows' RTTs at the close
+            if strategy == "robe-ips":  # the proxy's history learnt the subflows' RTTs
                 assert connected["ips_mode"] == "ips"
                 learnt = shared_history().snapshot("127.0.0.0/24", time.monotonic())
                 assert learnt and all(v["srtt_ms"] is not None for v in learnt.values()), learnt
