@@ -20,7 +20,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
-from analysis import style
+from analysis import cost, style
 from analysis.ownership import hand_to_invoking_user
 from analysis.schema import EXPERIMENT1
 from analysis.schema import read_runs as read_schema_runs
@@ -173,14 +173,6 @@ def phase_table(runs: pd.DataFrame, profile: dict[str, Any]) -> pd.DataFrame:
     return table.reindex(order, level=0).round(1).reset_index().set_index("strategy")
 
 
-def cost_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per strategy: what a connection cost beyond one handshake (means per attempt)."""
-    columns = ["attempts", "resets_sent", "losers_accepted", "subflows_end"]
-    table = runs[["strategy", *columns]].astype({c: "float64" for c in columns}).groupby("strategy").mean().round(2)
-    table.columns = [f"{c} per connection" for c in columns]
-    return table.reindex(style.ordered(table.index))
-
-
 def write_report(folder: Path) -> Path:
     """report.md of a time-varying folder."""
     metadata = json.loads((folder / "metadata.json").read_text())
@@ -205,15 +197,7 @@ def write_report(folder: Path) -> Path:
         "",
         markdown(phase_table(runs, profile)),
         "",
-        "## Cost of robustness",
-        "",
-        "Means per connection over the whole run, from the client's record (`attempts`: potentially initial "
-        "subflows opened, one SYN each before retransmissions; `resets_sent`: losers the client reset) and the "
-        "server's log (`losers_accepted`: reset losers the server had already accepted); `subflows_end`: "
-        "subflows seen established, the initial one included.",
-        "",
-        markdown(cost_table(runs)),
-        "",
+        *cost.report_lines(runs, ["strategy"]),
         "## Around the outage, per repetition",
         "",
         "`connections_before_settled`: connections started in the outage before every later one in it set up on "

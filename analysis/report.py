@@ -17,6 +17,7 @@ from typing import Any
 
 import pandas as pd
 
+from analysis import cost
 from analysis.experiment1_cells import (
     METRIC_LABELS,
     METRICS,
@@ -219,6 +220,7 @@ def render_markdown(runs: pd.DataFrame, cells: pd.DataFrame, metadata: dict[str,
               f"successes under the model's success probability (** below {SUCCESS_ALPHA:g}).", "",
               _attempts_table(cells), ""]  # fmt: skip
     lines += _dead_heat_lines(dead_heat(runs, metadata))
+    lines += cost.report_lines(runs[runs["status"] != "error"], ["strategy", "loss_pct"])
     lines += ["## Acceptance", ""]
     for name, passed, figures in acceptance(cells, metadata):
         lines.append(f"- {'PASS' if passed else 'FAIL'}: {name}: {figures}")

@@ -65,11 +65,12 @@ from experiments.schedule import expected_attempt_s, order_long_first
 from experiments.sweep import Sweep, SweepResult, finished_run_ids, pending_runs
 from experiments.validate_links import ProbeRound
 from robe.userspace_endpoints import is_userspace
+from topologies import linkcounters
 from topologies.cleanup import clean
 from topologies.fig3 import CLIENT_A1, CLIENT_A2, SERVER_B1, Fig3Network, allow_congestion_control
 from topologies.interrupts import deferred_interrupts
 from topologies.links import BackendChoice, choose_backend
-from topologies.shell import wait_readable
+from topologies.shell import in_netns, run, wait_readable
 from topologies.startup import READY_TIMEOUT_S, STARTUP_FAILURES, StartupError, one_line, wait_ready
 
 RESULTS_BASE = PROJECT_ROOT / "results" / "experiment1"
@@ -195,6 +196,7 @@ def build_row(
         "path1_loss_at_start": "",
         "ips_mode": client.get("ips_mode", ""),
         "path_order": ";".join(str(p + 1) for p in client.get("path_order", [])),
+        **linkcounters.NO_COLUMNS,  # the worker counts the wire (Worker.run)
     }
 
 
@@ -351,6 +353,9 @@ class Worker:
         self.timeout_s = timeout_s
         self.loss: float | None = None
         self.log = ServerLog()
+        # What each attempt puts on the client's access links (the cost of robustness).
+        self.counters = linkcounters.LinkCounters(lambda argv: run(in_netns(net.client.pid, argv)).stdout, ("a1", "a2"))
+        self.counters.install()
         self.agent = ClientAgent(net)
         self.agent.start()
         # Both servers log into the same ServerLog: connection ids are unique.
@@ -408,6 +413,7 @@ class Worker:
         self.net.check_links()
         conn_id = f"{spec.run_id}-{uuid.uuid4().hex[:8]}"
         started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        wire_before = self.counters.reading()
         try:
             client = self.agent.request(connect_request(self.profile, spec, conn_id, self.timeout_s), self.hard_cap_s)
         except (TimeoutError, RuntimeError, OSError) as err:
@@ -420,7 +426,10 @@ class Worker:
         losers = self.log.take_losers(peers)
         # The client aborts its subflows after the hold: the server's end record follows within an RTT.
         end = self.log.wait_end(conn_id, 2.0) if server is not None and server.get("userspace") else None
-        return build_row(spec, self.index, started, client, server, losers, end)
+        # The client's resets left with the abort; the wire counts up to here (the server's answers
+        # to them, if any, arrive within an RTT and fall into the next attempt's sleep).
+        wire = linkcounters.difference(wire_before, self.counters.reading())
+        return {**build_row(spec, self.index, started, client, server, losers, end), **wire.columns()}
 
     def interrupt(self) -> None:
         """Kill the attempt in flight (Ctrl-C)."""

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis import outage
+from analysis import cost, outage
 from analysis.schema import EXPERIMENT1
 from experiments.profile import load_profile
 from experiments.sweep import append_row
@@ -71,6 +71,6 @@ def test_phase_table_counts_per_phase(tmp_path):
     table = outage.phase_table(runs, load_profile("outage").to_dict())
     mptcp = table.loc["mptcp"].set_index("phase")
     assert list(mptcp.attempts) == [20, 30, 30] and mptcp.loc["during", "failed"] == 23
-    cost = outage.cost_table(runs)
-    assert isinstance(cost, pd.DataFrame) and list(cost.index) == ["mptcp", "robe-ips", "robe-ips-timer"]
-    assert cost.loc["mptcp", "subflows_end per connection"] == 2.0
+    table = cost.per_connection(runs, ["strategy"])
+    assert isinstance(table, pd.DataFrame) and list(table.index) == ["mptcp", "robe-ips", "robe-ips-timer"]
+    assert table.loc["mptcp", "subflows_end"] == 2.0 and table.loc["mptcp", "n"] == 80
