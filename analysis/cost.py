@@ -51,13 +51,13 @@ def per_connection(runs: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     values = ok[[*by, *columns]].astype({c: "float64" for c in columns})
     if "connections" in ok.columns:
         values = values.assign(n=ok["connections"].astype("float64"))
-        sums = values.groupby(by, sort=False).sum(min_count=1)
+        sums = values.groupby(by).sum(min_count=1)
         table = sums[columns].div(sums["n"], axis=0).assign(n=sums["n"].astype(int))
     else:
-        grouped = values.groupby(by, sort=False)
+        grouped = values.groupby(by)
         table = grouped.mean().assign(n=grouped.size())
     order = style.ordered(table.index.get_level_values(0))
-    return table.reindex(order, level=0) if len(by) > 1 else table.reindex(order)
+    return table.reindex(order, level=0) if len(by) > 1 else table.reindex(order)  # levels below stay sorted
 
 
 def extra_bytes_pct(runs: pd.DataFrame) -> pd.Series:
@@ -74,9 +74,11 @@ def extra_bytes_pct(runs: pd.DataFrame) -> pd.Series:
 
 def markdown_table(table: pd.DataFrame, extra: pd.Series | None = None) -> str:
     """``per_connection``'s table as Markdown (bytes and packets as integers, counts to two places)."""
-    shown = table.rename(columns=COLUMNS).reset_index()
+    shown = table.rename(columns=COLUMNS).reset_index().rename(columns={"loss_pct": "loss %"})
     for column in shown.columns:
-        if column in ("bytes", "TCP packets"):
+        if column == "loss %":
+            shown[column] = shown[column].map(lambda v: f"{v:g}")
+        elif column in ("bytes", "TCP packets"):
             shown[column] = shown[column].map(lambda v: "" if pd.isna(v) else f"{v:,.0f}")
         elif shown[column].dtype == "float64":
             shown[column] = shown[column].map(lambda v: "" if pd.isna(v) else f"{v:.2f}")
