@@ -26,6 +26,7 @@ from analysis import model
 from analysis.schema import FINAL_STATUSES
 from analysis.stats import bootstrap_mean_ci, clopper_pearson
 from analysis.style import STRATEGIES, family
+from robe.strategies import SetupPath, with_setup_path
 
 #: metric -> runs.csv column.
 METRICS = {"accept": "accept_ms", "request": "setup_ms"}
@@ -97,10 +98,10 @@ def model_settings(metadata: dict[str, Any]) -> ModelSettings:
 
 @functools.cache
 def _setup_times(strategy: str, loss: float, settings: ModelSettings) -> model.SetupTimes | None:
-    if strategy in ("tcp", "mptcp", "mptcp-user"):
+    if strategy in with_setup_path(SetupPath.DEFAULT):
         times = model.single_path(settings.rtt1_s, loss, syn_retries=settings.syn_retries)
-    elif strategy in ("robe-sim", "robe-timer", "robe-downgrade", "robe-bbm", "robe-esim"):
-        start2 = settings.timer_s if strategy == "robe-timer" else 0.0
+    elif strategy in with_setup_path(SetupPath.FASTEST, SetupPath.TIMER):
+        start2 = settings.timer_s if strategy in with_setup_path(SetupPath.TIMER) else 0.0
         times = model.two_path_race(settings.rtt1_s, loss, settings.rtt2_s, start2, syn_retries=settings.syn_retries)
     else:
         return None

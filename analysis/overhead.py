@@ -29,10 +29,11 @@ import pandas as pd
 
 from analysis.schema import EXPERIMENT2, read_connections, read_runs
 from analysis.tables import markdown, per_folder_main
+from robe.strategies import kernel_mptcp
 
 BASELINE = "direct"
 MPTCP_BASELINE = "direct-mptcp"
-KERNEL_MPTCP = ("mptcp", "robe-sim", "robe-timer")
+KERNEL_MPTCP = kernel_mptcp()
 
 
 def read_loads(folder: Path) -> pd.DataFrame:

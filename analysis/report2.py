@@ -13,6 +13,7 @@ from typing import Any
 
 import pandas as pd
 
+from analysis import cost
 from analysis.experiment2_cells import PAPER_IMPROVEMENT_PCT
 from analysis.ownership import hand_to_invoking_user
 
@@ -73,6 +74,7 @@ def render_markdown(runs: pd.DataFrame, metadata: dict[str, Any], cells: pd.Data
         f"- replay misses over all loads: {int(runs['replay_misses'].fillna(0).sum())}",
         f"- ok loads whose fetched / served / page object counts differ: {len(mismatched)}",
         "",
+        *cost.report_lines(runs[runs["status"] != "error"], ["strategy"]),
     ]
     return "\n".join(lines)
 

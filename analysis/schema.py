@@ -283,6 +283,25 @@ _INVOCATION = ("invocation", "text", "id of the invocation that wrote the row (m
 _SINCE_ISSUE12 = {"empty": True, "default": ""}
 #: Columns issue 16 added (timing canary, where the row was measured); empty in rows written before.
 _SINCE_ISSUE16 = {"empty": True, "default": ""}
+#: Columns issue 14 added (RobE_IPS, paths that change over time, the cost of robustness); files
+#: written before them read them as empty.
+_SINCE_ISSUE14 = {"empty": True, "default": ""}
+#: What crossed the client's access links during the attempt or load (``topologies.linkcounters``:
+#: iptables counters on both interfaces, TCP only); empty where not counted (rows written before
+#: issue 14, time-varying runs whose connections overlap).
+_WIRE = [
+    (
+        "wire_syns_sent",
+        "int",
+        "SYNs the client sent on both paths (connections and joins, retransmissions included)",
+        _SINCE_ISSUE14,
+    ),
+    ("wire_synacks_received", "int", "SYN/ACKs the client received on both paths", _SINCE_ISSUE14),
+    ("wire_rsts_sent", "int", "RSTs the client sent on both paths", _SINCE_ISSUE14),
+    ("wire_rsts_received", "int", "RSTs the client received on both paths", _SINCE_ISSUE14),
+    ("wire_packets", "int", "TCP packets on both paths, both directions", _SINCE_ISSUE14),
+    ("wire_bytes", "int", "IP bytes of those packets", _SINCE_ISSUE14),
+]
 
 #: Experiment 1: one row per connection attempt (``experiments/experiment1.py``).
 EXPERIMENT1 = Schema("experiment1", _columns([
@@ -323,6 +342,19 @@ EXPERIMENT1 = Schema("experiment1", _columns([
     ("engine_worker", "text", "Dask worker address (--cluster; empty on the local pool)", _SINCE_ISSUE16),
     ("retries", "int", "times the attempt was started again after its engine worker died (--cluster)",
      _SINCE_ISSUE16),
+    ("attempts", "int", "potentially initial subflows the client opened (one SYN each before retransmissions)",
+     _SINCE_ISSUE14),
+    ("resets_sent", "int", "attempts the client reset (SIM's and TIMER's losers)", _SINCE_ISSUE14),
+    ("subflows_end", "int", "subflows the client saw established, the initial one included", _SINCE_ISSUE14),
+    ("attempt_start_s", "float", "time-varying runs: connect() since the repetition's start (s)", _SINCE_ISSUE14),
+    ("due_s", "float", "time-varying runs: when the schedule had the attempt start (s)", _SINCE_ISSUE14),
+    ("path1_loss_at_start", "float", "time-varying runs: path 1's scheduled loss when the attempt started (%)",
+     _SINCE_ISSUE14),
+    ("ips_mode", "text", "how the path order was chosen: default (no history or not IPS), ips (the history's), "
+     "sim (RobE_IPS+SIM without history)", {**_SINCE_ISSUE14, "choices": ("default", "ips", "sim")}),
+    ("path_order", "text", "the paths in the order the client tried them (;-separated, 1 = default)",
+     _SINCE_ISSUE14),
+    *_WIRE,
 ]))  # fmt: skip
 
 #: Experiment 2: one row per page load (``experiments/experiment2.py``).
@@ -369,6 +401,10 @@ EXPERIMENT2 = Schema("experiment2", _columns([
     ("har", "text", "browser: the load's gzip HAR under har/, if kept", _SINCE_ISSUE12),
     ("cpu_idle_pct", "float", "both CPUs' idle share during the load (%)", _SINCE_ISSUE12),
     ("dns_extra_names", "text", "names looked up beyond the page's (;-separated)", _SINCE_ISSUE12),
+    ("attempts", "int", "potentially initial subflows the client proxy opened for the load's connections "
+     "(client proxy log)", _SINCE_ISSUE14),
+    ("resets_sent", "int", "of those, the losers the client proxy reset", _SINCE_ISSUE14),
+    *_WIRE,
 ]))  # fmt: skip
 
 #: Experiment 2: one row per connection of a page load (``connections.csv``, written by

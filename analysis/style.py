@@ -1,14 +1,16 @@
 """One look for every figure: seaborn's paper context, a colour-blind-safe palette, one colour,
-marker and hatch per strategy (the same in Figure 8, Figure 9, ``make compare``, the ablation and the
-timelines), sizes for one- and two-column layouts, TrueType fonts in PDFs and byte-for-byte
-reproducible files.
+marker and hatch per strategy (the same in Figure 8, Figure 9, ``make compare``, the ablation, the
+timelines and the outage figure; the strategies' own come from the registry, ``robe.strategies``),
+sizes for one- and two-column layouts, TrueType fonts in PDFs and byte-for-byte reproducible files.
 
 Colours come from seaborn's ``colorblind`` palette (Okabe-Ito-like; distinguishable with the
 common colour-vision deficiencies), and no strategy relies on colour alone: each has its own
 marker, and the variants that share a colour with their twin differ by hatch and marker. The
 variants: ``+kernel-default`` (a userspace strategy scheduling by the kernel's default rule) keeps
-its strategy's colour with a ``////`` hatch; the ``direct`` clients (wget without the client
-proxy) are dark grey and pink with a ``....`` hatch.
+its strategy's colour with a ``////`` hatch; the RobE_IPS strategies keep their base's colour
+(``robe-ips``: ``mptcp``'s, ``robe-ips-timer``: ``robe-timer``'s, ``robe-ips-sim``: ``robe-sim``'s) with
+an ``xxxx`` hatch; the ``direct`` clients (wget without the client proxy) are dark grey and pink
+with a ``....`` hatch.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import seaborn as sns
 from matplotlib.patches import Patch
 
 from analysis.ownership import hand_to_invoking_user
+from robe import strategies as registry
 
 #: Width of a one-column and a two-column figure in a two-column paper (inches).
 ONE_COLUMN_IN = 3.3
@@ -38,7 +41,7 @@ DPI = 300
 KERNEL_DEFAULT_HATCH = "////"
 DIRECT_HATCH = "...."
 #: The frame of a strategy's name where colours encode something else: its hatch as a line style.
-FRAME_LINESTYLES = {"": "-", KERNEL_DEFAULT_HATCH: "--", DIRECT_HATCH: ":"}
+FRAME_LINESTYLES = {"": "-", KERNEL_DEFAULT_HATCH: "--", DIRECT_HATCH: ":", registry.IPS_HATCH: "-."}
 
 
 @dataclass(frozen=True)
@@ -52,21 +55,31 @@ class StrategyStyle:
     hatch: str = ""
 
 
+#: Userspace strategies drawn also with the kernel's default scheduler (``<name>+kernel-default``).
+KERNEL_DEFAULT_VARIANTS = {"mptcp-user": "d", "robe-downgrade": "p"}  # name -> the variant's marker
+
+
+def _strategy_styles() -> dict[str, StrategyStyle]:
+    """The ``direct`` clients, then the registry's strategies (their styles are the registry's), the
+    ``+kernel-default`` variants after the last strategy that has one."""
+    styles = {
+        "direct": StrategyStyle("#3a3a3a", "h", "direct", DIRECT_HATCH),
+        "direct-mptcp": StrategyStyle(_CB[6], "H", "direct", DIRECT_HATCH),
+    }
+    variants_after = list(KERNEL_DEFAULT_VARIANTS)[-1]
+    for strategy in registry.STRATEGIES.values():
+        look = strategy.style
+        styles[strategy.name] = StrategyStyle(look.colour, look.marker, strategy.kind.value, look.hatch)
+        if strategy.name == variants_after:
+            for base, variant_marker in KERNEL_DEFAULT_VARIANTS.items():
+                twin = registry.get_strategy(base).style
+                styles[f"{base}+kernel-default"] = StrategyStyle(twin.colour, variant_marker, "userspace",
+                                                                 KERNEL_DEFAULT_HATCH)  # fmt: skip
+    return styles
+
+
 #: The strategies in the order they are listed and drawn.
-STRATEGIES: dict[str, StrategyStyle] = {
-    "direct": StrategyStyle("#3a3a3a", "h", "direct", DIRECT_HATCH),
-    "direct-mptcp": StrategyStyle(_CB[6], "H", "direct", DIRECT_HATCH),
-    "tcp": StrategyStyle(_CB[7], "s", "kernel"),
-    "mptcp": StrategyStyle(_CB[0], "o", "kernel"),
-    "robe-sim": StrategyStyle(_CB[2], "^", "kernel"),
-    "robe-timer": StrategyStyle(_CB[1], "v", "kernel"),
-    "mptcp-user": StrategyStyle(_CB[9], "D", "userspace"),
-    "robe-downgrade": StrategyStyle(_CB[3], "P", "userspace"),
-    "mptcp-user+kernel-default": StrategyStyle(_CB[9], "d", "userspace", KERNEL_DEFAULT_HATCH),
-    "robe-downgrade+kernel-default": StrategyStyle(_CB[3], "p", "userspace", KERNEL_DEFAULT_HATCH),
-    "robe-bbm": StrategyStyle(_CB[4], "X", "userspace"),
-    "robe-esim": StrategyStyle(_CB[5], "*", "userspace"),
-}
+STRATEGIES: dict[str, StrategyStyle] = _strategy_styles()
 _UNKNOWN = StrategyStyle(_CB[8], "x", "other")
 FAMILIES = ("kernel", "userspace", "direct", "other")
 

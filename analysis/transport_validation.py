@@ -34,9 +34,12 @@ from scipy import stats
 
 from analysis.schema import EXPERIMENT1
 from analysis.stats import bootstrap_interval
+from robe.strategies import SetupPath, get_strategy, kernel_mptcp, with_setup_path
 
-KERNEL_JOINERS = ("mptcp", "robe-timer", "robe-sim")
-ROBE_FIRST = ("robe-sim", "robe-downgrade", "robe-bbm", "robe-esim")
+KERNEL_JOINERS = kernel_mptcp()
+ROBE_FIRST = with_setup_path(SetupPath.FASTEST)
+#: Classic joins after a default-path set-up (eq. 6 applies): multipath strategies on the default path.
+CLASSIC_JOINERS = tuple(n for n in with_setup_path(SetupPath.DEFAULT, SetupPath.TIMER) if get_strategy(n).multipath)
 TOLERANCE_MS = 2.0
 
 
@@ -62,7 +65,7 @@ def expected(strategy: str, rtt_default_ms: float, rtt_other_ms: float) -> Expec
     setup = 1.5 * r_i
     # Eq. (6), RTT_RFC6824 + 2.5 RTT_s, describes classic joins after a default-path set-up; eq. (7)
     # the paper's downgrade. Neither describes RobE_SIM's, bbm's or eSIM's later subflows.
-    paper_join: float | None = r_i + 2.5 * r_s if strategy in ("mptcp", "robe-timer", "mptcp-user") else None
+    paper_join: float | None = r_i + 2.5 * r_s if strategy in CLASSIC_JOINERS else None
     client: float | None
     server: float | None
     if strategy == "tcp":

@@ -71,11 +71,12 @@ from experiments.sweep import Sweep, SweepResult, finished_run_ids, pending_runs
 from experiments.validate_links import ProbeRound
 from robe.userspace_endpoints import is_userspace
 from robe_lab.cliparse import command_parser
+from topologies import linkcounters
 from topologies.cleanup import clean
 from topologies.fig3 import CLIENT_A1, CLIENT_A2, SERVER_B1, Fig3Network, allow_congestion_control
 from topologies.interrupts import deferred_interrupts
 from topologies.links import BackendChoice, choose_backend
-from topologies.shell import wait_readable
+from topologies.shell import in_netns, run, wait_readable
 from topologies.startup import READY_TIMEOUT_S, STARTUP_FAILURES, StartupError, wait_ready
 
 RESULTS_BASE = PROJECT_ROOT / "results" / "experiment1"
@@ -111,6 +112,9 @@ def connect_request(
         "timer_s": profile.timer_s,
         "hold_s": profile.hold_ms / 1000,
         "timeout_s": timeout_s,
+        # RobE_IPS learns per strategy and loss level only: an attempt never learns from another
+        # strategy's connections or from a different condition.
+        "history_scope": f"{spec.strategy}-L{spec.loss_pct:g}",
     }
 
 
@@ -187,6 +191,27 @@ def build_row(
         "kernel": "",
         "engine_worker": "",
         "retries": "",
+        **cost_columns(client),
+        # Set by experiments.timevarying for runs whose paths change over time; empty in a sweep.
+        "attempt_start_s": "",
+        "due_s": "",
+        "path1_loss_at_start": "",
+        "ips_mode": client.get("ips_mode", ""),
+        "path_order": ";".join(str(p + 1) for p in client.get("path_order", [])),
+        **linkcounters.NO_COLUMNS,  # the worker counts the wire (Worker.run)
+    }
+
+
+def cost_columns(client: dict[str, Any]) -> dict[str, Any]:
+    """What one connection cost beyond a single handshake, from the client's own record (empty for a
+    record without its race, e.g. an agent that died)."""
+    if "events" not in client:
+        return {"attempts": "", "resets_sent": "", "subflows_end": ""}
+    events = client["events"]
+    return {
+        "attempts": sum(1 for e in events if e.get("what") == "attempt"),
+        "resets_sent": sum(1 for e in events if e.get("what") == "reset"),
+        "subflows_end": len(client.get("subflows", [])),
     }
 
 
@@ -240,6 +265,18 @@ class ServerLog:
             mine = [r for r in self.losers if r["peer"] in peers]
             self.losers = [r for r in self.losers if r["peer"] not in peers]
             return len(mine)
+
+
+def start_server(net: Fig3Network, log: ServerLog, label: str, command: str, port: int) -> subprocess.Popen[str]:
+    """``robe serve`` (or ``serve-user``) in the server host, its lines followed into ``log``."""
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    argv = [sys.executable, "-m", "robe", command, "--bind", SERVER_B1, "--port", str(port)]
+    server = net.popen(net.server, argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                       env=env, cwd=PROJECT_ROOT)  # fmt: skip
+    assert server.stdout is not None
+    wait_ready(server, f"{label}: robe {command} in {net.server.name}", "LISTENING")
+    threading.Thread(target=log.follow, args=(server.stdout,), daemon=True).start()
+    return server
 
 
 class ClientAgent:
@@ -318,6 +355,9 @@ class Worker:
         self.timeout_s = timeout_s
         self.loss: float | None = None
         self.log = ServerLog()
+        # What each attempt puts on the client's access links (the cost of robustness).
+        self.counters = linkcounters.LinkCounters(lambda argv: run(in_netns(net.client.pid, argv)).stdout, ("a1", "a2"))
+        self.counters.install()
         self.agent = ClientAgent(net)
         self.agent.start()
         # Both servers log into the same ServerLog: connection ids are unique.
@@ -338,14 +378,7 @@ class Worker:
         self.place = {"host": socket.gethostname(), "kernel": platform.release(), "engine_worker": "", "retries": 0}
 
     def _start_server(self, index: int, command: str, port: int) -> subprocess.Popen[str]:
-        env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
-        argv = [sys.executable, "-m", "robe", command, "--bind", SERVER_B1, "--port", str(port)]
-        server = self.net.popen(self.net.server, argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                env=env, cwd=PROJECT_ROOT)  # fmt: skip
-        assert server.stdout is not None
-        wait_ready(server, f"worker {index}: robe {command} in {self.net.server.name}", "LISTENING")
-        threading.Thread(target=self.log.follow, args=(server.stdout,), daemon=True).start()
-        return server
+        return start_server(self.net, self.log, f"worker {index}", command, port)
 
     def run(self, spec: RunSpec) -> dict[str, Any]:
         """One attempt between two canary bursts; the row carries the canary error and the attempt's time."""
@@ -382,6 +415,7 @@ class Worker:
         self.net.check_links()
         conn_id = f"{spec.run_id}-{uuid.uuid4().hex[:8]}"
         started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        wire_before = self.counters.reading()
         try:
             client = self.agent.request(connect_request(self.profile, spec, conn_id, self.timeout_s), self.hard_cap_s)
         except (TimeoutError, RuntimeError, OSError) as err:
@@ -394,7 +428,10 @@ class Worker:
         losers = self.log.take_losers(peers)
         # The client aborts its subflows after the hold: the server's end record follows within an RTT.
         end = self.log.wait_end(conn_id, 2.0) if server is not None and server.get("userspace") else None
-        return build_row(spec, self.index, started, client, server, losers, end)
+        # The client's resets left with the abort; the wire counts up to here (the server's answers
+        # to them, if any, arrive within an RTT and fall into the next attempt's sleep).
+        wire = linkcounters.difference(wire_before, self.counters.reading())
+        return {**build_row(spec, self.index, started, client, server, losers, end), **wire.columns()}
 
     def interrupt(self) -> None:
         """Kill the attempt in flight (Ctrl-C)."""
@@ -473,6 +510,17 @@ def latest_link_validation(backend: str) -> dict[str, Any] | None:
     return None
 
 
+def sweep_metadata(profile: Experiment1Profile, seeds: dict[str, Any]) -> dict[str, Any]:
+    """What metadata.json says about a sweep's conditions (profile, seeds); the link validation, the
+    network as built and the link backend come with each invocation (``start_metadata``)."""
+    return {
+        "kind": "experiment1",
+        "profile": profile.to_dict(),
+        "profile_fingerprint": profile.fingerprint(),
+        "seeds": seeds,
+    }  # fmt: skip
+
+
 def check_before_building(options: Options) -> None:
     """Root, MPTCP and a writable results folder (``experiments.lifecycle``), before any network."""
     lifecycle.check_before_building("experiment1", options.out)
@@ -518,7 +566,7 @@ def _record(
     write_json(options.out / "metadata.json", metadata)
 
 
-def _start_metadata(metadata: dict[str, Any], invocation: dict[str, Any], backend: dict[str, Any]) -> None:
+def start_metadata(metadata: dict[str, Any], invocation: dict[str, Any], backend: dict[str, Any]) -> None:
     """Link validation, the folder's first code/network/backend, this invocation (written now)."""
     metadata["link_validation"] = latest_link_validation(backend["backend"])
     # The folder's first code and network stay on top (a cluster's network is known only later).
@@ -549,7 +597,7 @@ def _run_here(
         # metadata); the others while the first attempts already run.
         first = build(0)
         invocation.update(network=first.net.describe(), link_backend=backend.to_dict())
-        _start_metadata(metadata, invocation, backend.to_dict())
+        start_metadata(metadata, invocation, backend.to_dict())
         write_json(options.out / "metadata.json", metadata)
         more = (build(index) for index in range(1, min(options.jobs, len(pending))))
         sweep: Sweep[Worker, RunSpec] = Sweep(
@@ -617,7 +665,7 @@ def _run_on_cluster(
                 expected = {"kernel": shared["kernels"][0], "link_backend": shared["link_backends"][0]}
             invocation["cluster"] = {"spec": options.cluster.describe(), "workers": facts, **shared}
             invocation["link_backend"] = {"backend": "/".join(shared["link_backends"]), "reason": "cluster workers"}
-            _start_metadata(metadata, invocation, {"backend": shared["link_backends"][0]})
+            start_metadata(metadata, invocation, {"backend": shared["link_backends"][0]})
             write_json(options.out / "metadata.json", metadata)
             sweep: DaskSweep[Worker, RunSpec] = DaskSweep(
                 client, kind=(profile.fingerprint(), options.timeout_s),
@@ -659,6 +707,10 @@ def _run_on_cluster(
 
 def _run_locked(options: Options) -> int:
     profile = options.profile
+    if profile.timeline() is not None:
+        from experiments.timevarying import run_timeline
+
+        return run_timeline(options)
     runs_csv = options.out / "runs.csv"
     meta_file = options.out / "metadata.json"
     metadata = read_metadata(meta_file)
@@ -686,12 +738,8 @@ def _run_locked(options: Options) -> int:
     if not lifecycle.announce(f"experiment 1, profile {profile.name}", "run", (total, len(done), len(pending)),
                               runs_csv, options.jobs):  # fmt: skip
         return 0
-    metadata.update({
-        "kind": "experiment1",
-        "profile": profile.to_dict(),
-        "profile_fingerprint": profile.fingerprint(),
-        "seeds": {"profile": profile.seed, "per_run": "sha256(profile seed : run_id), column 'seed'"},
-    })  # fmt: skip
+    metadata.update(sweep_metadata(profile, {"profile": profile.seed,
+                                             "per_run": "sha256(profile seed : run_id), column 'seed'"}))  # fmt: skip
     run = _run_on_cluster if options.cluster is not None else _run_here
     result = run(options, pending, metadata, invocation, total)
     return lifecycle.report_end(result, "runs", options.out)

@@ -82,6 +82,7 @@ from experiments.wget import parse_wget_log, wget_command
 from robe.proxy import redirect
 from robe.proxy.connlog import ConnEvent, read_events, read_lines
 from robe_lab.cliparse import command_parser
+from topologies import linkcounters
 from topologies.cleanup import owned_name
 from topologies.fig3 import allow_congestion_control, mptcp_commands
 from topologies.fig7 import CLIENT_DSL, CLIENT_LTE, DNS, HAAP_INTERNET, ORIGINS, Fig7Network
@@ -158,6 +159,9 @@ def summarise_connections(events: list[ConnEvent]) -> dict[str, Any]:
         "winner_paths": ";".join(f"{int(p) + 1}:{n}" if p.isdigit() else f"{p}:{n}" for p, n in sorted(paths.items())),
         "setup_ms_median": statistics.median(e["setup_ns"] / 1e6 for e in connected) if connected else None,
         "max_subflows": max((int(e.get("subflows") or 0) for e in closed.values()), default=0),
+        # the race of each connection to the HAAP: potentially initial subflows opened, losers reset
+        "attempts": sum(1 for e in connected for r in e.get("race") or [] if r.get("what") == "attempt"),
+        "resets_sent": sum(1 for e in connected for r in e.get("race") or [] if r.get("what") == "reset"),
         "errors": errors,
     }
 
@@ -179,6 +183,8 @@ def summarise_replay(connections: list[dict[str, Any]]) -> dict[str, Any]:
         "winner_paths": "",
         "setup_ms_median": None,
         "max_subflows": "",
+        "attempts": "",
+        "resets_sent": "",
         "errors": [],
     }
 
@@ -228,6 +234,9 @@ class LoadWorker:
         self.csv_lock = threading.Lock()
         config = profile.fig7_config(tuple(sorted(set(addresses.values()))), seed=profile.seed + 100 * index)
         self.net = stack.enter_context(Fig7Network(config, choose_backend()))
+        # What each load puts on the client's access links (the cost of robustness).
+        self.counters = linkcounters.LinkCounters(lambda argv: self.net.sh("client", list(argv)), ("a1", "a2"))
+        self.counters.install()
         self.env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
         strategies = [split_strategy(label) for label in profile.strategies]
         if profile.client == "chromium":  # its trust store: an NSS database with the replay's CA
@@ -422,6 +431,7 @@ class LoadWorker:
         try:
             if self.stopping:
                 raise ExperimentError("interrupted")
+            wire_before = self.counters.reading()
             cpu_before = cpu_sample()
             t0 = time.monotonic_ns()
             proc = self.net.popen(self.net.host("client"), argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -452,6 +462,8 @@ class LoadWorker:
             if not summary["open"] or time.monotonic() > deadline:
                 break
             time.sleep(0.02)
+        # Every connection of the load has ended (the proxy logged it, or the deadline passed).
+        wire = linkcounters.difference(wire_before, self.counters.reading()).columns()
         stats = control_request(self.control, {"cmd": "stats"})["stats"]
         if direct:  # the replay server's connections are the client's; wait for it to log their ends
             while any(c.get("close_ns") is None for c in stats["connection_log"]) and time.monotonic() < deadline:
@@ -542,6 +554,9 @@ class LoadWorker:
             "cpu_idle_pct": f"{100 * cpu_idle:.1f}" if cpu_idle is not None else "",
             "dns_extra_names": ";".join(extra_names),
             "error": error.strip(),
+            "attempts": summary["attempts"],
+            "resets_sent": summary["resets_sent"],
+            **wire,
             **fields,
         })  # fmt: skip
 

@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
+from experiments.path_schedule import PathChange, PathState, ScheduleError, Timeline, parse_changes
+from robe.strategies import names
 from robe_lab.paths import package_data
 from robe_lab.typedconfig import ConfigError, bounds, build, did_you_mean
 from topologies.fig3 import Fig3Config, PathConfig
@@ -24,9 +26,8 @@ from topologies.linkparams import LinkConfigError
 
 PROFILE_DIR = package_data("experiments", "profiles")
 
-#: Strategies of the kernel-socket endpoints (robe.strategies) and of the userspace transport
-#: (robe.protocol.connection).
-KNOWN_STRATEGIES = ("tcp", "mptcp", "robe-sim", "robe-timer", "mptcp-user", "robe-downgrade", "robe-bbm", "robe-esim")
+#: Every strategy of the registry (robe.strategies), kernel sockets and userspace transport.
+KNOWN_STRATEGIES = names()
 
 
 class ProfileError(ValueError):
@@ -69,6 +70,11 @@ class Experiment1Profile:
     paired_seeds: bool = False
     path1: PathSpec = field(default_factory=PathSpec)
     path2: PathSpec = field(default_factory=PathSpec)
+    # Paths that change over time (experiments.path_schedule): with a schedule, each repetition is one
+    # run of ``duration_s`` seconds in which every strategy starts a connection every ``interval_s``.
+    schedule: tuple[PathChange, ...] = ()
+    duration_s: float | None = None
+    interval_s: float | None = None
 
     def __post_init__(self) -> None:
         for strategy in self.strategies:
@@ -106,6 +112,29 @@ class Experiment1Profile:
             self.fig3_config(self.loss_pct[0])
         except LinkConfigError as err:
             raise ProfileError(str(err)) from None
+        if self.schedule or self.duration_s is not None or self.interval_s is not None:
+            if len(self.loss_pct) != 1:
+                raise ProfileError(f"loss_pct={list(self.loss_pct)!r}: with a schedule, give one level (path 1 at t=0)")
+            if self.duration_s is None or self.interval_s is None:
+                raise ProfileError("schedule: needs duration_s and interval_s")
+            try:
+                self.timeline()
+            except ScheduleError as err:
+                raise ProfileError(str(err)) from None
+
+    def timeline(self) -> Timeline | None:
+        """The time-varying run of this profile, or None for a loss sweep."""
+        if self.duration_s is None or self.interval_s is None:
+            return None
+        initial = (PathState(self.loss_pct[0], self.path1.rtt_ms), PathState(0.0, self.path2.rtt_ms))
+        return Timeline(self.schedule, self.duration_s, self.interval_s, initial)
+
+    def path_config(self, path: int, state: PathState) -> PathConfig:
+        """Path ``path`` (1 or 2) in a scheduled state (loss applies in ``loss_direction``)."""
+        spec = self.path1 if path == 1 else self.path2
+        return PathConfig(rtt_ms=state.rtt_ms, rate_mbit=spec.rate_mbit, loss_pct=state.loss_pct,
+                          loss_direction=self.loss_direction,  # type: ignore[arg-type]  # validated
+                          queue_packets=spec.queue_packets)  # fmt: skip
 
     def fig3_config(self, loss_pct: float, seed: int | None = None) -> Fig3Config:
         """The network for one loss level on the default path (path 1)."""
@@ -136,6 +165,11 @@ class Experiment1Profile:
         values = asdict(self)
         if not self.paired_seeds:
             del values["paired_seeds"]
+        if self.timeline() is None:
+            for name in ("schedule", "duration_s", "interval_s"):
+                del values[name]
+        else:
+            values["schedule"] = [asdict(c) for c in self.schedule]
         return values
 
     def fingerprint(self) -> str:
@@ -152,14 +186,19 @@ class RunSpec:
     loss_pct: float
     repetition: int
     seed: int
+    start_s: float | None = None  # time-varying runs: when the attempt starts, from the run's start
 
 
 def parse_profile(data: dict[str, Any], source: str = "profile") -> Experiment1Profile:
     """Build a profile from parsed TOML: every field's type and range checked against the dataclass
     (``robe_lab.typedconfig``), errors naming ``source``, the field and the value."""
     try:
-        return build(Experiment1Profile, {"description": "", **data})
-    except (ProfileError, ConfigError, LinkConfigError) as err:
+        values = {"description": "", **data}
+        if "schedule" in values:
+            # Sorted by time, duplicates refused, errors naming the table's index (path_schedule).
+            values["schedule"] = [asdict(change) for change in parse_changes(values["schedule"])]
+        return build(Experiment1Profile, values)
+    except (ProfileError, ConfigError, LinkConfigError, ScheduleError) as err:
         raise ProfileError(f"{source}: {err}") from None
 
 
@@ -183,7 +222,11 @@ def load_profile(name_or_path: str) -> Experiment1Profile:
 
 
 def expand_runs(profile: Experiment1Profile) -> list[RunSpec]:
-    """Every (strategy, loss, repetition), in the profile's order, each with its own seed."""
+    """Every (strategy, loss, repetition), in the profile's order, each with its own seed; for a
+    time-varying profile every (repetition, strategy, connection) in start order."""
+    timeline = profile.timeline()
+    if timeline is not None:
+        return _timeline_runs(profile, timeline)
     runs = []
     for loss in profile.loss_pct:
         for strategy in profile.strategies:
@@ -195,3 +238,14 @@ def expand_runs(profile: Experiment1Profile) -> list[RunSpec]:
     if profile.order == "random":
         random.Random(profile.seed).shuffle(runs)
     return runs
+
+
+def _timeline_runs(profile: Experiment1Profile, timeline: Timeline) -> list[RunSpec]:
+    runs = []
+    starts = timeline.attempt_times(len(profile.strategies))
+    for rep in range(profile.repetitions):
+        seed = int.from_bytes(hashlib.sha256(f"{profile.seed}:timeline-r{rep:02d}".encode()).digest()[:4], "big")
+        for strategy, times in zip(profile.strategies, starts, strict=True):
+            for k, start in enumerate(times):
+                runs.append(RunSpec(f"{strategy}-r{rep:02d}-c{k:03d}", strategy, profile.loss_pct[0], rep, seed, start))
+    return sorted(runs, key=lambda r: (r.repetition, r.start_s or 0.0))

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from experiments.profile import KNOWN_STRATEGIES, PathSpec, ProfileError, read_profile_toml
+from robe.strategies import Kind, names
 from robe_lab.paths import package_data
 from robe_lab.typedconfig import ConfigError, bounds, build, did_you_mean
 from topologies.fig3 import PathConfig
@@ -28,7 +29,7 @@ CORPORA = ("har", "mahimahi", "synthetic")
 #: testbed's baseline) or with its own socket made MPTCP by ``mptcpize`` (``direct-mptcp``, as the
 #: paper's kernel did; the origins then listen on MPTCP sockets).
 DIRECT_STRATEGIES = ("direct", "direct-mptcp")
-USERSPACE_STRATEGIES = ("mptcp-user", "robe-downgrade", "robe-bbm", "robe-esim")
+USERSPACE_STRATEGIES = names(Kind.USERSPACE)
 #: A userspace strategy with the kernel's default scheduler at both ends: ``<strategy>+kernel-default``.
 SCHEDULER_SUFFIX = "+kernel-default"
 EXPERIMENT2_STRATEGIES = (*KNOWN_STRATEGIES, *DIRECT_STRATEGIES, *(u + SCHEDULER_SUFFIX for u in USERSPACE_STRATEGIES))

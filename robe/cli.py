@@ -9,9 +9,12 @@ accepted socket (see ``robe.server``); SIGTERM or Ctrl-C stop it.
 
 ``robe agent`` opens connections on request: each stdin line is a JSON object with the keyword
 arguments of ``robe.client.connect`` (``conn_id``, ``strategy``, ``server``, ``sources``,
-``timer_s``, ``hold_s``, ``timeout_s``); each answer is the record as one JSON line, or
-``{"status": "error", "error": ...}`` for a bad request. Experiments keep one agent per client
-host, so no interpreter start-up competes for the CPU with another connection's timing.
+``timer_s``, ``hold_s``, ``timeout_s``) and optionally ``history_scope`` (RobE_IPS: the name of the
+path history the connection uses and feeds; default ``default``); each answer is the record as one
+JSON line, or ``{"status": "error", "error": ...}`` for a bad request. Each request runs in its
+own thread, so a caller may have several connections in flight (answers then come in the order
+the connections end; match them by ``conn_id``). Experiments keep one agent per client host, so
+no interpreter start-up competes for the CPU with another connection's timing.
 """
 
 from __future__ import annotations
@@ -21,14 +24,15 @@ import functools
 import json
 import signal
 import sys
+import threading
 import uuid
 from typing import Any
 
 from robe.client import ConnectError, ConnectionRecord, connect
 from robe.kernel import MptcpUnavailableError
-from robe.protocol.connection import USER_STRATEGIES
+from robe.selection import shared_history
 from robe.server import IDLE_TIMEOUT_S, Server
-from robe.strategies import STRATEGIES, StrategyError, get_strategy
+from robe.strategies import STRATEGIES, Kind, StrategyError, kernel_strategy
 from robe.userspace_endpoints import connect_userspace, is_userspace, serve_userspace
 from robe_lab.cliparse import HelpFormatter, command_parser
 from robe_lab.signals import raise_interrupt
@@ -61,8 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"close connections idle this long: no request yet, or no close after the reply "
                             f"(default {IDLE_TIMEOUT_S:g} s)")  # fmt: skip
     con = sub.add_parser("connect", help="open one connection and print its timing record")
-    strategies = "; ".join(f"{s.name}: {s.summary}" for s in STRATEGIES.values()) + (
-        f"; userspace transport (server: robe serve-user): {', '.join(USER_STRATEGIES)}"
+    strategies = "; ".join(
+        f"{s.name}: {s.summary}" + (" (server: robe serve-user)" if s.kind is Kind.USERSPACE else "")
+        for s in STRATEGIES.values()
     )
     con.add_argument("--strategy", required=True, help=strategies)
     con.add_argument("--server", required=True, help="ADDRESS:PORT")
@@ -85,9 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
 def open_connection(**request: Any) -> ConnectionRecord:
     """One connection with any strategy: kernel sockets or the userspace transport."""
     name = str(request.get("strategy"))
+    scope = request.pop("history_scope", None)
     if is_userspace(name):
         return connect_userspace(**{**request, "strategy": name})
-    return connect(**{**request, "strategy": get_strategy(name)})
+    history = shared_history(str(scope)) if scope is not None else None
+    return connect(**{**request, "strategy": kernel_strategy(name), "history": history})
 
 
 def _emit(record: dict[str, Any]) -> None:
@@ -146,7 +153,7 @@ def _serve_user(args: argparse.Namespace) -> int:
     return 0
 
 
-AGENT_KEYS = {"conn_id", "strategy", "server", "sources", "timer_s", "hold_s", "timeout_s"}
+AGENT_KEYS = {"conn_id", "strategy", "server", "sources", "timer_s", "hold_s", "timeout_s", "history_scope"}
 
 
 def agent_answer(line: str) -> str:
@@ -167,10 +174,22 @@ def agent_answer(line: str) -> str:
 def _agent() -> int:
     signal.signal(signal.SIGTERM, raise_interrupt)
     print("READY", flush=True)  # imports are done: the caller's first request is timed cleanly
+    output = threading.Lock()
+    threads: list[threading.Thread] = []
+
+    def answer(line: str) -> None:
+        text = agent_answer(line)
+        with output:
+            print(text, flush=True)
+
     try:
         for line in sys.stdin:
             if line.strip():
-                print(agent_answer(line), flush=True)
+                thread = threading.Thread(target=answer, args=(line,), daemon=True)
+                thread.start()
+                threads = [t for t in threads if t.is_alive()] + [thread]
+        for thread in threads:
+            thread.join()
     except KeyboardInterrupt:
         return 130
     return 0

@@ -20,8 +20,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from robe import kernel
+from robe.ips import PathHistory
 from robe.race import Action, Race, Step
-from robe.strategies import Protocol, Strategy
+from robe.selection import HistoryFeed, plan, shared_history
+from robe.strategies import Kind, Protocol, Strategy
 
 POLL_INTERVAL_S = 0.001
 MAX_WAIT_SLICE_S = 0.05
@@ -52,6 +54,9 @@ class ConnectionRecord:
     syn_retransmits: dict[int, int] = field(default_factory=dict)
     events: list[dict[str, Any]] = field(default_factory=list)
     subflows: list[dict[str, Any]] = field(default_factory=list)
+    path_order: list[int] = field(default_factory=list)  # the order the paths were tried in (RobE_IPS)
+    ips_mode: str = "default"  # default (no IPS), ips, or sim (RobE_IPS+SIM without history)
+    ips_history: dict[str, Any] = field(default_factory=dict)  # the history the plan was made from
 
     def to_json(self) -> str:
         """One JSON line."""
@@ -93,9 +98,16 @@ class _Driver:
     """Executes a race's steps with a selector."""
 
     def __init__(
-        self, race: Race, record: ConnectionRecord, server: tuple[str, int], protocol: Protocol, request: bytes
+        self,
+        race: Race,
+        record: ConnectionRecord,
+        server: tuple[str, int],
+        protocol: Protocol,
+        request: bytes,
+        feed: HistoryFeed | None = None,
     ) -> None:
         self.race = race
+        self.feed = feed or HistoryFeed(None, "", record.sources)
         self.request = request
         self.prepared: dict[int, socket.socket] = {}
         self.record = record
@@ -139,6 +151,7 @@ class _Driver:
             self.selector.unregister(attempt.sock)
             if step.action is Action.RESET:
                 self.note_retransmits(attempt)
+                self.feed.dropped(attempt.path, time.monotonic_ns())
                 kernel.abort(attempt.sock)
             else:
                 # The request goes out before anything else (resetting the losers included): a
@@ -151,6 +164,7 @@ class _Driver:
 
     def _start(self, path: int) -> None:
         sock = self.prepared.pop(path, None) or self._socket(path)
+        self.feed.started(path, time.monotonic_ns())
         code = sock.connect_ex(self.server)
         attempt = _Attempt(path, sock)
         self.attempts[path] = attempt
@@ -165,6 +179,7 @@ class _Driver:
         self.selector.unregister(attempt.sock)
         del self.attempts[attempt.path]
         attempt.sock.close()
+        self.feed.failed(attempt.path, now)
         self.apply(self.race.on_failed(attempt.path, now, os.strerror(code)))
 
     def run(self, deadline_ns: int | None) -> None:
@@ -188,6 +203,9 @@ class _Driver:
                 now = time.monotonic_ns()
                 code = attempt.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
                 if code == 0:
+                    info = kernel.tcp_info(attempt.sock)
+                    retransmitted = info is None or info.total_retrans > 0 or info.retransmits > 0
+                    self.feed.established(attempt.path, now, retransmitted)
                     self.apply(self.race.on_established(attempt.path, now))
                 else:
                     self._fail(attempt, code, now)
@@ -197,6 +215,7 @@ class _Driver:
     def close_all(self) -> None:
         for attempt in list(self.attempts.values()):
             self.note_retransmits(attempt)
+            self.feed.dropped(attempt.path, time.monotonic_ns())
             kernel.abort(attempt.sock)
         self.attempts.clear()
         for sock in self.prepared.values():
@@ -224,8 +243,9 @@ def _read_reply(sock: socket.socket, record: ConnectionRecord, deadline_ns: int 
     record.reply_ns = time.monotonic_ns()
 
 
-def _watch_subflows(sock: socket.socket, record: ConnectionRecord, hold_s: float) -> None:
-    """Poll the subflows every millisecond for ``hold_s``; log each one when first seen established."""
+def _watch_subflows(sock: socket.socket, record: ConnectionRecord, hold_s: float, feed: HistoryFeed) -> None:
+    """Poll the subflows every millisecond for ``hold_s``; log each one when first seen established;
+    report every established subflow's path RTT (its minimum RTT) at the end to the path history."""
     seen: set[tuple[str, str]] = set()
     end = time.monotonic() + hold_s
     while True:
@@ -238,6 +258,10 @@ def _watch_subflows(sock: socket.socket, record: ConnectionRecord, hold_s: float
                      "total_retrans": flow.total_retrans}
                 )  # fmt: skip
         if time.monotonic() >= end:
+            now = time.monotonic_ns()
+            for flow in kernel.subflows(sock):
+                if flow.established:
+                    feed.subflow(flow.local, flow.path_rtt_us, now)
             return
         time.sleep(POLL_INTERVAL_S)
 
@@ -251,21 +275,34 @@ def connect(
     timer_s: float = 1.0,
     hold_s: float = 0.3,
     timeout_s: float | None = None,
+    history: PathHistory | None = None,
 ) -> ConnectionRecord:
-    """Open one connection with ``strategy``; never raises for network outcomes (see ``status``)."""
+    """Open one connection with ``strategy``; never raises for network outcomes (see ``status``).
+
+    RobE_IPS strategies order the paths with ``history`` (default: the process's shared history)
+    and report what they saw to it.
+    """
     address = check_endpoints(server, sources)
-    if strategy.protocol is Protocol.TCP or not (strategy.start_all_at_once or strategy.staggered):
+    if strategy.kind is not Kind.KERNEL:
+        raise ConnectError(f"strategy={strategy.name!r}: a userspace strategy (robe.userspace_endpoints)")
+    multipath = strategy.start_all_at_once or strategy.staggered or strategy.initial_path_selection
+    if strategy.protocol is Protocol.TCP or not multipath:
         sources = sources[:1]  # single-path strategies use the default path only
+    if strategy.initial_path_selection and history is None:
+        history = shared_history()
     if timeout_s is not None and timeout_s <= 0:
         raise ConnectError(f"timeout_s={timeout_s!r}: must be positive")
     record = ConnectionRecord(conn_id, strategy.name, server, list(sources))
-    race = Race(strategy, len(sources), int(timer_s * 1e9))
+    paths = plan(strategy, history, address[0], list(sources), time.monotonic_ns())
+    record.path_order, record.ips_mode, record.ips_history = paths.order, paths.mode, paths.history
+    race = Race(paths.strategy, len(sources), int(timer_s * 1e9), order=paths.order)
     request = json.dumps({"conn": conn_id}).encode() + b"\n"
-    driver = _Driver(race, record, address, strategy.protocol, request)
+    feed = HistoryFeed(history, paths.key, list(sources))
+    driver = _Driver(race, record, address, strategy.protocol, request, feed)
     try:
         # RobE_TIMER's later paths are prepared too: opening a socket when the timer fires would
         # delay that attempt by the socket set-up.
-        driver.prepare(list(range(len(sources))) if strategy.staggered else race.initial_paths())
+        driver.prepare(list(range(len(sources))) if paths.strategy.staggered else race.initial_paths())
         record.connect_ns = time.monotonic_ns()
         deadline = None if timeout_s is None else record.connect_ns + int(timeout_s * 1e9)
         try:
@@ -288,7 +325,7 @@ def connect(
             driver.note_retransmits(driver.won)
             if strategy.protocol is Protocol.MPTCP:
                 record.fallback_tcp = kernel.is_mptcp(sock) is False
-                _watch_subflows(sock, record, hold_s)
+                _watch_subflows(sock, record, hold_s, feed)
             else:
                 time.sleep(hold_s)
             record.status = "ok"

@@ -58,11 +58,13 @@ class Race:
         strategy: the strategy being carried out.
         path_count: number of paths the client may use.
         timer_ns: RobE_TIMER's timer; also the interval between later staggered starts.
+        order: the order in which paths are tried (RobE_IPS); default: 0, 1, ... (the default path first).
     """
 
     strategy: Strategy
     path_count: int
     timer_ns: int
+    order: list[int] | None = None
     states: list[AttemptState] = field(init=False)
     events: list[Event] = field(default_factory=list, init=False)
     winner: int | None = field(default=None, init=False)
@@ -74,6 +76,10 @@ class Race:
             raise ValueError(f"path_count={self.path_count}: need at least one path")
         if self.timer_ns <= 0:
             raise ValueError(f"timer_ns={self.timer_ns}: must be positive")
+        if self.order is None:
+            self.order = list(range(self.path_count))
+        if sorted(self.order) != list(range(self.path_count)):
+            raise ValueError(f"order={self.order!r}: must be a permutation of 0..{self.path_count - 1}")
         self.states = [AttemptState.IDLE] * self.path_count
 
     def _log(self, now_ns: int, what: str, path: int | None = None, detail: str = "") -> None:
@@ -89,9 +95,14 @@ class Race:
         return self._paths_to_start()
 
     def _paths_to_start(self) -> list[int]:
+        assert self.order is not None
         if self.strategy.start_all_at_once:
-            return list(range(self.path_count))
-        return [0]
+            return list(self.order)
+        return [self.order[0]]
+
+    def _next_idle(self) -> int | None:
+        assert self.order is not None
+        return next((p for p in self.order if self.states[p] is AttemptState.IDLE), None)
 
     def _arm_timer(self, now_ns: int) -> None:
         more = AttemptState.IDLE in self.states
@@ -112,8 +123,9 @@ class Race:
             return []
         self._log(now_ns, "timer")
         steps = []
-        if AttemptState.IDLE in self.states:
-            steps.append(self._connect(self.states.index(AttemptState.IDLE), now_ns))
+        idle = self._next_idle()
+        if idle is not None:
+            steps.append(self._connect(idle, now_ns))
         self._arm_timer(now_ns)
         return steps
 
@@ -150,9 +162,10 @@ class Race:
             return []
         steps: list[Step] = []
         if AttemptState.CONNECTING not in self.states:
-            if self.strategy.staggered and AttemptState.IDLE in self.states:
+            idle = self._next_idle()
+            if self.strategy.staggered and idle is not None:
                 # Nothing left in flight: start the next path now rather than wait for the timer.
-                steps.append(self._connect(self.states.index(AttemptState.IDLE), now_ns))
+                steps.append(self._connect(idle, now_ns))
                 self._arm_timer(now_ns)
             else:
                 self.finished = True

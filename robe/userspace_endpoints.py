@@ -19,14 +19,11 @@ from collections.abc import Callable
 from typing import Any
 
 from robe.client import ConnectError, ConnectionRecord, check_endpoints
-from robe.protocol.connection import USER_STRATEGIES
 from robe.server import REPLY, parse_request
+from robe.strategies import Kind, is_userspace, names
 from robe.userspace import ServerHandle, UserspaceClient, UserspaceServer
 
-
-def is_userspace(strategy: str) -> bool:
-    """Whether ``strategy`` runs on the userspace transport."""
-    return strategy in USER_STRATEGIES
+__all__ = ["connect_userspace", "is_userspace", "serve_userspace"]
 
 
 async def _client(record: ConnectionRecord, server: tuple[str, int], hold_s: float, timeout_s: float | None) -> None:
@@ -74,7 +71,7 @@ def connect_userspace(
 ) -> ConnectionRecord:
     """One connection with a userspace strategy; ``timer_s`` is unused (no timer strategy here)."""
     if not is_userspace(strategy):
-        raise ConnectError(f"strategy={strategy!r}: not a userspace strategy ({', '.join(USER_STRATEGIES)})")
+        raise ConnectError(f"strategy={strategy!r}: not a userspace strategy ({', '.join(names(Kind.USERSPACE))})")
     address = check_endpoints(server, sources)
     record = ConnectionRecord(conn_id, strategy, server, list(sources))
     record.connect_ns = time.monotonic_ns()

@@ -52,6 +52,7 @@ from robe.protocol.frames import (
 )
 from robe.protocol.reassembly import Reassembly, TooFragmentedError, WindowViolationError
 from robe.protocol.sending import SCHEDULERS, SendBuffer, SubflowView
+from robe.strategies import Kind, names
 
 VERSION = 1
 #: Frames taken from one subflow per ``receive`` call at most. A read of one-byte DATA frames holds
@@ -60,7 +61,8 @@ VERSION = 1
 #: Legitimate frames carry up to 16 KiB each, so this never slows a real transfer.
 FRAMES_PER_CALL = 256
 WRAP = 1 << 64
-USER_STRATEGIES = ("mptcp-user", "robe-downgrade", "robe-bbm", "robe-esim")
+#: The strategies this state machine implements: the userspace ones of the registry.
+USER_STRATEGIES = names(Kind.USERSPACE)
 MAX_REJOINS = 32  # per path and connection: a path that keeps dying is given up
 
 

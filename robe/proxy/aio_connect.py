@@ -1,11 +1,13 @@
 """``open_multipath``: one connection over several paths with any strategy, for asyncio code.
 
-Kernel strategies (``tcp``, ``mptcp``, ``robe-sim``, ``robe-timer``) run the sans-IO ``Race`` on
-non-blocking kernel sockets (``robe.kernel.open_socket``), each bound to its path's source
+Kernel strategies (``tcp``, ``mptcp``, ``robe-sim``, ``robe-timer``, the ``robe-ips`` family) run
+the sans-IO ``Race`` on non-blocking kernel sockets (``robe.kernel.open_socket``), each bound to its path's source
 address: the event loop watches each connecting socket for writability, the race's timer runs on
 ``loop.call_at``, the first established attempt wins and the others are aborted with an RST, as
 ``robe.client`` does with a selector. The first data goes out on the winner before anything
-else. No threads: hundreds of connections can be opened at once.
+else. No threads: hundreds of connections can be opened at once. RobE_IPS strategies order the
+paths with the process's path history (``robe.selection``) and report their attempts and, through
+``MultipathStream.report_subflows``, the subflows' RTTs to it.
 
 Userspace strategies (``mptcp-user``, ``robe-downgrade``, ``robe-bbm``, ``robe-esim``) go through
 ``robe.userspace.UserspaceClient``; the first data rides with the CAP.
@@ -30,7 +32,8 @@ from robe.client import ConnectError, check_endpoints
 from robe.protocol.sending import SCHEDULERS
 from robe.proxy.streams import CHUNK, BoundedClient, ByteStream, SocketStream
 from robe.race import Action, Race, Step
-from robe.strategies import Protocol, Strategy, get_strategy
+from robe.selection import HistoryFeed, plan, shared_history
+from robe.strategies import Protocol, Strategy, get_strategy, kernel_strategy
 from robe.userspace_endpoints import is_userspace
 
 
@@ -55,6 +58,28 @@ class MultipathStream(ByteStream):
     established_ns: int
     events: list[dict[str, Any]] = field(default_factory=list)
     local: str = ""
+    feed: HistoryFeed | None = None
+    ips_mode: str = "default"
+    reported: set[str] = field(default_factory=set)  # subflows (local ADDR:PORT) the history has seen
+
+    def report_subflows(self) -> None:
+        """RobE_IPS: give the path history each established subflow's path RTT (its minimum RTT) once,
+        when first seen (kernel MPTCP).
+
+        Called while the connection is open (the client proxy samples the subflows from the start):
+        once both directions are done the kernel may already have closed the subflows, and a report
+        made only then gave the history no sample of the joined path at all.
+        """
+        if self.feed is None or self.feed.history is None or not isinstance(self.inner, SocketStream):
+            return
+        sock = self.inner.socket
+        if sock is None or sock.proto != kernel.IPPROTO_MPTCP:
+            return
+        now = time.monotonic_ns()
+        for flow in kernel.subflows(sock):
+            if flow.established and flow.local not in self.reported:
+                self.reported.add(flow.local)
+                self.feed.subflow(flow.local, flow.path_rtt_us, now)
 
     @property
     def setup_ns(self) -> int:
@@ -104,10 +129,17 @@ class _AsyncRace:
     """Carries out a ``Race``'s steps on non-blocking kernel sockets in the running event loop."""
 
     def __init__(
-        self, race: Race, server: tuple[str, int], sources: Sequence[str], protocol: Protocol, first_data: bytes
+        self,
+        race: Race,
+        server: tuple[str, int],
+        sources: Sequence[str],
+        protocol: Protocol,
+        first_data: bytes,
+        feed: HistoryFeed | None = None,
     ) -> None:
         self.loop = asyncio.get_running_loop()
         self.race = race
+        self.feed = feed or HistoryFeed(None, "", list(sources))
         self.server = server
         self.sources = sources
         self.protocol = protocol
@@ -132,6 +164,7 @@ class _AsyncRace:
             sock = self.attempts.pop(step.path)
             self.loop.remove_writer(sock)
             if step.action is Action.RESET:
+                self.feed.dropped(step.path, time.monotonic_ns())
                 kernel.abort(sock)
             else:
                 # The first data goes out before the losers are reset, as a browser's request would.
@@ -171,6 +204,7 @@ class _AsyncRace:
         self.attempts[path] = sock
         try:
             sock.bind((self.sources[path], 0))
+            self.feed.started(path, time.monotonic_ns())
             code = sock.connect_ex(self.server)
         except OSError as err:
             code = err.errno or errno.EIO
@@ -187,7 +221,10 @@ class _AsyncRace:
             return
         code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if code == 0:
-            self.apply(self.race.on_established(path, time.monotonic_ns()))
+            now = time.monotonic_ns()
+            info = kernel.tcp_info(sock)
+            self.feed.established(path, now, info is None or info.total_retrans > 0 or info.retransmits > 0)
+            self.apply(self.race.on_established(path, now))
         else:
             self._fail(path, code)
 
@@ -200,14 +237,16 @@ class _AsyncRace:
         self._report(path, code)
 
     def _report(self, path: int, code: int) -> None:
+        self.feed.failed(path, time.monotonic_ns())
         self.apply(self.race.on_failed(path, time.monotonic_ns(), os.strerror(code)))
 
     def cleanup(self) -> None:
         """Abort every attempt still in flight and stop the timer."""
         if self.timer is not None:
             self.timer.cancel()
-        for sock in self.attempts.values():
+        for path, sock in self.attempts.items():
             self.loop.remove_writer(sock)
+            self.feed.dropped(path, time.monotonic_ns())
             kernel.abort(sock)
         self.attempts.clear()
 
@@ -215,10 +254,14 @@ class _AsyncRace:
 async def _open_kernel(
     strategy: Strategy, server: tuple[str, int], sources: Sequence[str], first_data: bytes, timer_s: float
 ) -> MultipathStream:
-    if strategy.protocol is Protocol.TCP or not (strategy.start_all_at_once or strategy.staggered):
+    multipath = strategy.start_all_at_once or strategy.staggered or strategy.initial_path_selection
+    if strategy.protocol is Protocol.TCP or not multipath:
         sources = sources[:1]  # single-path strategies use the default path only
-    race = Race(strategy, len(sources), int(timer_s * 1e9))
-    driver = _AsyncRace(race, server, sources, strategy.protocol, first_data)
+    history = shared_history() if strategy.initial_path_selection else None
+    paths = plan(strategy, history, server[0], list(sources), time.monotonic_ns())
+    race = Race(paths.strategy, len(sources), int(timer_s * 1e9), order=paths.order)
+    feed = HistoryFeed(history, paths.key, list(sources))
+    driver = _AsyncRace(race, server, sources, strategy.protocol, first_data, feed)
     try:
         driver.apply(race.start(time.monotonic_ns()))
         path, sock = await driver.result
@@ -240,7 +283,7 @@ async def _open_kernel(
     events = [{"t_ns": e.t_ns, "what": e.what, "path": e.path, "detail": e.detail} for e in race.events]
     established = next(e.t_ns for e in race.events if e.what == "winner")
     return MultipathStream(stream, strategy.name, path, race.events[0].t_ns, established, events,
-                           f"{local[0]}:{local[1]}")  # fmt: skip
+                           f"{local[0]}:{local[1]}", feed, paths.mode)  # fmt: skip
 
 
 async def _open_userspace(
@@ -261,8 +304,7 @@ async def _open_userspace(
 
 def check_strategy(name: str) -> None:
     """Raise ``StrategyError`` unless ``name`` is a kernel or userspace strategy."""
-    if not is_userspace(name):
-        get_strategy(name)
+    get_strategy(name)
 
 
 async def open_multipath(
@@ -294,6 +336,6 @@ async def open_multipath(
             raise ConnectError(f"scheduler={scheduler!r}: unknown (known: {', '.join(SCHEDULERS)})")
         opening = _open_userspace(strategy, server, sources, first_data, scheduler)
     else:
-        opening = _open_kernel(get_strategy(strategy), server, sources, first_data, timer_s)
+        opening = _open_kernel(kernel_strategy(strategy), server, sources, first_data, timer_s)
     async with asyncio.timeout(timeout_s):
         return await opening

@@ -175,12 +175,17 @@ def _note_subflows(stream: MultipathStream, fields: dict[str, Any]) -> None:
     count = stream.subflow_count()
     if count is not None:
         fields["subflows"] = max(count, fields["subflows"] or 0)
+    stream.report_subflows()  # RobE_IPS learns every path's RTT from the subflows, as they appear
+
+
+def _closing(stream: MultipathStream, fields: dict[str, Any]) -> None:
+    _note_subflows(stream, fields)
 
 
 async def _sample_subflows(stream: MultipathStream, fields: dict[str, Any]) -> None:
-    """The most subflows the connection had: sampled at 5, 10, 20, 40 and 80 ms (joins come early),
-    then every ``SUBFLOW_SAMPLE_S``. The kernel tears subflows down while the connection closes, so
-    the count at the end alone says little."""
+    """The most subflows the connection had, and each new subflow's RTT for RobE_IPS: sampled at 5, 10,
+    20, 40 and 80 ms (joins come early), then every ``SUBFLOW_SAMPLE_S``. The kernel tears subflows
+    down while the connection closes, so the count at the end alone says little."""
     delays = iter((0.005, 0.005, 0.01, 0.02, 0.04))
     while stream.subflow_count() is not None:
         _note_subflows(stream, fields)
@@ -292,12 +297,12 @@ class ClientProxy:
             fields["path"] = remote.path
             self.log.event("connected", conn, dst=fields["dst"], strategy=config.strategy, path=remote.path,
                            first_bytes=len(first), setup_ns=remote.setup_ns, local=remote.local,
-                           race=remote.events)  # fmt: skip
+                           race=remote.events, ips_mode=remote.ips_mode)  # fmt: skip
             client = await SocketStream.wrap(sock, quickack=True)
             raw = None
             sampler = asyncio.create_task(_sample_subflows(remote, fields))
             try:
-                result = await relay(client, remote, before_close=lambda: _note_subflows(remote, fields))
+                result = await relay(client, remote, before_close=lambda: _closing(remote, fields))
             finally:
                 sampler.cancel()
             finished = True
@@ -330,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="address to listen on; repeat for more (default 127.0.0.1)")  # fmt: skip
     parser.add_argument("--haap", required=True, help="ADDR:PORT of the HAAP's kernel (TCP/MPTCP) listener")
     parser.add_argument("--haap-user", default=None, help="ADDR:PORT of the HAAP's userspace-transport listener")
-    parser.add_argument("--strategy", required=True, help="tcp, mptcp, robe-sim, robe-timer or a userspace strategy")
+    parser.add_argument("--strategy", required=True, help="a kernel or userspace strategy")
     parser.add_argument("--source", action="append", required=True,
                         help="source address of a path; repeat per path, default path first")  # fmt: skip
     parser.add_argument("--timer", type=float, default=1.0, help="RobE_TIMER timer in seconds (default 1)")

@@ -101,3 +101,59 @@ def test_ctrl_c_keeps_finished_rows_and_leaves_nothing_behind(tmp_path):
     resumed = _experiment(out, "-j", "3")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert len(_rows(out)) == 36
+
+
+TIMELINE_PROFILE = """
+name = "tiny-outage"
+strategies = ["mptcp", "robe-ips-timer"]
+loss_pct = [0]
+loss_direction = "both"
+repetitions = 1
+seed = 3
+tcp_syn_linear_timeouts = 0
+tcp_syn_retries = 1
+duration_s = 8
+interval_s = 0.5
+hold_ms = 200
+[path1]
+rtt_ms = 20
+[path2]
+rtt_ms = 40
+[[schedule]]
+at_s = 2
+path = 1
+loss_pct = 100
+[[schedule]]
+at_s = 5
+path = 1
+loss_pct = 0
+"""
+
+
+def test_time_varying_profile_runs_on_schedule_then_resumes_then_plots(tmp_path):
+    profile = tmp_path / "tiny-outage.toml"
+    profile.write_text(TIMELINE_PROFILE)
+    out = tmp_path / "tiny"
+    argv = [sys.executable, "-m", "experiments.experiment1", "--profile", str(profile), "--out", str(out)]
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    done = subprocess.run(argv, capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=300, check=False, env=env)
+    assert done.returncode == 0, done.stderr[-2000:] + done.stdout[-2000:]
+    rows = _rows(out)
+    assert len(rows) == 32 and {r["status"] for r in rows} <= {"ok", "failed"}
+    for row in rows:  # each attempt started when due (the agent answers concurrently)
+        assert abs(float(row["attempt_start_s"]) - float(row["due_s"])) < 0.1, row
+    mptcp_down = [r for r in rows if r["strategy"] == "mptcp" and 2.0 <= float(r["due_s"]) < 4.0]
+    assert mptcp_down and all(r["status"] == "failed" for r in mptcp_down)  # SYNs at 0 and 1 s both lost
+    timer = [r for r in rows if r["strategy"] == "robe-ips-timer"]
+    assert all(r["status"] == "ok" for r in timer)
+    learnt = [r for r in timer if 3.5 <= float(r["due_s"]) < 5.0]
+    assert all(r["winner_path"] == "2" and r["path_order"] == "2;1" for r in learnt), learnt
+    assert all(float(r["setup_ms"]) < 70 for r in learnt)
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["timeline"] is True and meta["complete"] is True
+    again = subprocess.run(argv, capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=60, check=False, env=env)
+    assert again.returncode == 0 and "nothing to do" in again.stdout
+    plots = subprocess.run([sys.executable, "-m", "analysis.plots", "--quiet", str(out)], capture_output=True,
+                           text=True, cwd=PROJECT_ROOT, check=False, env=env)  # fmt: skip
+    assert plots.returncode == 0, plots.stderr
+    assert (out / "outage.png").exists() and "robe-ips-timer never fails" in (out / "report.md").read_text()

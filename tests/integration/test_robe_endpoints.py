@@ -125,3 +125,80 @@ def test_userspace_strategies_on_figure3(endpoints):
     classic = connect("mptcp-user")  # tcp_syn_retries=1: the kernel gives up on path 1 after 3 s
     assert classic["status"] == "failed" and "timed out" in classic["error"]
     server.terminate()
+
+
+class Agent:
+    """A ``robe agent`` in the client host: the path history lives as long as the agent."""
+
+    def __init__(self, net: Fig3Network) -> None:
+        self.proc = net.popen(net.client, [sys.executable, "-m", "robe", "agent"], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True, cwd=PROJECT_ROOT)  # fmt: skip
+        assert self.proc.stdout is not None and self.proc.stdout.readline().strip() == "READY"
+        self.count = 0
+
+    def connect(self, strategy: str, scope: str, timer_s: float = 0.5) -> dict[str, Any]:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.count += 1
+        request = {
+            "conn_id": f"{strategy}-{self.count}",
+            "strategy": strategy,
+            "server": f"{SERVER_B1}:{PORT}",
+            "sources": [CLIENT_A1, CLIENT_A2],
+            "timer_s": timer_s,
+            "hold_s": 0.2,
+            "history_scope": scope,
+        }
+        self.proc.stdin.write(json.dumps(request) + "\n")
+        self.proc.stdin.flush()
+        record: dict[str, Any] = json.loads(self.proc.stdout.readline())
+        return record
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.wait(timeout=5)
+
+
+def test_ips_strategies_learn_the_faster_path_and_leave_a_dead_one():
+    # The default path is the slow one (40 ms), as LTE in the paper's experiment 2.
+    config = Fig3Config(path1=PathConfig(rtt_ms=40), path2=PathConfig(rtt_ms=20), tcp_syn_retries=1,
+                        tcp_syn_linear_timeouts=0)  # fmt: skip
+    with Fig3Network(config) as net:
+        Endpoints(net)
+        agent = Agent(net)
+        try:
+            first = agent.connect("robe-ips", "a")  # no history: the default path
+            assert first["status"] == "ok" and first["winner"] == 0 and first["ips_mode"] == "ips"
+            assert 39.5 < _ms(first, "established_ns") < 46
+            assert {flow["local"].split(":")[0] for flow in first["subflows"]} == {CLIENT_A1, CLIENT_A2}
+            second = agent.connect("robe-ips", "a")  # the join on path 2 showed its 20 ms
+            assert second["status"] == "ok" and second["winner"] == 1 and second["path_order"] == [1, 0]
+            assert 19.5 < _ms(second, "established_ns") < 25
+            assert [e["what"] for e in second["events"] if e["path"] == 0] == []  # no SYN on the other path
+            other_scope = agent.connect("robe-ips", "b")  # a separate history knows nothing
+            assert other_scope["winner"] == 0
+
+            sim = agent.connect("robe-ips-sim", "c")
+            assert sim["ips_mode"] == "sim" and sim["winner"] == 1
+            assert [e["what"] for e in sim["events"] if e["path"] == 0] == ["attempt", "reset"]
+            then = agent.connect("robe-ips-sim", "c")
+            assert then["ips_mode"] == "ips" and then["winner"] == 1 and then["path_order"] == [1, 0]
+            assert [e["what"] for e in then["events"] if e["path"] == 0] == []
+
+            timer_first = agent.connect("robe-ips-timer", "d")
+            assert timer_first["winner"] == 0
+            assert agent.connect("robe-ips-timer", "d")["winner"] == 1
+
+            net.set_path(2, PathConfig(rtt_ms=20, loss_pct=100))  # the learnt path dies
+            timer_dead = agent.connect("robe-ips-timer", "d")  # tries path 2, the timer moves it to path 1
+            assert timer_dead["status"] == "ok" and timer_dead["winner"] == 0
+            assert 539 < _ms(timer_dead, "established_ns") < 560
+            timer_after = agent.connect("robe-ips-timer", "d")  # path 2 is suspect now: path 1 at once
+            assert timer_after["winner"] == 0 and _ms(timer_after, "established_ns") < 46
+            assert timer_after["path_order"] == [0, 1]
+
+            dead = agent.connect("robe-ips", "a")  # IPS alone has no fallback: the kernel gives up
+            assert dead["status"] == "failed" and dead["path_order"] == [1, 0]
+            recovered = agent.connect("robe-ips", "a")
+            assert recovered["status"] == "ok" and recovered["winner"] == 0
+        finally:
+            agent.close()

@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
@@ -24,6 +25,8 @@ from robe.proxy.client_proxy import ClientProxy, ClientProxyConfig
 from robe.proxy.connlog import ConnLog
 from robe.proxy.haap import Haap, HaapConfig, parse_networks
 from robe.proxy.streams import RECV_HIGH_WATER, UserspaceStream, raise_fd_limit
+from robe.selection import shared_history
+from robe.strategies import Kind, kernel_mptcp, names
 
 SOURCES = ("127.0.0.1", "127.0.0.2")
 LOOPBACK = parse_networks(["127.0.0.0/8"])
@@ -106,7 +109,7 @@ def _check_answer(answer: bytes, request: bytes, size: int) -> None:
 USER = ("mptcp-user", "robe-downgrade", "robe-bbm", "robe-esim")
 
 
-@pytest.mark.parametrize("strategy", ["tcp", "mptcp", "robe-sim", "robe-timer", *USER])
+@pytest.mark.parametrize("strategy", [*names(Kind.KERNEL), *USER])
 def test_open_multipath_through_the_haap_to_an_origin(tmp_path, strategy):
     async def main() -> None:
         async with _setup(tmp_path) as setup:
@@ -131,7 +134,7 @@ def test_open_multipath_through_the_haap_to_an_origin(tmp_path, strategy):
             accepted = next(e for e in setup.lines() if e["event"] == "accepted" and e["conn"] == closed[0]["conn"])
             assert accepted["transport"] == ("user" if strategy in USER else "kernel")
             assert not [e for e in setup.lines() if e["event"] == "refused"]
-            if strategy in ("mptcp", "robe-sim", "robe-timer"):
+            if strategy in kernel_mptcp():
                 assert accepted["mptcp"] is True
             if strategy == "tcp":
                 assert accepted["mptcp"] is False
@@ -243,7 +246,7 @@ def _lines(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-@pytest.mark.parametrize("strategy", ["mptcp", "robe-downgrade"])
+@pytest.mark.parametrize("strategy", ["mptcp", "robe-ips", "robe-downgrade"])
 def test_the_client_proxy_relays_and_logs_closed_after_both_directions(tmp_path, strategy):
     async def main() -> None:
         async with (
@@ -274,6 +277,10 @@ def test_the_client_proxy_relays_and_logs_closed_after_both_directions(tmp_path,
             assert closed["error"] is None and closed["bytes_up"] == len(request)
             assert closed["bytes_down"] == len(answer) and closed["path"] == connected["path"]
             assert closed["t_ns"] > connected["t_ns"]
+            if strategy == "robe-ips":  # the proxy's history learnt the subflows' RTTs
+                assert connected["ips_mode"] == "ips"
+                learnt = shared_history().snapshot("127.0.0.0/24", time.monotonic())
+                assert learnt and all(v["srtt_ms"] is not None for v in learnt.values()), learnt
 
     asyncio.run(main())
 

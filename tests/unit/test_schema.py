@@ -196,7 +196,8 @@ ISSUE16 = ["canary_ms", "canary_flagged", "attempt_s", "host", "kernel", "engine
 
 
 def test_files_from_before_issue_16_read_with_the_canary_columns_empty():
-    assert EXPERIMENT1.names[-len(ISSUE16) :] == ISSUE16  # declared last, after the invocation
+    after = EXPERIMENT1.names.index("invocation") + 1
+    assert EXPERIMENT1.names[after : after + len(ISSUE16)] == ISSUE16  # declared after the invocation
     old = read_runs(RESULTS / "experiment1" / "paper")  # written before the timing canary
     assert old[ISSUE16].isna().all().all() and old["setup_ms"].notna().any()
     with (RESULTS / "experiment1" / "paper" / "runs.csv").open() as handle:
@@ -205,6 +206,25 @@ def test_files_from_before_issue_16_read_with_the_canary_columns_empty():
     assert new["canary_ms"].dtype == "float64" and new["canary_flagged"].dtype == "boolean"
     assert new["retries"].dtype == "Int64" and new["attempt_s"].notna().all() and new["host"].notna().all()
     assert int(new["canary_flagged"].sum()) == 3 and (new["retries"] == 0).all()
+
+
+ISSUE14 = ["attempts", "resets_sent", "subflows_end", "attempt_start_s", "due_s", "path1_loss_at_start", "ips_mode",
+           "path_order", "wire_syns_sent", "wire_synacks_received", "wire_rsts_sent", "wire_rsts_received",
+           "wire_packets", "wire_bytes"]  # fmt: skip
+
+
+def test_files_from_before_issue_14_read_with_the_cost_columns_empty():
+    assert EXPERIMENT1.names[-len(ISSUE14) :] == ISSUE14  # declared last
+    old = read_runs(RESULTS / "experiment1" / "paper")  # written before RobE_IPS and the cost columns
+    assert old[ISSUE14].isna().all().all()
+    new = read_runs(RESULTS / "experiment1" / "ips")  # made with them
+    ok = new[new["status"] == "ok"]
+    assert new["wire_bytes"].dtype == "Int64" and ok["wire_syns_sent"].notna().all() and (ok["attempts"] >= 1).all()
+    assert set(new["ips_mode"].dropna()) <= {"default", "ips", "sim"}
+    outage = read_runs(RESULTS / "experiment1" / "outage")  # a time-varying run: no wire counts
+    assert outage["attempt_start_s"].notna().any() and outage["wire_bytes"].isna().all()
+    exp2 = read_runs(RESULTS / "experiment2" / "ips")
+    assert (exp2["wire_syns_sent"] >= exp2["connections"]).all() and exp2["attempts"].notna().all()
 
 
 def test_a_lost_canary_burst_is_written_flagged_without_a_number(tmp_path):

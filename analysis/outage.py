@@ -1,0 +1,235 @@
+"""Time-varying runs (experiment 1 with a ``[[schedule]]``, e.g. ``outage``): set-up time against
+attempt start, per strategy, outage shaded; and the report of what each strategy did around it.
+
+``python -m analysis.outage FOLDER`` writes ``outage.png``/``.pdf`` and ``report.md`` (``make plots``
+does it for every such folder). The report states, per repetition, the acceptance figures of
+issue 14: how many connections RobE_IPS needed after the outage began before its set-ups stayed at
+the other path's 1.5 x RTT, how long after the recovery it returned to the default path, whether
+RobE_IPS+TIMER ever failed, and whether ``mptcp`` failed where every SYN met the outage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
+
+from analysis import cost, style
+from analysis.ownership import hand_to_invoking_user
+from analysis.schema import EXPERIMENT1
+from analysis.schema import read_runs as read_schema_runs
+from analysis.tables import markdown
+from robe.ips import HistoryConfig
+
+#: A set-up "at 1.5 x RTT" of a path: within this much of it (the testbed's own cost is ~1 ms).
+SETUP_SLACK_MS = 5.0
+
+
+def read_runs(folder: Path) -> pd.DataFrame:
+    """runs.csv of a time-varying run (``analysis.schema.EXPERIMENT1``): the last row of each run id
+    (an error row is rerun on resume), ``start_s`` the attempt's start (its due time if not recorded)."""
+    runs = read_schema_runs(folder, EXPERIMENT1).drop_duplicates("run_id", keep="last")
+    runs = runs.assign(
+        winner_path=runs["winner_path"].astype("float64"),  # NaN where no winner, for plain comparisons
+        start_s=runs["attempt_start_s"].fillna(runs["due_s"]),
+    )
+    return runs.sort_values(["repetition", "strategy", "start_s"]).reset_index(drop=True)
+
+
+def ordered_strategies(runs: pd.DataFrame) -> list[str]:
+    """The folder's strategies in the legend order of every figure."""
+    return style.ordered(runs["strategy"].unique())
+
+
+def outage_windows(profile: dict[str, Any], path: int = 1) -> list[tuple[float, float]]:
+    """When ``path`` is at 100 % loss, from the profile's schedule."""
+    from experiments.profile import parse_profile
+
+    timeline = parse_profile(dict(profile)).timeline()
+    return [] if timeline is None else timeline.windows(path)
+
+
+def syn_offsets_s(profile: dict[str, Any]) -> list[float]:
+    """When a plain connect sends its SYNs, from its start (back-off 1, 2, 4 ... s)."""
+    retries = profile.get("tcp_syn_retries") or 6
+    return [float(2**k - 1) for k in range(retries + 1)]
+
+
+def ips_recovery(group: pd.DataFrame, start: float, end: float, rtt1: float, rtt2: float) -> dict[str, Any]:
+    """How one repetition of an IPS strategy met one outage (start, end in s)."""
+    during = group[(group.start_s >= start) & (group.start_s < end)]
+    fast_other = (during.status == "ok") & (during.setup_ms <= 1.5 * rtt2 + SETUP_SLACK_MS) & (during.winner_path == 2)
+    # The connections before the set-ups settle on the other path for good (to the end of the outage).
+    bad = [i for i, good in enumerate(fast_other.tolist()) if not good]
+    settled_after = bad[-1] + 1 if bad else 0
+    after = group[group.start_s >= end]
+    back = after[(after.status == "ok") & (after.winner_path == 1) & (after.setup_ms <= 1.5 * rtt1 + SETUP_SLACK_MS)]
+    return {
+        "in_outage": len(during),
+        "slow_or_failed_in_outage": int((~fast_other).sum()),
+        "connections_before_settled": settled_after,
+        "failed_in_outage": int((during.status != "ok").sum()),
+        "back_on_path1_after_s": None if back.empty else round(float(back.start_s.iloc[0] - end), 2),
+        "median_setup_in_outage_ms": None if during.empty else round(float(during.setup_ms.median()), 1),
+    }
+
+
+def render_figure(runs: pd.DataFrame, profile: dict[str, Any], folder: Path) -> list[Path]:
+    """Set-up time against attempt start, one panel per strategy (its colour and marker, one shade per
+    repetition), outages shaded, failures as crosses on top."""
+    strategies = ordered_strategies(runs)
+    style.apply_theme()
+    fig, axes = plt.subplots(len(strategies), 1, figsize=(style.TWO_COLUMN_IN, 1.25 * len(strategies) + 0.6),
+                             sharex=True, sharey=True, squeeze=False)  # fmt: skip
+    ok = runs[runs.status == "ok"]
+    top = max(float(ok.setup_ms.max()) * 1.5 if not ok.empty else 1000.0, 2000.0)
+    rtt1, rtt2 = float(profile["path1"]["rtt_ms"]), float(profile["path2"]["rtt_ms"])
+    reps = [str(r) for r in sorted(runs.repetition.unique())]
+    for ax, strategy in zip(axes[:, 0], strategies, strict=True):
+        for start, end in outage_windows(profile):
+            ax.axvspan(start, end, color=style.color("tcp"), alpha=0.18, lw=0)
+        mine = runs[runs.strategy == strategy]
+        shades = sns.dark_palette(style.color(strategy), n_colors=len(reps) + 1, reverse=True)[: len(reps)]
+        sns.scatterplot(data=mine[mine.status == "ok"].assign(rep=lambda d: d.repetition.astype(str)), x="start_s",
+                        y="setup_ms", hue="rep", hue_order=reps, palette=shades, marker=style.marker(strategy), s=14,
+                        ax=ax, legend=False, edgecolor="none")  # fmt: skip
+        failed = mine[mine.status != "ok"]
+        ax.scatter(failed.start_s, [top * 0.8] * len(failed), marker="x", color="black", s=14, lw=0.8)
+        for rtt, label in ((rtt1, "1.5 x RTT path 1"), (rtt2, "1.5 x RTT path 2")):
+            ax.axhline(1.5 * rtt, color="grey", lw=0.6, ls=":")
+            ax.text(0.995, 1.5 * rtt, label, fontsize=5.5, va="bottom", ha="right", color="grey",
+                    transform=ax.get_yaxis_transform())  # fmt: skip
+        ax.set_yscale("log")
+        ax.set_ylim(10, top)
+        ax.set_ylabel("set-up [ms]")
+        ax.set_title(f"{strategy}  ({int((mine.status != 'ok').sum())} of {len(mine)} failed: x)", loc="left")
+        style.frame_label(ax.title, strategy)
+    axes[-1, 0].set_xlabel("attempt start [s] (shaded: path 1 at 100 % loss)")
+    fig.suptitle(f"{profile['name']}: connect() -> first request bytes at the server, "
+                 f"{runs.repetition.nunique()} repetitions (shades)")  # fmt: skip
+    fig.tight_layout()
+    return style.save(fig, folder / "outage")
+
+
+def acceptance(runs: pd.DataFrame, profile: dict[str, Any]) -> tuple[list[dict[str, Any]], list[tuple[str, bool, str]]]:
+    """Per (strategy, repetition) figures around each outage, and the issue's acceptance checks."""
+    rtt1, rtt2 = float(profile["path1"]["rtt_ms"]), float(profile["path2"]["rtt_ms"])
+    rows: list[dict[str, Any]] = []
+    checks: list[tuple[str, bool, str]] = []
+    windows = outage_windows(profile)
+    offsets = syn_offsets_s(profile)
+    for start, end in windows:
+        for (strategy, rep), group in runs.groupby(["strategy", "repetition"]):
+            row = {"strategy": strategy, "repetition": rep, "outage": f"{start:g}-{end:g} s"}
+            row.update(ips_recovery(group, start, end, rtt1, rtt2))
+            rows.append(row)
+        ips = [r for r in rows if r["strategy"] == "robe-ips" and r["outage"] == f"{start:g}-{end:g} s"]
+        if ips:
+            settled = [r["connections_before_settled"] for r in ips]
+            target = f"path 2's 1.5 x RTT ({1.5 * rtt2:g} ms + {SETUP_SLACK_MS:g})"
+            checks.append((f"robe-ips: set-ups stay at {target} through the outage after at most 3 connections",
+                           max(settled) <= 3, f"connections before settling per repetition: {settled}"))  # fmt: skip
+            backs = [r["back_on_path1_after_s"] for r in ips]
+            limit = HistoryConfig().failure_hold_s  # the documented ageing of a failure
+            ok = all(b is not None and b <= limit for b in backs)
+            checks.append((f"robe-ips: back on path 1 at 1.5 x RTT within the failure hold ({limit:g} s) of the "
+                           "recovery", ok, f"seconds after recovery: {backs}"))  # fmt: skip
+        mptcp = runs[(runs.strategy == "mptcp")]
+        doomed = mptcp[[all(start <= s + o < end for o in offsets) for s in mptcp.start_s]]
+        if not doomed.empty:
+            checks.append((f"mptcp: every attempt whose SYNs (at {', '.join(f'{o:g}' for o in offsets)} s) all fall "
+                           "in the outage fails", bool((doomed.status != "ok").all()),
+                           f"{int((doomed.status != 'ok').sum())} of {len(doomed)} failed"))  # fmt: skip
+    timer = runs[runs.strategy == "robe-ips-timer"]
+    if not timer.empty:
+        checks.append(("robe-ips-timer never fails", bool((timer.status == "ok").all()),
+                       f"{int((timer.status != 'ok').sum())} of {len(timer)} failed"))  # fmt: skip
+    return rows, checks
+
+
+def phase_table(runs: pd.DataFrame, profile: dict[str, Any]) -> pd.DataFrame:
+    """Per strategy and phase (before, during, after the first outage): attempts, failures, set-up."""
+    windows = outage_windows(profile)
+    start, end = windows[0] if windows else (float("inf"), float("inf"))
+    phase = pd.cut(runs.start_s, [-1, start, end, float("inf")], right=False, labels=["before", "during", "after"])
+    table = (
+        runs.assign(phase=phase)
+        .groupby(["strategy", "phase"], observed=True)
+        .agg(
+            attempts=("run_id", "size"),
+            failed=("status", lambda s: int((s != "ok").sum())),
+            median_setup_ms=("setup_ms", "median"),
+            p90_setup_ms=("setup_ms", lambda s: s.quantile(0.9)),
+            on_path2=("winner_path", lambda s: int((s == 2).sum())),
+        )
+    )
+    order = style.ordered(table.index.get_level_values(0))
+    return table.reindex(order, level=0).round(1).reset_index().set_index("strategy")
+
+
+def write_report(folder: Path) -> Path:
+    """report.md of a time-varying folder."""
+    metadata = json.loads((folder / "metadata.json").read_text())
+    profile = metadata["profile"]
+    runs = read_runs(folder)
+    rows, checks = acceptance(runs, profile)
+    lines = [
+        f"# Experiment 1, time-varying profile `{profile['name']}`",
+        "",
+        profile.get("description", ""),
+        "",
+        f"Commit {metadata.get('git', {}).get('commit', '?')[:10]}, "
+        f"{len(runs)} attempts, {runs.repetition.nunique()} repetitions; paths {profile['path1']['rtt_ms']} / "
+        f"{profile['path2']['rtt_ms']} ms RTT; outages of path 1: {outage_windows(profile)} s. "
+        "Set-up = connect() -> first request bytes at the server.",
+        "",
+        "## Acceptance",
+        "",
+        *[f"- {'PASS' if ok else 'FAIL'}: {what}: {figures}" for what, ok, figures in checks],
+        "",
+        "## Per phase",
+        "",
+        markdown(phase_table(runs, profile)),
+        "",
+        *cost.report_lines(runs, ["strategy"]),
+        "## Around the outage, per repetition",
+        "",
+        "`connections_before_settled`: connections started in the outage before every later one in it set up on "
+        f"path 2 within {SETUP_SLACK_MS:g} ms of its 1.5 x RTT; `back_on_path1_after_s`: the first attempt after "
+        "the recovery that set up on path 1 at its 1.5 x RTT.",
+        "",
+        markdown(pd.DataFrame(rows).set_index("strategy") if rows else pd.DataFrame()),
+        "",
+    ]
+    report = folder / "report.md"
+    report.write_text("\n".join(lines))
+    hand_to_invoking_user(report)
+    return report
+
+
+def render(folder: Path) -> list[Path]:
+    """Figure and report of one folder."""
+    metadata = json.loads((folder / "metadata.json").read_text())
+    return [*render_figure(read_runs(folder), metadata["profile"], folder), write_report(folder)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: render the given folders."""
+    parser = argparse.ArgumentParser(prog="python -m analysis.outage", description=__doc__.splitlines()[0])
+    parser.add_argument("folders", nargs="+", type=Path)
+    args = parser.parse_args(argv)
+    for folder in args.folders:
+        files = render(folder)
+        print(f"{folder}: wrote {', '.join(f.name for f in files)}")
+        print((folder / "report.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

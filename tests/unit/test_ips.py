@@ -1,0 +1,242 @@
+"""RobE_IPS's path history (robe.ips): filtering, ageing, ties, bounds, vanished paths."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from robe.ips import Attempt, HistoryConfig, HistoryError, PathHistory, destination_key
+
+KEY = "198.18.3.0/24"
+P1, P2, P3 = "198.18.1.1", "198.18.2.1", "198.18.4.1"
+
+
+def history(**overrides: float | int) -> PathHistory:
+    return PathHistory(HistoryConfig(**overrides))  # type: ignore[arg-type]
+
+
+def establish(h: PathHistory, path: str, start: float, rtt: float, key: str = KEY) -> None:
+    h.attempt_established(h.attempt_started(key, path, start), start + rtt, retransmitted=False)
+
+
+def test_no_history_gives_the_default_order() -> None:
+    h = history()
+    assert h.order(KEY, [P1, P2], 0.0) == [P1, P2]
+    assert h.order(KEY, [P2, P1], 0.0) == [P2, P1]  # the caller's default path first
+    assert not h.has_history(KEY, [P1, P2], 0.0)
+
+
+def test_destination_key_is_the_prefix() -> None:
+    assert destination_key("198.18.3.1") == KEY
+    assert destination_key("198.18.3.200") == KEY
+    assert destination_key("10.1.2.3", 16) == "10.1.0.0/16"
+    with pytest.raises(HistoryError, match="not-an-ip"):
+        destination_key("not-an-ip")
+
+
+def test_lower_filtered_rtt_goes_first_and_other_destinations_are_apart() -> None:
+    h = history()
+    establish(h, P1, 0.0, 0.040)
+    establish(h, P2, 0.1, 0.020)
+    assert h.order(KEY, [P1, P2], 1.0) == [P2, P1]
+    assert h.order("10.0.0.0/24", [P1, P2], 1.0) == [P1, P2]
+
+
+def test_filter_is_an_ewma_not_the_latest_sample() -> None:
+    h = history()
+    for i in range(20):
+        establish(h, P1, i, 0.020)
+        establish(h, P2, i, 0.040)
+    # One slow sample on P1 (80 ms) moves its estimate by 1/8 only: 20 + 60/8 = 27.5 ms < 40 ms.
+    h.rtt_sample(KEY, P1, 0.080, 30.0)
+    assert h.snapshot(KEY, 30.0)[P1]["srtt_ms"] == pytest.approx(27.5)
+    assert h.order(KEY, [P1, P2], 30.0) == [P1, P2]
+
+
+def test_retransmitted_handshake_is_not_an_rtt_sample() -> None:
+    h = history()
+    attempt = h.attempt_started(KEY, P1, 0.0)
+    h.attempt_established(attempt, 1.02, retransmitted=True)  # Karn: 1.02 s is not an RTT
+    assert h.snapshot(KEY, 1.1)[P1]["srtt_ms"] is None
+    assert not h.snapshot(KEY, 1.1)[P1]["suspect"]
+
+
+def test_ties_keep_the_default_order() -> None:
+    h = history()
+    establish(h, P2, 0.0, 0.0200)
+    establish(h, P1, 0.0, 0.0209)  # within max(1 ms, 10 %) of the best: a tie
+    assert h.order(KEY, [P1, P2], 1.0) == [P1, P2]
+    h2 = history()
+    establish(h2, P2, 0.0, 0.020)
+    establish(h2, P1, 0.0, 0.0225)  # 2.5 ms = 12.5 % slower: not a tie
+    assert h2.order(KEY, [P1, P2], 1.0) == [P2, P1]
+
+
+def test_measured_paths_before_unmeasured() -> None:
+    h = history()
+    establish(h, P2, 0.0, 0.040)
+    assert h.order(KEY, [P1, P2], 1.0) == [P2, P1]
+    assert h.has_history(KEY, [P1, P2], 1.0)
+
+
+def test_unanswered_syn_marks_the_path_suspect_after_the_syn_timeout() -> None:
+    h = history()
+    establish(h, P1, 0.0, 0.020)
+    establish(h, P2, 0.0, 0.040)
+    h.attempt_started(KEY, P1, 10.0)  # never answered
+    assert h.order(KEY, [P1, P2], 10.99) == [P1, P2]  # not yet: within the initial RTO
+    assert h.order(KEY, [P1, P2], 11.0) == [P2, P1]
+    assert h.snapshot(KEY, 11.0)[P1]["suspect"]
+
+
+def test_failure_ages_out_after_the_hold_and_doubles_on_repeat() -> None:
+    h = history(failure_hold_s=30.0)
+    establish(h, P1, 0.0, 0.020)
+    establish(h, P2, 0.0, 0.040)
+    first = h.attempt_started(KEY, P1, 10.0)
+    h.attempt_failed(first, 10.5)
+    assert h.order(KEY, [P1, P2], 40.4) == [P2, P1]
+    assert h.order(KEY, [P1, P2], 40.5) == [P1, P2]  # hold over: P1's 20 ms estimate is kept
+    probe = h.attempt_started(KEY, P1, 40.5)
+    h.attempt_failed(probe, 41.0)  # a new failure: the hold doubles to 60 s
+    assert h.order(KEY, [P1, P2], 100.9) == [P2, P1]
+    assert h.order(KEY, [P1, P2], 101.0) == [P1, P2]
+
+
+def test_attempts_in_flight_before_a_failure_do_not_extend_the_hold() -> None:
+    h = history(failure_hold_s=30.0)
+    establish(h, P1, 0.0, 0.020)
+    early = [h.attempt_started(KEY, P1, 10.0 + i * 0.25) for i in range(4)]  # all sent before anyone knew
+    for i, attempt in enumerate(early):
+        h.attempt_failed(attempt, 11.0 + i * 0.25)
+    assert h.snapshot(KEY, 12.0)[P1]["failures"] == 1
+    assert h.order(KEY, [P1, P2], 41.0) == [P1, P2]
+
+
+def test_a_subflow_on_a_suspect_path_clears_it() -> None:
+    h = history()
+    establish(h, P1, 0.0, 0.020)
+    h.attempt_failed(h.attempt_started(KEY, P1, 5.0), 6.0)
+    assert h.order(KEY, [P1, P2], 7.0) == [P2, P1]
+    h.rtt_sample(KEY, P1, 0.021, 8.0)  # e.g. the path manager's join on P1 was established
+    assert h.order(KEY, [P1, P2], 8.0) == [P1, P2]
+    assert h.snapshot(KEY, 8.0)[P1]["failures"] == 0
+
+
+def test_rtt_estimate_ages_out() -> None:
+    h = history(rtt_max_age_s=60.0)
+    establish(h, P2, 0.0, 0.020)
+    assert h.order(KEY, [P1, P2], 59.0) == [P2, P1]
+    assert h.order(KEY, [P1, P2], 61.0) == [P1, P2]  # forgotten: back to the default path
+    assert not h.has_history(KEY, [P1, P2], 61.0)
+    establish(h, P2, 70.0, 0.030)  # a new sample after ageing starts the filter afresh
+    assert h.snapshot(KEY, 70.1)[P2]["srtt_ms"] == pytest.approx(30.0)
+
+
+def test_a_path_that_disappears_is_never_returned() -> None:
+    h = history()
+    establish(h, P3, 0.0, 0.005)  # the best path ...
+    establish(h, P1, 0.0, 0.020)
+    assert h.order(KEY, [P1, P2, P3], 1.0)[0] == P3
+    assert h.order(KEY, [P1, P2], 2.0) == [P1, P2]  # ... is gone (interface down)
+    assert h.order(KEY, [P1, P2, P3], 3.0)[0] == P3  # and its history is kept for its return
+
+
+def test_all_paths_suspect_are_ordered_by_hold_end() -> None:
+    h = history(failure_hold_s=10.0)
+    h.attempt_failed(h.attempt_started(KEY, P1, 0.0), 1.0)
+    h.attempt_failed(h.attempt_started(KEY, P2, 0.0), 0.5)
+    assert h.order(KEY, [P1, P2], 2.0) == [P2, P1]
+
+
+def test_bad_inputs_are_named() -> None:
+    with pytest.raises(HistoryError, match="rtt_gain"):
+        HistoryConfig(rtt_gain=0)
+    with pytest.raises(HistoryError, match="max_pending"):
+        HistoryConfig(max_pending=0)
+    with pytest.raises(HistoryError, match="duplicates"):
+        PathHistory().order(KEY, [P1, P1], 0.0)
+    h = PathHistory()
+    with pytest.raises(HistoryError, match="rtt_s"):
+        h.rtt_sample(KEY, P1, 0.0, 0.0)
+    attempt = h.attempt_started(KEY, P1, 5.0)
+    with pytest.raises(HistoryError, match="before the attempt started"):
+        h.attempt_established(attempt, 4.0, retransmitted=False)
+
+
+# -- properties ------------------------------------------------------------------------------
+
+PATHS = [f"198.18.{i}.1" for i in range(1, 13)]
+KEYS = [f"10.{i}.0.0/24" for i in range(40)]
+
+events = st.lists(
+    st.tuples(
+        st.sampled_from(["start", "established", "failed", "dropped", "sample", "order"]),
+        st.sampled_from(KEYS),
+        st.sampled_from(PATHS),
+        st.floats(min_value=0.001, max_value=2.0),
+    ),
+    max_size=300,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(events, st.lists(st.sampled_from(PATHS), min_size=1, max_size=6, unique=True))
+def test_property_order_is_a_permutation_and_memory_is_bounded(
+    ops: list[tuple[str, str, str, float]], query: list[str]
+) -> None:
+    config = HistoryConfig(max_destinations=8, max_paths_per_destination=3, max_pending=5)
+    h = PathHistory(config)
+    now = 0.0
+    pending: list[Attempt] = []
+    for op, key, path, value in ops:
+        now += value
+        if op == "start" or not pending:
+            pending.append(h.attempt_started(key, path, now))
+        elif op == "established":
+            h.attempt_established(pending.pop(0), now, retransmitted=value > 1.0)
+        elif op == "failed":
+            h.attempt_failed(pending.pop(0), now)
+        elif op == "dropped":
+            h.attempt_dropped(pending.pop(), now)
+        elif op == "sample":
+            h.rtt_sample(key, path, value, now)
+        else:
+            assert sorted(h.order(key, query, now)) == sorted(query)
+        dests, paths, in_flight = h.size()
+        assert dests <= 8 and paths <= 8 * 3 and in_flight <= 8 * 5
+    for key in KEYS:
+        assert sorted(h.order(key, query, now)) == sorted(query)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.floats(min_value=0.001, max_value=1.0), min_size=1, max_size=50))
+def test_property_filtered_rtt_stays_within_the_samples(samples: list[float]) -> None:
+    h = PathHistory()
+    for i, rtt in enumerate(samples):
+        h.rtt_sample(KEY, P1, rtt, float(i))
+    srtt = h.snapshot(KEY, float(len(samples)))[P1]["srtt_ms"]
+    assert isinstance(srtt, float)
+    assert min(samples) * 1e3 - 1e-3 <= srtt <= max(samples) * 1e3 + 1e-3
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.sampled_from(PATHS), min_size=1, max_size=6, unique=True), st.floats(0, 1e6))
+def test_property_without_history_the_default_order_is_kept(paths: list[str], now: float) -> None:
+    h = PathHistory()
+    h.rtt_sample("10.99.0.0/24", paths[-1], 0.001, now)  # another destination's history
+    assert h.order(KEY, paths, now) == paths
+
+
+def test_an_attempt_overtaken_by_a_later_one_marks_its_path():
+    h = history()
+    establish(h, P1, 0.0, 0.020)
+    first = h.attempt_started(KEY, P1, 10.0)
+    later = h.attempt_started(KEY, P2, 10.5)  # a timer of 0.5 s: shorter than the SYN timeout
+    h.attempt_established(later, 10.54, retransmitted=False)
+    h.attempt_dropped(first, 10.54, overtaken=True)
+    assert h.order(KEY, [P1, P2], 10.6) == [P2, P1]
+    sim_loser = h.attempt_started(KEY, P2, 20.0)
+    h.attempt_dropped(sim_loser, 20.02)  # lost a race started at the same time: no evidence
+    assert not h.snapshot(KEY, 20.1)[P2]["suspect"]
