@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from analysis.schema import EXPERIMENT1
+from experiments import lifecycle
 from experiments.experiment1 import (
     DATA_GIVE_UP_S,
     SERVER_PORT,
@@ -42,6 +43,7 @@ from experiments.experiment1 import (
     start_server,
     sweep_metadata,
 )
+from experiments.lifecycle import ExperimentError
 from experiments.metadata import PROJECT_ROOT, base_metadata, write_json
 from experiments.path_schedule import Timeline
 from experiments.profile import Experiment1Profile, RunSpec, expand_runs
@@ -228,7 +230,7 @@ def run_timeline(options: Options) -> int:
     timeline = profile.timeline()
     assert timeline is not None
     if any(is_userspace(s) for s in profile.strategies):
-        raise ValueError("time-varying profiles run kernel strategies only")
+        raise ExperimentError("time-varying profiles run kernel strategies only")
     runs_csv = options.out / "runs.csv"
     done = finished_run_ids(runs_csv)
     all_runs = expand_runs(profile)
@@ -236,18 +238,16 @@ def run_timeline(options: Options) -> int:
     pending = [rep for rep in reps if any(r.run_id not in done for r in all_runs if r.repetition == rep)]
     if options.limit is not None:
         pending = pending[: options.limit]
-    print(f"experiment 1, profile {profile.name} (time-varying, {timeline.duration_s:g} s per repetition, "
-          f"a connection per strategy every {timeline.interval_s:g} s): {len(reps)} repetitions, "
-          f"{len(reps) - len(pending)} stored, {len(pending)} to run", flush=True)  # fmt: skip
+    title = (f"experiment 1, profile {profile.name} (time-varying, {timeline.duration_s:g} s per repetition, "
+             f"a connection per strategy every {timeline.interval_s:g} s)")  # fmt: skip
+    if not lifecycle.announce(title, "repetition", (len(reps), len(reps) - len(pending), len(pending)), runs_csv, 1):
+        return 0
     meta_file = options.out / "metadata.json"
     metadata = read_metadata(meta_file)
     settings = {"jobs": 1, "timeout_s": options.timeout_s, "limit": options.limit, "out": str(options.out),
                 "allow_mixed": options.allow_mixed}  # fmt: skip
     invocation = base_metadata("experiment1", settings)
     invocation["id"] = new_invocation_id()
-    if not pending:
-        print("nothing to do: every repetition is stored", flush=True)
-        return 0
     notes = check_profile(options.out, metadata, [profile.fingerprint()], "runs")
     notes += check_code(options.out, metadata, invocation["git"], options.allow_mixed, "runs")
     notes += repair_runs_csv(runs_csv, EXPERIMENT1.names)
