@@ -28,6 +28,7 @@ from typing import Any
 
 import pytest
 
+from robe.proxy import connlog
 from topologies import shell
 from topologies.linkparams import LinkParams
 from topologies.links import TapWireProcess, tapwire_command
@@ -274,7 +275,8 @@ def net() -> Iterator[Net]:
 
 
 def _lines(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    """The log's complete lines: a proxy may be half-way through writing the last one."""
+    return connlog.read_lines(path, 0)[0]
 
 
 @contextlib.contextmanager
