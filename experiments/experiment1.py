@@ -714,7 +714,7 @@ def _run_locked(options: Options) -> int:
     runs_csv = options.out / "runs.csv"
     meta_file = options.out / "metadata.json"
     metadata = read_metadata(meta_file)
-    for note in check_profile(options.out, metadata, [profile.fingerprint()], "runs"):
+    for note in check_profile(options.out, metadata, profile.identity(), "runs"):
         print(note, flush=True)
     pending, done = _pending(options, runs_csv)
     invocation = base_metadata("experiment1", {"jobs": options.jobs, "timeout_s": options.timeout_s,

@@ -607,10 +607,7 @@ def _run_locked(options: Options) -> int:
     runs_csv = options.out / "runs.csv"
     meta_file = options.out / "metadata.json"
     metadata = read_metadata(meta_file)
-    fingerprints = [profile.fingerprint()]
-    if "corpus_sha256" not in metadata:
-        fingerprints.append(profile.legacy_fingerprint())  # a folder made before the corpus was hashed
-    for note in check_profile(options.out, metadata, fingerprints, "loads"):
+    for note in check_profile(options.out, metadata, profile.identity(), "loads"):
         print(note, flush=True)
     sites = load_sites(profile)
     pending, done = pending_runs(expand_loads(options.profile), runs_csv, options.limit)

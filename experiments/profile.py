@@ -13,11 +13,13 @@ import json
 import random
 import sys
 import tomllib
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
 from experiments.path_schedule import PathChange, PathState, ScheduleError, Timeline, parse_changes
+from experiments.runs_folder import ProfileIdentity, field_defaults
 from robe.strategies import names
 from robe_lab.paths import package_data
 from robe_lab.typedconfig import ConfigError, bounds, build, did_you_mean
@@ -174,7 +176,15 @@ class Experiment1Profile:
 
     def fingerprint(self) -> str:
         """Hash of everything that defines the runs' conditions (a resumed sweep must match it)."""
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+        return self.identity().fingerprint()
+
+    def identity(self) -> ProfileIdentity:
+        """The profile as a results folder's stored one is checked against."""
+        return ProfileIdentity(self.to_dict(), field_defaults(Experiment1Profile), (_digest,))
+
+
+def _digest(values: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)

@@ -9,16 +9,19 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from experiments.profile import KNOWN_STRATEGIES, PathSpec, ProfileError, read_profile_toml
+from experiments.runs_folder import ProfileIdentity, field_defaults
 from robe.strategies import Kind, names
 from robe_lab.paths import package_data
 from robe_lab.typedconfig import ConfigError, bounds, build, did_you_mean
 from topologies.fig3 import PathConfig
 from topologies.fig7 import Fig7Config
 from topologies.linkparams import LinkConfigError
+from webreplay import synthetic
 from webreplay.errors import CorpusError
 from webreplay.siteindex import content_hash, list_sites, site_entry
 from webreplay.synthetic import parse_name
@@ -130,13 +133,11 @@ class Experiment2Profile:
         """Plain dict (metadata)."""
         return asdict(self)
 
-    def legacy_fingerprint(self) -> str:
-        """The fingerprint of the profile alone, as folders made before the corpus was hashed have it."""
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
-
     def corpus_hash(self) -> str:
         """Content hash of the recordings of the profile's sites (ProfileError if one is missing)."""
         try:
+            if self.corpus == synthetic.CORPUS:  # generated pages: hash what the generator serves
+                return synthetic.content_hash(self.sites)
             return content_hash(self.corpus, self.sites)
         except CorpusError as err:
             raise ProfileError(f"sites: {err}") from None
@@ -144,8 +145,26 @@ class Experiment2Profile:
     def fingerprint(self) -> str:
         """Hash of everything that defines the loads' conditions, the corpus's content included (a
         resumed sweep must match it)."""
-        payload = json.dumps({"profile": self.to_dict(), "corpus_sha256": self.corpus_hash()}, sort_keys=True)
-        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+        return self.identity().fingerprint()
+
+    def identity(self) -> ProfileIdentity:
+        """The profile as a results folder's stored one is checked against (current fingerprint: with the
+        corpus hash; older: without it)."""
+        corpus = self.corpus_hash()
+
+        def with_corpus(values: Mapping[str, Any]) -> str:
+            return _digest({"profile": values, "corpus_sha256": corpus})
+
+        return ProfileIdentity(self.to_dict(), field_defaults(Experiment2Profile), (with_corpus, _legacy_form))
+
+
+def _digest(payload: Any) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _legacy_form(values: Mapping[str, Any]) -> str:
+    """The fingerprint of the profile alone, as folders made before the corpus was hashed have it."""
+    return _digest(values)
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,8 @@ import io
 import json
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import MISSING, asdict, dataclass, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -212,22 +213,92 @@ def invocations_with_rows(runs_csv: Path) -> tuple[set[str], bool]:
     return ids, unnamed
 
 
-def check_profile(folder: Path, metadata: dict[str, Any], fingerprints: Sequence[str], kind: str) -> list[str]:
+@dataclass(frozen=True)
+class ProfileIdentity:
+    """What a results folder's stored profile is checked against.
+
+    ``values``: the profile as the metadata stores it (``to_dict``); ``defaults``: each field's default;
+    ``forms``: functions giving the fingerprint of a profile's values, the current form first, then older
+    forms a folder may be stored under (e.g. before the corpus was hashed).
+    """
+
+    values: Mapping[str, Any]
+    defaults: Mapping[str, Any]
+    forms: Sequence[Callable[[Mapping[str, Any]], str]]
+
+    def fingerprint(self) -> str:
+        """The profile's current fingerprint."""
+        return self.forms[0](self.values)
+
+
+def field_defaults(cls: type) -> dict[str, Any]:
+    """Each field of the dataclass ``cls`` that has a default, with it as the metadata would store it."""
+    defaults: dict[str, Any] = {}
+    for spec in fields(cls):
+        if spec.default is not MISSING:
+            defaults[spec.name] = spec.default
+        elif spec.default_factory is not MISSING:
+            defaults[spec.name] = spec.default_factory()
+    return json.loads(json.dumps(defaults, default=_plain))  # type: ignore[no-any-return]
+
+
+def _plain(value: Any) -> Any:
+    if is_dataclass(value) and not isinstance(value, type):
+        return asdict(value)
+    raise TypeError(f"not JSON-serialisable: {value!r}")
+
+
+def profile_differences(stored: Mapping[str, Any], current: Mapping[str, Any],
+                        defaults: Mapping[str, Any]) -> tuple[list[str], list[str]]:  # fmt: skip
+    """(differences, fields added since) between a stored profile and the current one.
+
+    A field the stored profile lacks is one added to the code later; at its default it is what the code
+    did before it existed (the convention for every new field), so it is no difference.
+    """
+    now = json.loads(json.dumps(current, default=_plain))
+    differences: list[str] = []
+    added: list[str] = []
+    for key in sorted(set(stored) | set(now)):
+        if key not in stored:
+            if key in defaults and now[key] == defaults[key]:
+                added.append(key)
+            else:
+                differences.append(f"{key} = {now[key]!r} (a field added since, not at its default)")
+        elif key not in now:
+            differences.append(f"{key} (stored {stored[key]!r}) is no field of this code's profile")
+        elif stored[key] != now[key]:
+            differences.append(f"{key}: stored {stored[key]!r}, profile {now[key]!r}")
+    return differences, added
+
+
+def check_profile(folder: Path, metadata: dict[str, Any], identity: ProfileIdentity, kind: str) -> list[str]:
     """Refuse (ResultsFolderError) a folder of another profile or corpus; notes otherwise.
 
-    ``fingerprints``: the profile's fingerprint first, then older forms it may be stored under
-    (accepted with a note).
+    A folder stored before a profile field existed is accepted when its stored profile is really what
+    its fingerprint was computed from (one of ``identity.forms`` reproduces it, so for experiment 2 the
+    corpus is unchanged too) and it differs from the profile only by fields added since, at their
+    defaults. Otherwise the error names the fields that differ.
     """
-    notes: list[str] = []
     stored = metadata.get("profile_fingerprint")
-    if stored is not None and stored not in fingerprints:
-        raise ResultsFolderError(
-            f"results folder {folder} holds {kind} of a different profile or corpus (fingerprint {stored} != "
-            f"{fingerprints[0]}); choose another --out or move that folder away"
-        )
-    if stored is not None and stored != fingerprints[0]:
-        notes.append(f"{folder}: stored under the older fingerprint {stored} (without the corpus hash)")
-    return notes
+    if stored is None or stored == identity.fingerprint():
+        return []
+    if any(form(identity.values) == stored for form in identity.forms[1:]):
+        return [f"{folder}: stored under the older fingerprint {stored} (without the corpus hash)"]
+    refusal = f"results folder {folder} holds {kind} of a different profile or corpus (fingerprint {stored} != " \
+              f"{identity.fingerprint()})"  # fmt: skip
+    advice = "choose another --out or move that folder away"
+    stored_values = metadata.get("profile")
+    matching = [i for i, form in enumerate(identity.forms) if isinstance(stored_values, dict) and
+                form(stored_values) == stored]  # fmt: skip
+    if not matching:
+        raise ResultsFolderError(f"{refusal}; {advice}")
+    assert isinstance(stored_values, dict)
+    differences, added = profile_differences(stored_values, identity.values, identity.defaults)
+    if differences:
+        raise ResultsFolderError(f"{refusal}: {'; '.join(differences)}; {advice}")
+    older = "" if matching[0] == 0 else " under an older fingerprint (without the corpus hash)"
+    return [f"{folder}: stored{older} before the profile field(s) {', '.join(added)} existed; the profile has "
+            "them at their defaults, which is what the code did before"]  # fmt: skip
 
 
 def check_code(folder: Path, metadata: dict[str, Any], git: dict[str, Any], allow_mixed: bool, kind: str) -> list[str]:

@@ -248,7 +248,7 @@ def run_timeline(options: Options) -> int:
                 "allow_mixed": options.allow_mixed}  # fmt: skip
     invocation = base_metadata("experiment1", settings)
     invocation["id"] = new_invocation_id()
-    notes = check_profile(options.out, metadata, [profile.fingerprint()], "runs")
+    notes = check_profile(options.out, metadata, profile.identity(), "runs")
     notes += check_code(options.out, metadata, invocation["git"], options.allow_mixed, "runs")
     notes += repair_runs_csv(runs_csv, EXPERIMENT1.names)
     for note in notes:

@@ -13,9 +13,10 @@ from analysis.ablation import bootstrap
 from analysis.overhead import fit
 from analysis.packets import connection_report, read_segments
 from analysis.tables import markdown
+from experiments.profile2 import load_profile2
 from robe.mptcp_monitor import parse_event
 from webreplay.corpus import load_site
-from webreplay.synthetic import parse_name
+from webreplay.synthetic import content_hash, parse_name
 
 
 def test_mptcp_monitor_lines_become_events():
@@ -39,6 +40,13 @@ def test_the_synthetic_page_is_n_objects_of_s_bytes_on_one_host():
     assert all(len(e.body) == 1000 and e.scheme == "https" for e in objects)
     main = site.exchanges[0].body.decode()
     assert all(e.url in main for e in objects) and site.main_url == site.exchanges[0].url
+
+
+def test_a_synthetic_profile_has_a_fingerprint_that_follows_the_generated_content():
+    profile = load_profile2("abl-synthetic")  # corpus "synthetic": no recording to hash
+    assert profile.corpus_hash() == content_hash(profile.sites) == content_hash(list(profile.sites) * 2)
+    assert len(profile.fingerprint()) == 16
+    assert content_hash(["30x1k"]) != content_hash(["30x2k"]) != content_hash(["31x1k"])
 
 
 def test_the_overhead_fit_recovers_per_connection_and_per_request_costs():
