@@ -32,7 +32,7 @@ import pandas as pd
 import seaborn as sns
 from scipy import stats
 
-from analysis import schema
+from analysis import schema, style
 from analysis.tables import save_png_pdf
 
 CLASSIC, ROBE = "mptcp", "robe-sim"
@@ -152,12 +152,19 @@ def _seconds(runs: pd.DataFrame, client: str, column: str) -> pd.DataFrame:
     return pd.DataFrame({"site": ok["site"], "series": client + " " + ok["strategy"], "seconds": ok[column] / 1000})
 
 
+def _lighter(rgb: tuple[float, float, float], share: float = 0.45) -> tuple[float, float, float]:
+    """``rgb`` mixed with ``share`` of white."""
+    red, green, blue = rgb
+    return (red + (1 - red) * share, green + (1 - green) * share, blue + (1 - blue) * share)
+
+
 def plot_pair(long: pd.DataFrame, gains: pd.DataFrame, sites: list[str], stem: Path, title: str) -> list[Path]:
     """Mean load times (wget and Chromium, both strategies) and RobE's improvement per measure, per site."""
     sns.set_theme(style="whitegrid", context="paper")
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 7.5), sharex=True, gridspec_kw={"height_ratios": [3, 2]})
-    palette = dict(zip([f"wget {CLASSIC}", f"wget {ROBE}", f"Chromium {CLASSIC}", f"Chromium {ROBE}"],
-                       sns.color_palette("Paired", 4), strict=True))  # fmt: skip
+    # each strategy in its colour of every other figure (analysis.style); wget's bars a lighter shade of it
+    palette = {f"wget {s}": _lighter(style.color(s)) for s in (CLASSIC, ROBE)}
+    palette |= {f"Chromium {s}": style.color(s) for s in (CLASSIC, ROBE)}
     sns.barplot(data=long, x="site", y="seconds", hue="series", order=sites, hue_order=list(palette),
                 palette=palette, errorbar=("ci", 95), n_boot=RESAMPLES, seed=SEED, capsize=0.1,
                 err_kws={"linewidth": 1}, ax=top)  # fmt: skip
@@ -168,7 +175,8 @@ def plot_pair(long: pd.DataFrame, gains: pd.DataFrame, sites: list[str], stem: P
     top.set_ylim(0, top.get_ylim()[1] * 1.2)
     top.set_title(title, fontsize=9)
     measures = list(dict.fromkeys(gains["measure"]))
-    colors = sns.color_palette("Dark2", len(measures))
+    # greys: the measures are no strategies, so none takes a strategy's colour
+    colors = sns.color_palette("Greys", len(measures) + 1)[1:]
     width = 0.8 / max(1, len(measures))
     for k, (measure, color) in enumerate(zip(measures, colors, strict=True)):
         mine = gains[gains["measure"] == measure].set_index("site").reindex(sites).dropna(subset=["improvement_pct"])
