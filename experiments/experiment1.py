@@ -33,6 +33,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,28 +47,20 @@ from experiments import lifecycle
 from experiments.canary import TOLERANCE_MS, Canary, count_flagged, worst
 from experiments.canary import row_fields as canary_row
 from experiments.cluster import ClusterSpec, parse_cluster
+from experiments.invocation import Invocation
 from experiments.lifecycle import ExperimentError, run_guarded
-from experiments.metadata import PROJECT_ROOT, base_metadata, write_json
+from experiments.metadata import PROJECT_ROOT
 from experiments.profile import (
     Experiment1Profile,
-    ProfileError,
     RunSpec,
-    exit_on_profile_error,
     expand_runs,
     load_profile,
 )
 from experiments.runs_folder import (
-    ResultsFolderError,
-    check_code,
-    check_profile,
-    lock_folder,
-    new_invocation_id,
-    read_metadata,
     record_invocation,
-    repair_runs_csv,
 )
 from experiments.schedule import expected_attempt_s, order_long_first
-from experiments.sweep import Sweep, SweepResult, finished_run_ids, pending_runs
+from experiments.sweep import Sweep, SweepResult, pending_runs, run_then_tear_down
 from experiments.validate_links import ProbeRound
 from robe.userspace_endpoints import is_userspace
 from robe_lab.cliparse import command_parser
@@ -527,18 +520,13 @@ def check_before_building(options: Options) -> None:
 
 
 def run_sweep(options: Options) -> int:
-    """Lock the results folder, then run every pending attempt (``_run_locked``); exit status."""
-    check_before_building(options)
+    """Check, lock the results folder, then run every pending attempt (``_run_locked``); exit status."""
     # Each network holds about 20 descriptors (pipes, ptys, taps): 64 of them exceed the usual soft
     # limit of 1024, so raise it to the hard limit.
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    try:
-        with lock_folder(options.out, "experiment1"):
-            return _run_locked(options)
-    except ResultsFolderError as err:
-        raise ExperimentError(str(err)) from None
+    return lifecycle.run_in_folder("experiment1", options.out, lambda: _run_locked(options))
 
 
 def _pending(options: Options, runs_csv: Path) -> tuple[list[RunSpec], set[str]]:
@@ -551,19 +539,15 @@ def _pending(options: Options, runs_csv: Path) -> tuple[list[RunSpec], set[str]]
     return pending_runs(specs, runs_csv, options.limit)
 
 
-def _record(
-    options: Options, metadata: dict[str, Any], invocation: dict[str, Any], total: int, started: float,
-    result: SweepResult,
-) -> None:  # fmt: skip
-    """The invocation's outcome in the metadata (fsynced)."""
-    invocation.update(wall_time_s=round(time.monotonic() - started, 1), interrupted=result.interrupted,
-                      counts=dict(result.counts), unwritten=result.unwritten)  # fmt: skip
-    runs_csv = options.out / "runs.csv"
+def _record(options: Options, invocation: Invocation, result: SweepResult) -> None:
+    """The invocation's outcome and the canary's count of flagged rows in the metadata (saved)."""
+    runs_csv = invocation.runs_csv
     flags = EXPERIMENT1.read(runs_csv)["canary_flagged"] if runs_csv.exists() else pd.Series(dtype="boolean")
     flagged, measured = count_flagged(flags)
-    invocation["canary"] = {"flagged_rows": flagged, "rows_with_canary": measured, "tolerance_ms": TOLERANCE_MS}
-    metadata["complete"] = not result.interrupted and len(finished_run_ids(options.out / "runs.csv")) == total
-    write_json(options.out / "metadata.json", metadata)
+    invocation.record["canary"] = {"flagged_rows": flagged, "rows_with_canary": measured,
+                                   "tolerance_ms": TOLERANCE_MS}  # fmt: skip
+    invocation.finish(interrupted=result.interrupted, counts=result.counts, unwritten=result.unwritten,
+                      run_ids=(spec.run_id for spec in expand_runs(options.profile)))  # fmt: skip
 
 
 def start_metadata(metadata: dict[str, Any], invocation: dict[str, Any], backend: dict[str, Any]) -> None:
@@ -573,50 +557,39 @@ def start_metadata(metadata: dict[str, Any], invocation: dict[str, Any], backend
     record_invocation(metadata, invocation, [key for key in ("git", "network", "link_backend") if key in invocation])
 
 
-def _run_here(
-    options: Options, pending: list[RunSpec], metadata: dict[str, Any], invocation: dict[str, Any], total: int
-) -> SweepResult:
+def _run_here(options: Options, pending: list[RunSpec], invocation: Invocation) -> SweepResult:
     """The sweep on this machine: one thread per Figure 3 network."""
     profile = options.profile
     backend = choose_backend()
     allow_congestion_control("cubic")
-    started = time.monotonic()
-    stack = ExitStack()
-    result = SweepResult(counts={}, interrupted=True)  # until the sweep returns
-    try:
+
+    def start(stack: ExitStack) -> Callable[[], SweepResult]:
         short_slots = threading.BoundedSemaphore(options.short_slots)
 
         def build(index: int) -> Worker:
             worker, report = start_worker(index, profile, backend, options.timeout_s, stack, short_slots)
             print(f"worker {index}: network {worker.net.run_tag} ready, pre-flight RTT p50 "
                   f"{report['path1']['p50_ms']} / {report['path2']['p50_ms']} ms", flush=True)  # fmt: skip
-            invocation.setdefault("preflight", {})[f"worker{index}"] = report
+            invocation.record.setdefault("preflight", {})[f"worker{index}"] = report
             return worker
 
         # The first network is built before the sweep starts (its description goes into the
         # metadata); the others while the first attempts already run.
         first = build(0)
-        invocation.update(network=first.net.describe(), link_backend=backend.to_dict())
-        start_metadata(metadata, invocation, backend.to_dict())
-        write_json(options.out / "metadata.json", metadata)
+        invocation.record.update(network=first.net.describe(), link_backend=backend.to_dict())
+        start_metadata(invocation.metadata, invocation.record, backend.to_dict())
+        invocation.save()
         more = (build(index) for index in range(1, min(options.jobs, len(pending))))
         sweep: Sweep[Worker, RunSpec] = Sweep(
             [first], more_workers=more, run=Worker.run,
             error_row=lambda worker, spec, err: build_row(spec, worker.index, "", {"status": "error",
                                                                                   "error": repr(err)}, None, 0),
-            runs_csv=options.out / "runs.csv", schema=EXPERIMENT1, desc=f"experiment1/{profile.name}", unit="run",
-            interrupt=Worker.interrupt, join_timeout_s=30.0, row_stamp={"invocation": invocation["id"]},
+            runs_csv=invocation.runs_csv, schema=EXPERIMENT1, desc=f"experiment1/{profile.name}", unit="run",
+            interrupt=Worker.interrupt, join_timeout_s=30.0, row_stamp={"invocation": invocation.record["id"]},
         )  # fmt: skip
-        try:
-            result = sweep.execute(pending)
-        finally:
-            _record(options, metadata, invocation, total, started, result)
-    finally:
-        # A Ctrl-C while tearing down is held until it is done; it stops the run only if the sweep
-        # was not stopped already (then the teardown is what it asked for).
-        with deferred_interrupts("tearing the networks down", reraise=not result.interrupted):
-            stack.close()
-    return result
+        return lambda: sweep.execute(pending)
+
+    return run_then_tear_down(start, lambda result: _record(options, invocation, result))
 
 
 _PROCESS_SHORT_SLOTS: dict[int, threading.BoundedSemaphore] = {}
@@ -642,16 +615,14 @@ def _describe_workers_networks() -> list[dict[str, Any]]:
             for i, w in enumerate(workers)]  # fmt: skip
 
 
-def _run_on_cluster(
-    options: Options, pending: list[RunSpec], metadata: dict[str, Any], invocation: dict[str, Any], total: int
-) -> SweepResult:
+def _run_on_cluster(options: Options, pending: list[RunSpec], run: Invocation) -> SweepResult:
     """The sweep on a Dask cluster (``experiments.cluster``): the workers own the networks, the
     driver writes the rows."""
     from experiments.cluster import ClusterError, DaskSweep, check_hosts, connect, host_facts
 
     assert options.cluster is not None
     profile = options.profile
-    started = time.monotonic()
+    metadata, invocation = run.metadata, run.record
     result = SweepResult(counts={}, interrupted=True)
     try:
         with connect(options.cluster, options.jobs) as client:
@@ -666,7 +637,7 @@ def _run_on_cluster(
             invocation["cluster"] = {"spec": options.cluster.describe(), "workers": facts, **shared}
             invocation["link_backend"] = {"backend": "/".join(shared["link_backends"]), "reason": "cluster workers"}
             start_metadata(metadata, invocation, {"backend": shared["link_backends"][0]})
-            write_json(options.out / "metadata.json", metadata)
+            run.save()
             sweep: DaskSweep[Worker, RunSpec] = DaskSweep(
                 client, kind=(profile.fingerprint(), options.timeout_s),
                 build=functools.partial(_build_on_worker, profile, options.timeout_s, options.short_slots),
@@ -696,7 +667,7 @@ def _run_on_cluster(
                         metadata.setdefault("network", network)
                     invocation["retried"] = sweep.retried()
                     invocation["networks_closed"] = sweep.close_networks()
-                    _record(options, metadata, invocation, total, started, result)
+                    _record(options, run, result)
     except ClusterError as err:
         raise ExperimentError(str(err)) from None
     leftovers = clean()  # networks of workers that were killed (dead owners) on this machine
@@ -711,52 +682,30 @@ def _run_locked(options: Options) -> int:
         from experiments.timevarying import run_timeline
 
         return run_timeline(options)
-    runs_csv = options.out / "runs.csv"
-    meta_file = options.out / "metadata.json"
-    metadata = read_metadata(meta_file)
-    for note in check_profile(options.out, metadata, profile.identity(), "runs"):
-        print(note, flush=True)
-    pending, done = _pending(options, runs_csv)
-    invocation = base_metadata("experiment1", {"jobs": options.jobs, "timeout_s": options.timeout_s,
-                                               "limit": options.limit, "out": str(options.out),
-                                               "allow_mixed": options.allow_mixed,
-                                               "schedule": options.schedule,
-                                               "cluster": options.cluster.describe() if options.cluster else None,
-                                               "allow_mixed_hosts": options.allow_mixed_hosts,
-                                               "short_slots": options.short_slots})  # fmt: skip
-    invocation["id"] = new_invocation_id()
-    if pending:
-        notes = check_code(options.out, metadata, invocation["git"], options.allow_mixed, "runs")
-        notes += repair_runs_csv(runs_csv, ROW_FIELDS)
-        for note in notes:
-            print(note, flush=True)
-        if any("--allow-mixed" in note for note in notes):
-            metadata["mixed_code"] = True
-        # The repair may have set cut rows aside: those runs are pending again.
-        pending, done = _pending(options, runs_csv)
-    total = len(expand_runs(profile))
-    if not lifecycle.announce(f"experiment 1, profile {profile.name}", "run", (total, len(done), len(pending)),
-                              runs_csv, options.jobs):  # fmt: skip
+    settings = {"jobs": options.jobs, "timeout_s": options.timeout_s, "limit": options.limit, "out": str(options.out),
+                "allow_mixed": options.allow_mixed, "schedule": options.schedule,
+                "cluster": options.cluster.describe() if options.cluster else None,
+                "allow_mixed_hosts": options.allow_mixed_hosts, "short_slots": options.short_slots}  # fmt: skip
+    invocation = Invocation.begin(options.out, "experiment1", "runs", settings, profile.identity())
+    pending = invocation.plan(lambda: _pending(options, invocation.runs_csv), len(expand_runs(profile)),
+                              allow_mixed=options.allow_mixed, fields=ROW_FIELDS, jobs=options.jobs,
+                              title=f"experiment 1, profile {profile.name}", unit="run")  # fmt: skip
+    if not pending:
         return 0
-    metadata.update(sweep_metadata(profile, {"profile": profile.seed,
-                                             "per_run": "sha256(profile seed : run_id), column 'seed'"}))  # fmt: skip
+    seeds = {"profile": profile.seed, "per_run": "sha256(profile seed : run_id), column 'seed'"}
+    invocation.metadata.update(sweep_metadata(profile, seeds))
     run = _run_on_cluster if options.cluster is not None else _run_here
-    result = run(options, pending, metadata, invocation, total)
-    return lifecycle.report_end(result, "runs", options.out)
+    return lifecycle.report_end(run(options, pending, invocation), "runs", options.out)
 
 
 def parse_args(argv: list[str] | None = None) -> Options:
     """Command line -> validated Options (errors name the bad option and value)."""
     parser = command_parser("experiments.experiment1", __doc__)
-    parser.add_argument("--profile", default="paper", help="profile name (experiments/profiles) or .toml path")
-    parser.add_argument("-j", "--jobs", type=int, default=16,
-                        help="parallel Figure 3 networks (attempts mostly wait: more than the cores)")  # fmt: skip
-    parser.add_argument("--out", type=Path, default=None, help="results folder (default results/experiment1/<profile>)")
+    jobs_help = "parallel Figure 3 networks (attempts mostly wait: more than the cores)"
+    lifecycle.add_sweep_options(parser, unit="attempt", results="results/experiment1", jobs_default=16,
+                                jobs_help=jobs_help)  # fmt: skip
     parser.add_argument("--timeout", type=float, default=None,
                         help="mark attempts not connected after this many seconds as censored")  # fmt: skip
-    parser.add_argument("--limit", type=int, default=None, help="run at most this many pending attempts")
-    parser.add_argument("--allow-mixed", action="store_true",
-                        help="add to a folder of rows made by other code (rows name their invocation)")  # fmt: skip
     parser.add_argument("--schedule", choices=("long-first", "profile"), default="long-first",
                         help="long-first (default): bands of expected attempt time, longest first, the "
                              "profile's random order inside a band (experiments.schedule); profile: the "
@@ -785,29 +734,11 @@ def parse_args(argv: list[str] | None = None) -> Options:
             cluster = parse_cluster(args.cluster)
         except ValueError as err:
             parser.error(str(err))
-    try:
-        profile = load_profile(args.profile)
-    except ProfileError as err:
-        exit_on_profile_error(parser.prog, err)
-    if not 1 <= args.jobs <= 64:
-        parser.error(f"--jobs={args.jobs}: must be 1..64")
     if args.timeout is not None and not (math.isfinite(args.timeout) and args.timeout > 0):
         parser.error(f"--timeout={args.timeout}: must be a positive number of seconds")
-    if args.limit is not None and args.limit < 1:
-        parser.error(f"--limit={args.limit}: must be >= 1")
-    out = args.out if args.out is not None else RESULTS_BASE / profile.name
-    return Options(
-        profile,
-        out,
-        args.jobs,
-        args.timeout,
-        args.limit,
-        args.allow_mixed,
-        args.schedule,
-        cluster,
-        args.allow_mixed_hosts,
-        args.short_slots,
-    )
+    profile, out = lifecycle.sweep_arguments(parser, args, load_profile, RESULTS_BASE, max_jobs=64)
+    return Options(profile, out, args.jobs, args.timeout, args.limit, args.allow_mixed, args.schedule, cluster,
+                   args.allow_mixed_hosts, args.short_slots)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,7 +33,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,9 +54,9 @@ from experiments.browser import (
 )
 from experiments.cpuload import cpu_sample, idle_share
 from experiments.experiment1 import EXPECTED_FAILURES
+from experiments.invocation import Invocation
 from experiments.lifecycle import ExperimentError, run_guarded
-from experiments.metadata import PROJECT_ROOT, base_metadata, write_json
-from experiments.profile import ProfileError, exit_on_profile_error
+from experiments.metadata import PROJECT_ROOT
 from experiments.profile2 import (
     DIRECT_STRATEGIES,
     Experiment2Profile,
@@ -66,17 +66,11 @@ from experiments.profile2 import (
     split_strategy,
 )
 from experiments.runs_folder import (
-    ResultsFolderError,
-    check_code,
-    check_profile,
-    lock_folder,
-    new_invocation_id,
-    read_metadata,
     record_invocation,
     repair_runs_csv,
     set_aside_rows_of_unfinished_runs,
 )
-from experiments.sweep import Sweep, SweepResult, append_row, finished_run_ids, pending_runs
+from experiments.sweep import Sweep, SweepResult, append_row, finished_run_ids, pending_runs, run_then_tear_down
 from experiments.timeline import CONNECTION_FIELDS, connection_rows
 from experiments.wget import parse_wget_log, wget_command
 from robe.proxy import redirect
@@ -86,7 +80,6 @@ from topologies import linkcounters
 from topologies.cleanup import owned_name
 from topologies.fig3 import allow_congestion_control, mptcp_commands
 from topologies.fig7 import CLIENT_DSL, CLIENT_LTE, DNS, HAAP_INTERNET, ORIGINS, Fig7Network
-from topologies.interrupts import deferred_interrupts
 from topologies.links import choose_backend
 from topologies.shell import in_netns, run
 from topologies.startup import READY_TIMEOUT_S, StartupError, last_line, one_line, read_line_within, wait_ready
@@ -582,6 +575,11 @@ def load_sites(profile: Experiment2Profile) -> dict[str, Site]:
 
 def check_before_building(options: Options) -> None:
     """Root, the programs the loads run, MPTCP and a writable results folder (``experiments.lifecycle``)."""
+    lifecycle.check_before_building("experiment2", options.out, tools_needed(options))
+
+
+def tools_needed(options: Options) -> list[str]:
+    """The programs a sweep of ``options`` runs."""
     tools = ["wget", "dnsmasq", "iptables", "unshare", "stdbuf"]
     if options.profile.client == "chromium":
         tools += ["chromium", "certutil"]
@@ -589,59 +587,45 @@ def check_before_building(options: Options) -> None:
         tools.append("mptcpize")
     if options.pcap:
         tools.append("tcpdump")
-    lifecycle.check_before_building("experiment2", options.out, tools)
+    return tools
 
 
 def run_sweep(options: Options) -> int:
-    """Lock the results folder, then run every pending load (``_run_locked``); exit status."""
-    check_before_building(options)
-    try:
-        with lock_folder(options.out, "experiment2"):
-            return _run_locked(options)
-    except (ResultsFolderError, ProfileError) as err:
-        raise ExperimentError(str(err)) from None
+    """Check, lock the results folder, then run every pending load (``_run_locked``); exit status."""
+    return lifecycle.run_in_folder("experiment2", options.out, lambda: _run_locked(options), tools_needed(options))
+
+
+def _set_aside_connections(runs_csv: Path) -> list[str]:
+    """connections.csv takes a load's rows before runs.csv takes its row: a run cut in between is done
+    again, and its connections must not be counted twice."""
+    connections_csv = runs_csv.parent / "connections.csv"
+    notes = repair_runs_csv(connections_csv, CONNECTION_FIELDS)
+    return notes + set_aside_rows_of_unfinished_runs(connections_csv, CONNECTION_FIELDS, finished_run_ids(runs_csv))
 
 
 def _run_locked(options: Options) -> int:
     profile = options.profile
-    runs_csv = options.out / "runs.csv"
-    meta_file = options.out / "metadata.json"
-    metadata = read_metadata(meta_file)
-    for note in check_profile(options.out, metadata, profile.identity(), "loads"):
-        print(note, flush=True)
+    settings = {"jobs": options.jobs, "limit": options.limit, "out": str(options.out), "pcap": options.pcap,
+                "allow_mixed": options.allow_mixed}  # fmt: skip
+    invocation = Invocation.begin(options.out, "experiment2", "loads", settings, profile.identity())
+    invocation.record["corpus_sha256"] = profile.corpus_hash()
     sites = load_sites(profile)
-    pending, done = pending_runs(expand_loads(options.profile), runs_csv, options.limit)
-    invocation = base_metadata("experiment2", {"jobs": options.jobs, "limit": options.limit, "out": str(options.out),
-                                               "pcap": options.pcap, "allow_mixed": options.allow_mixed})  # fmt: skip
-    invocation.update(id=new_invocation_id(), corpus_sha256=profile.corpus_hash())
-    if pending:
-        notes = check_code(options.out, metadata, invocation["git"], options.allow_mixed, "loads")
-        notes += repair_runs_csv(runs_csv, ROW_FIELDS)
-        # connections.csv takes a load's rows before runs.csv takes its row: a run cut in between is
-        # done again, and its connections must not be counted twice.
-        connections_csv = options.out / "connections.csv"
-        notes += repair_runs_csv(connections_csv, CONNECTION_FIELDS)
-        notes += set_aside_rows_of_unfinished_runs(connections_csv, CONNECTION_FIELDS, finished_run_ids(runs_csv))
-        for note in notes:
-            print(note, flush=True)
-        if any("--allow-mixed" in note for note in notes):
-            metadata["mixed_code"] = True
-        # The repair may have set cut rows aside: those runs are pending again.
-        pending, done = pending_runs(expand_loads(options.profile), runs_csv, options.limit)
-    total = len(expand_loads(profile))
-    if not lifecycle.announce(f"experiment 2, profile {profile.name}", "load", (total, len(done), len(pending)),
-                              runs_csv, options.jobs):  # fmt: skip
+    loads = expand_loads(profile)
+    pending = invocation.plan(lambda: pending_runs(loads, invocation.runs_csv, options.limit), len(loads),
+                              allow_mixed=options.allow_mixed, fields=ROW_FIELDS, jobs=options.jobs,
+                              title=f"experiment 2, profile {profile.name}", unit="load",
+                              repairs=lambda: _set_aside_connections(invocation.runs_csv))  # fmt: skip
+    if not pending:
         return 0
     addresses = origin_addresses([h for s in sites.values() for h in s.hosts()])
     if profile.client == "chromium":
-        invocation["tools"].update(browser_versions())
+        invocation.record["tools"].update(browser_versions())
     allow_congestion_control("cubic")
-    started = time.monotonic()
-    # The CA's key lives here: named with our PID, so that a clean-up after kill -9 removes it.
-    work = Path(tempfile.mkdtemp(prefix=owned_name("exp2") + "-"))
-    stack = ExitStack()
-    result = SweepResult(counts={}, interrupted=True)  # until the sweep returns
-    try:
+
+    def start(stack: ExitStack) -> Callable[[], SweepResult]:
+        # The CA's key lives here: named with our PID, so that a clean-up after kill -9 removes it.
+        work = Path(tempfile.mkdtemp(prefix=owned_name("exp2") + "-"))
+        stack.callback(shutil.rmtree, work, ignore_errors=True)
         ca = make_ca(work / "ca")
         leaf = issue_server_cert(ca, sorted(addresses), work / "tls")
         tls = {"ca": ca.cert, "cert": leaf.cert, "key": leaf.key}
@@ -650,68 +634,48 @@ def _run_locked(options: Options) -> int:
             workers.append(LoadWorker(index, profile, sites, addresses, work, tls, stack, options.out,
                                       options.pcap))  # fmt: skip
             print(f"worker {index}: network {workers[-1].net.run_tag} ready", flush=True)
-        invocation.update(
+        invocation.record.update(
             network=workers[0].net.describe(),
             sites={name: {"source": s.source, "main_url": s.main_url, "objects": len(s.exchanges),
                           "hosts": len(s.hosts()), "bytes": sum(len(e.body) for e in s.exchanges)}
                    for name, s in sites.items()},
         )  # fmt: skip
-        metadata.update({
+        invocation.metadata.update({
             "kind": "experiment2",
             "profile": profile.to_dict(),
             "profile_fingerprint": profile.fingerprint(),
-            "corpus_sha256": invocation["corpus_sha256"],
+            "corpus_sha256": invocation.record["corpus_sha256"],
             "origin_hosts": len(addresses),
         })  # fmt: skip
-        record_invocation(metadata, invocation, ("git", "network", "sites"))
-        write_json(meta_file, metadata)
+        record_invocation(invocation.metadata, invocation.record, ("git", "network", "sites"))
+        invocation.save()
         sweep: Sweep[LoadWorker, LoadSpec] = Sweep(
             workers, run=LoadWorker.run,
             error_row=lambda worker, spec, err: build_row(spec, worker.index, "", {"status": "error",
                                                                                   "error": repr(err)}),
-            runs_csv=runs_csv, schema=EXPERIMENT2, desc=f"experiment2/{profile.name}", unit="load",
-            interrupt=LoadWorker.interrupt, join_timeout_s=60.0, row_stamp={"invocation": invocation["id"]},
+            runs_csv=invocation.runs_csv, schema=EXPERIMENT2, desc=f"experiment2/{profile.name}", unit="load",
+            interrupt=LoadWorker.interrupt, join_timeout_s=60.0, row_stamp={"invocation": invocation.record["id"]},
         )  # fmt: skip
-        try:
-            result = sweep.execute(pending)
-        finally:
-            invocation.update(wall_time_s=round(time.monotonic() - started, 1), interrupted=result.interrupted,
-                              counts=dict(result.counts), unwritten=result.unwritten)  # fmt: skip
-            metadata["complete"] = not result.interrupted and len(finished_run_ids(runs_csv)) == total
-            write_json(meta_file, metadata)
-    finally:
-        # A Ctrl-C while tearing down is held until it is done; it stops the run only if the sweep
-        # was not stopped already (then the teardown is what it asked for).
-        with deferred_interrupts("tearing the networks down", reraise=not result.interrupted):
-            stack.close()
-            shutil.rmtree(work, ignore_errors=True)
-    return lifecycle.report_end(result, "loads", options.out)
+        return lambda: sweep.execute(pending)
+
+    def record(result: SweepResult) -> None:
+        invocation.finish(interrupted=result.interrupted, counts=result.counts, unwritten=result.unwritten,
+                          run_ids=(load.run_id for load in loads))  # fmt: skip
+
+    return lifecycle.report_end(run_then_tear_down(start, record), "loads", options.out)
 
 
 def parse_args(argv: list[str] | None = None) -> Options:
     """Command line -> validated Options (errors name the bad option and value)."""
     parser = command_parser("experiments.experiment2", __doc__)
-    parser.add_argument("--profile", default="paper", help="profile name (experiments/profiles) or .toml path")
-    jobs_help = "parallel Figure 7 networks (default 3 for wget, 1 for a browser: it needs both CPUs)"
-    parser.add_argument("-j", "--jobs", type=int, default=None, help=jobs_help)
-    parser.add_argument("--out", type=Path, default=None, help="results folder (default results/experiment2/<profile>)")
-    parser.add_argument("--limit", type=int, default=None, help="run at most this many pending loads")
+    lifecycle.add_sweep_options(parser, unit="load", results="results/experiment2", jobs_default=None,
+                                jobs_help="parallel Figure 7 networks (default 3 for wget, 1 for a browser: it "
+                                          "needs both CPUs)")  # fmt: skip
     parser.add_argument("--pcap", type=int, default=0, metavar="N",
                         help="capture both access links (headers only) for the first N loads of each cell")  # fmt: skip
-    parser.add_argument("--allow-mixed", action="store_true",
-                        help="add to a folder of loads made by other code (rows name their invocation)")  # fmt: skip
     args = parser.parse_args(argv)
-    try:
-        profile = load_profile2(args.profile)
-    except ProfileError as err:
-        exit_on_profile_error(parser.prog, err)
-    if args.jobs is None:
-        args.jobs = 1 if profile.client == "chromium" else 3
-    if not 1 <= args.jobs <= 16:
-        parser.error(f"--jobs={args.jobs}: must be 1..16")
-    if args.limit is not None and args.limit < 1:
-        parser.error(f"--limit={args.limit}: must be >= 1")
-    out = args.out if args.out is not None else RESULTS_BASE / profile.name
+    profile, out = lifecycle.sweep_arguments(parser, args, load_profile2, RESULTS_BASE, max_jobs=16,
+                                             default_jobs=lambda p: 1 if p.client == "chromium" else 3)  # fmt: skip
     return Options(profile, out, args.jobs, args.limit, args.pcap, args.allow_mixed)
 
 

@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
@@ -223,3 +224,25 @@ class Sweep(Generic[W, S]):
             bar.close()
         result.busy_workers = [t.name for t in threads if t.is_alive()]
         return result
+
+
+def run_then_tear_down(
+    start: Callable[[ExitStack], Callable[[], SweepResult]], record: Callable[[SweepResult], None],
+    what: str = "the networks",
+) -> SweepResult:  # fmt: skip
+    """A sweep with its networks: ``start(stack)`` builds them (torn down by ``stack``) and returns
+    the sweep to run; ``record(result)`` runs whatever happened (a result counts as interrupted
+    until the sweep returns). A Ctrl-C during the teardown is held until it is done; it stops the
+    run only if the sweep was not stopped already (then the teardown is what it asked for)."""
+    stack = ExitStack()
+    result = SweepResult(counts={}, interrupted=True)
+    try:
+        execute = start(stack)
+        try:
+            result = execute()
+        finally:
+            record(result)
+    finally:
+        with deferred_interrupts(f"tearing {what} down", reraise=not result.interrupted):
+            stack.close()
+    return result

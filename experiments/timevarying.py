@@ -43,18 +43,12 @@ from experiments.experiment1 import (
     start_server,
     sweep_metadata,
 )
+from experiments.invocation import Invocation
 from experiments.lifecycle import ExperimentError
-from experiments.metadata import PROJECT_ROOT, base_metadata, write_json
+from experiments.metadata import PROJECT_ROOT
 from experiments.path_schedule import Timeline
 from experiments.profile import Experiment1Profile, RunSpec, expand_runs
-from experiments.runs_folder import (
-    check_code,
-    check_profile,
-    new_invocation_id,
-    read_metadata,
-    repair_runs_csv,
-)
-from experiments.sweep import append_row, finished_run_ids
+from experiments.sweep import SweepResult, append_row, finished_run_ids
 from robe.userspace_endpoints import is_userspace
 from topologies.fig3 import Fig3Network, allow_congestion_control
 from topologies.links import choose_backend
@@ -231,73 +225,60 @@ def run_timeline(options: Options) -> int:
     assert timeline is not None
     if any(is_userspace(s) for s in profile.strategies):
         raise ExperimentError("time-varying profiles run kernel strategies only")
-    runs_csv = options.out / "runs.csv"
-    done = finished_run_ids(runs_csv)
     all_runs = expand_runs(profile)
     reps = sorted({r.repetition for r in all_runs})
-    pending = [rep for rep in reps if any(r.run_id not in done for r in all_runs if r.repetition == rep)]
-    if options.limit is not None:
-        pending = pending[: options.limit]
-    title = (f"experiment 1, profile {profile.name} (time-varying, {timeline.duration_s:g} s per repetition, "
-             f"a connection per strategy every {timeline.interval_s:g} s)")  # fmt: skip
-    if not lifecycle.announce(title, "repetition", (len(reps), len(reps) - len(pending), len(pending)), runs_csv, 1):
-        return 0
-    meta_file = options.out / "metadata.json"
-    metadata = read_metadata(meta_file)
+
+    def pending() -> tuple[list[int], list[int]]:
+        done = finished_run_ids(invocation.runs_csv)
+        todo = [rep for rep in reps if any(r.run_id not in done for r in all_runs if r.repetition == rep)]
+        stored = [rep for rep in reps if rep not in todo]
+        return (todo[: options.limit] if options.limit is not None else todo), stored
+
     settings = {"jobs": 1, "timeout_s": options.timeout_s, "limit": options.limit, "out": str(options.out),
                 "allow_mixed": options.allow_mixed}  # fmt: skip
-    invocation = base_metadata("experiment1", settings)
-    invocation["id"] = new_invocation_id()
-    notes = check_profile(options.out, metadata, profile.identity(), "runs")
-    notes += check_code(options.out, metadata, invocation["git"], options.allow_mixed, "runs")
-    notes += repair_runs_csv(runs_csv, EXPERIMENT1.names)
-    for note in notes:
-        print(note, flush=True)
+    invocation = Invocation.begin(options.out, "experiment1", "runs", settings, profile.identity())
+    title = (f"experiment 1, profile {profile.name} (time-varying, {timeline.duration_s:g} s per repetition, "
+             f"a connection per strategy every {timeline.interval_s:g} s)")  # fmt: skip
+    todo = invocation.plan(pending, len(reps), allow_mixed=options.allow_mixed, fields=EXPERIMENT1.names,
+                           title=title, unit="repetition", jobs=1)  # fmt: skip
+    if not todo:
+        return 0
     backend = choose_backend()
     allow_congestion_control("cubic")
-    started = time.monotonic()
-    totals = {"ok": 0, "failed": 0, "censored": 0, "error": 0}
-    interrupted = True
+    result = SweepResult(counts={"ok": 0, "failed": 0, "censored": 0, "error": 0}, interrupted=True)
     stop = threading.Event()
     with ExitStack() as stack:
         net = stack.enter_context(Fig3Network(profile.fig3_config(profile.loss_pct[0]), backend))
         report = preflight(net, profile)
         print(f"network {net.run_tag} ready, pre-flight RTT p50 {report['path1']['p50_ms']} / "
               f"{report['path2']['p50_ms']} ms", flush=True)  # fmt: skip
-        invocation["preflight"] = {"worker0": report}
+        invocation.record["preflight"] = {"worker0": report}
         seeds = {"profile": profile.seed, "per_repetition": "sha256(profile seed : timeline-rNN)"}
-        invocation.update(network=net.describe(), link_backend=backend.to_dict())
-        metadata.update(sweep_metadata(profile, seeds), timeline=True)
-        start_metadata(metadata, invocation, backend.to_dict())
-        write_json(meta_file, metadata)
+        invocation.record.update(network=net.describe(), link_backend=backend.to_dict())
+        invocation.metadata.update(sweep_metadata(profile, seeds), timeline=True)
+        start_metadata(invocation.metadata, invocation.record, backend.to_dict())
+        invocation.save()
         log = ServerLog()
         stack.callback(_stop, start_server(net, log, "timeline", "serve", SERVER_PORT))
-        repetition = Repetition(net, profile, timeline, log, options.timeout_s, runs_csv, threading.Lock(),
-                                invocation["id"])  # fmt: skip
+        repetition = Repetition(net, profile, timeline, log, options.timeout_s, invocation.runs_csv, threading.Lock(),
+                                invocation.record["id"])  # fmt: skip
         try:
-            for rep in pending:
+            for rep in todo:
                 specs = [r for r in all_runs if r.repetition == rep]
                 t = time.monotonic()
                 counts = repetition.run(rep, specs, stop)
                 for key, value in counts.items():
-                    totals[key] = totals.get(key, 0) + value
+                    result.counts[key] = result.counts.get(key, 0) + value
                 print(f"repetition {rep}: {counts} in {time.monotonic() - t:.0f} s", flush=True)
-            interrupted = False
+            result.interrupted = False
         except KeyboardInterrupt:
             stop.set()
             print("\ninterrupted: the repetition in flight is dropped at resume time; finished rows are kept",
                   flush=True)  # fmt: skip
         finally:
-            invocation.update(wall_time_s=round(time.monotonic() - started, 1), interrupted=interrupted,
-                              counts=dict(totals))  # fmt: skip
-            finished = finished_run_ids(runs_csv)
-            metadata["complete"] = not interrupted and all(r.run_id in finished for r in all_runs)
-            write_json(meta_file, metadata)
-    print(f"runs: {totals}; results in {options.out}", flush=True)
-    if interrupted:
-        print("rerun the same command to resume", flush=True)
-        return 130
-    return 0 if totals["error"] == 0 else 1
+            invocation.finish(interrupted=result.interrupted, counts=result.counts,
+                              run_ids=(r.run_id for r in all_runs))  # fmt: skip
+    return lifecycle.report_end(result, "runs", options.out)
 
 
 def _stop(proc: subprocess.Popen[str]) -> None:
