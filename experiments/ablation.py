@@ -11,17 +11,15 @@ unless ``--allow-mixed`` (passed on to every level).
 
 from __future__ import annotations
 
-import signal
 import sys
 import time
 from collections.abc import Sequence
 
 from analysis.ablation import run as analyse
-from experiments.experiment1 import EXPECTED_FAILURES
 from experiments.experiment2 import RESULTS_BASE, Options, run_sweep
+from experiments.lifecycle import EXPECTED_FAILURES, run_guarded
 from experiments.profile2 import PROFILE_DIR, load_profile2
 from robe_lab.cliparse import command_parser
-from robe_lab.signals import raise_interrupt
 from topologies.startup import one_line
 
 PREFIX = "experiment2-abl-"
@@ -41,18 +39,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--allow-mixed", action="store_true",
                         help="let a level folder hold loads of other code (as experiment 2)")  # fmt: skip
     args = parser.parse_args(argv)
+    if not 1 <= args.jobs <= 16:
+        parser.error(f"--jobs={args.jobs}: must be 1..16")
     names = ablation_profiles()
     unknown = sorted(set(args.only or []) - set(names))
     if unknown:
         parser.error(f"--only: unknown ablation profile(s) {', '.join(unknown)} (known: {', '.join(names)})")
-    signal.signal(signal.SIGTERM, raise_interrupt)
+    return run_guarded(lambda: run_levels(args.only or names, args.jobs, args.allow_mixed, not args.no_analysis),
+                       prefix="ablation: ")  # fmt: skip
+
+
+def run_levels(levels: Sequence[str], jobs: int, allow_mixed: bool, analysis: bool) -> int:
+    """Each level's sweep in turn (a level that cannot start does not stop the others), then the
+    analysis; the worst level's exit status (130 at once when one was interrupted)."""
     status, started = 0, time.monotonic()
-    for name in args.only or names:
+    for name in levels:
         profile = load_profile2(name)
         level_start = time.monotonic()
         try:
-            code = run_sweep(Options(profile, RESULTS_BASE / profile.name, args.jobs, None,
-                                     allow_mixed=args.allow_mixed))  # fmt: skip
+            code = run_sweep(Options(profile, RESULTS_BASE / profile.name, jobs, None, allow_mixed=allow_mixed))
         except EXPECTED_FAILURES as err:
             print(f"ablation: {name}: error: {one_line(err)}", file=sys.stderr)
             code = 2
@@ -61,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if code == 130:
             return code
     print(f"ablation: all levels in {(time.monotonic() - started) / 60:.1f} min", flush=True)
-    if not args.no_analysis:
+    if analysis:
         print(analyse())
     return status
 

@@ -30,15 +30,17 @@ from typing import Any
 
 import pandas as pd
 
+from analysis.ownership import hand_to_invoking_user
+from experiments import lifecycle
 from experiments.canary import TOLERANCE_MS
-from experiments.experiment1 import EXPECTED_FAILURES, Worker, start_worker
+from experiments.experiment1 import Worker, start_worker
+from experiments.lifecycle import run_guarded
 from experiments.metadata import PROJECT_ROOT, base_metadata, write_json
 from experiments.profile import RunSpec, expand_runs, load_profile
 from robe_lab.cliparse import command_parser
 from topologies.cleanup import clean, processes_of
 from topologies.fig3 import allow_congestion_control
 from topologies.links import choose_backend
-from topologies.startup import one_line
 
 RESULTS_BASE = PROJECT_ROOT / "results" / "sweep-bench"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -184,7 +186,7 @@ def run_bench(levels: list[int], seconds: float, idle_s: float, out: Path) -> in
     specs = [spec for spec in expand_runs(profile) if spec.loss_pct == 0]
     metadata = base_metadata("sweep-bench", {"networks": levels, "seconds": seconds, "idle_s": idle_s,
                                              "profile": profile.name, "loss_pct": 0})  # fmt: skip
-    out.mkdir(parents=True, exist_ok=True)
+    lifecycle.check_before_building("bench-sweep", out)  # root, MPTCP, the folder (the invoking user's)
     clean()
     backend = choose_backend()
     metadata["link_backend"] = backend.to_dict()
@@ -209,8 +211,9 @@ def run_bench(levels: list[int], seconds: float, idle_s: float, out: Path) -> in
             rows.append(summary)
             print(" ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.items()),
                   flush=True)  # fmt: skip
-            pd.DataFrame(rows).to_csv(out / "bench.csv", index=False)
-            pd.DataFrame(attempts).to_csv(out / "attempts.csv", index=False)
+            for name, table in (("bench.csv", rows), ("attempts.csv", attempts)):
+                pd.DataFrame(table).to_csv(out / name, index=False)
+                hand_to_invoking_user(out / name)
     metadata["figure"] = str(render(out).relative_to(out))
     write_json(out / "metadata.json", metadata)
     print((out / "bench.md").read_text())
@@ -222,6 +225,7 @@ def render(folder: Path) -> Path:
     """bench.md and bench.png of a results folder from its stored bench.csv (``--replot``); bench.png."""
     table = pd.read_csv(folder / "bench.csv")
     (folder / "bench.md").write_text(markdown(table))
+    hand_to_invoking_user(folder / "bench.md")
     return plot(table, folder)
 
 
@@ -244,16 +248,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if sorted(args.networks) != args.networks or args.networks[0] < 1 or args.networks[-1] > 128:
         parser.error(f"--networks {args.networks}: increasing numbers within 1..128")
-    if os.geteuid() != 0:
-        print("error: make bench-sweep builds network namespaces and needs root: run 'sudo make bench-sweep'",
-              file=sys.stderr)  # fmt: skip
-        return 2
     out = args.out or RESULTS_BASE / dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    try:
-        return run_bench(args.networks, args.seconds, args.idle_s, out)
-    except EXPECTED_FAILURES as err:
-        print(f"error: {one_line(err)}", file=sys.stderr)
-        return 2
+    return run_guarded(lambda: run_bench(args.networks, args.seconds, args.idle_s, out), prefix="bench-sweep: ",
+                       interrupted="interrupted; the networks were torn down, the levels measured so far are in "
+                                   f"{out}")  # fmt: skip
 
 
 if __name__ == "__main__":

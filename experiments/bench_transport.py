@@ -13,15 +13,17 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
+from experiments import lifecycle
 from experiments.bench_programs import SERVERS
+from experiments.lifecycle import run_guarded
 from experiments.metadata import PROJECT_ROOT, base_metadata, new_run_dir, write_json
 from robe_lab.cliparse import command_parser
+from robe_lab.paths import results_dir
 from topologies.fig3 import Fig3Config, Fig3Network, PathConfig
 from topologies.links import choose_backend
-from topologies.startup import STARTUP_FAILURES, one_line, wait_ready
+from topologies.startup import wait_ready
 
 
 def _start(net: Fig3Network, host: Any, role: str, *args: str) -> subprocess.Popen[str]:
@@ -101,17 +103,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--megabytes", type=int, default=200, help="MiB per goodput transfer")
     parser.add_argument("--connections", type=int, default=200, help="connections for the set-up and memory figures")
     args = parser.parse_args(argv)
-    if os.geteuid() != 0:
-        print("error: make bench builds network namespaces and needs root: run 'sudo make bench'", file=sys.stderr)
-        return 2
     if args.megabytes < 1 or args.connections < 1:
         parser.error("--megabytes and --connections must be >= 1")
-    try:
-        figures, metadata = measure(args.megabytes, args.connections, vars(args))
-    except STARTUP_FAILURES as err:
-        print(f"error: {one_line(err)}", file=sys.stderr)
-        return 2
-    out = new_run_dir(Path(PROJECT_ROOT) / "results" / "bench", "transport")
+    return run_guarded(lambda: _measure_and_store(args.megabytes, args.connections, vars(args)), prefix="bench: ",
+                       interrupted="interrupted; the network was torn down, nothing stored")  # fmt: skip
+
+
+def _measure_and_store(megabytes: int, connections: int, arguments: dict[str, Any]) -> int:
+    base = results_dir() / "bench"
+    lifecycle.check_before_building("bench", base)
+    figures, metadata = measure(megabytes, connections, arguments)
+    out = new_run_dir(base, "transport")
     write_json(out / "metadata.json", metadata)
     write_json(out / "bench.json", figures)
     print(f"results: {out}")

@@ -48,7 +48,7 @@ from experiments.canary import TOLERANCE_MS, Canary, count_flagged, worst
 from experiments.canary import row_fields as canary_row
 from experiments.cluster import ClusterSpec, parse_cluster
 from experiments.invocation import Invocation
-from experiments.lifecycle import ExperimentError, run_guarded
+from experiments.lifecycle import EXPECTED_FAILURES, ExperimentError, run_guarded
 from experiments.metadata import PROJECT_ROOT
 from experiments.profile import (
     Experiment1Profile,
@@ -70,7 +70,7 @@ from topologies.fig3 import CLIENT_A1, CLIENT_A2, SERVER_B1, Fig3Network, allow_
 from topologies.interrupts import deferred_interrupts
 from topologies.links import BackendChoice, choose_backend
 from topologies.shell import in_netns, run, wait_readable
-from topologies.startup import READY_TIMEOUT_S, STARTUP_FAILURES, StartupError, wait_ready
+from topologies.startup import READY_TIMEOUT_S, StartupError, wait_ready
 
 RESULTS_BASE = PROJECT_ROOT / "results" / "experiment1"
 SERVER_PORT = 5001
@@ -83,10 +83,6 @@ SHORT_ATTEMPT_S = 2.0
 DATA_GIVE_UP_S = 925.0
 #: Columns of runs.csv (their types and meanings: ``analysis.schema.EXPERIMENT1``).
 ROW_FIELDS = EXPERIMENT1.names
-
-
-#: Printed as one line (``error: ...``), exit status 2: bad set-up, or a part that did not start.
-EXPECTED_FAILURES: tuple[type[Exception], ...] = (ExperimentError, *STARTUP_FAILURES)
 
 
 # ---------------------------------------------------------------------------------------------

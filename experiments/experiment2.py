@@ -53,9 +53,8 @@ from experiments.browser import (
     script_requests,
 )
 from experiments.cpuload import cpu_sample, idle_share
-from experiments.experiment1 import EXPECTED_FAILURES
 from experiments.invocation import Invocation
-from experiments.lifecycle import ExperimentError, run_guarded
+from experiments.lifecycle import EXPECTED_FAILURES, ExperimentError, run_guarded
 from experiments.metadata import PROJECT_ROOT
 from experiments.profile2 import (
     DIRECT_STRATEGIES,

@@ -25,7 +25,7 @@ from experiments.profile import ProfileError, exit_on_profile_error
 from experiments.runs_folder import ResultsFolderError, lock_folder
 from robe_lab.signals import unwind_on
 from topologies.cleanup import clean
-from topologies.startup import one_line
+from topologies.startup import STARTUP_FAILURES, one_line
 
 if TYPE_CHECKING:
     from experiments.sweep import SweepResult
@@ -35,6 +35,10 @@ MPTCP_ENABLED = Path("/proc/sys/net/mptcp/enabled")
 
 class ExperimentError(RuntimeError):
     """The experiment cannot start; the message says why (raised before any network is built)."""
+
+
+#: Printed as one line (``error: ...``), exit status 2: bad set-up, or a part that did not start.
+EXPECTED_FAILURES: tuple[type[Exception], ...] = (ExperimentError, *STARTUP_FAILURES)
 
 
 def check_before_building(target: str, out: Path, tools: Sequence[str] = ()) -> None:
@@ -120,7 +124,7 @@ def run_in_folder(target: str, out: Path, body: Callable[[], int], tools: Sequen
 def run_guarded(
     body: Callable[[], int],
     *,
-    failures: tuple[type[Exception], ...],
+    failures: tuple[type[Exception], ...] = EXPECTED_FAILURES,
     prefix: str = "",
     interrupted: str = "interrupted; every finished row is kept and nothing was left behind",
 ) -> int:

@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from experiments.lifecycle import run_guarded
 from experiments.metadata import PROJECT_ROOT, base_metadata, new_run_dir, write_json
 from robe.protocol import crypto
 from robe.protocol.frames import Cap, Data, ResetReason, Rst
@@ -602,6 +603,12 @@ def parse_args(argv: list[str] | None = None) -> Options:
 def main(argv: list[str] | None = None) -> int:
     """Run, print, store; exit 1 when a check fails."""
     options = parse_args(argv)
+    return run_guarded(lambda: run_soak(options), prefix="soak: ",
+                       interrupted="interrupted; the served side was stopped, nothing stored")  # fmt: skip
+
+
+def run_soak(options: Options) -> int:
+    """Run, print, store (``results/soak/<stamp>-soak/``, the invoking user's); exit 1 when a check fails."""
     arguments = {k: str(v) if isinstance(v, Path) else v for k, v in options.__dict__.items()}
     metadata = base_metadata("soak", arguments)
     report, passed = soak(options)

@@ -23,11 +23,12 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from analysis.ownership import hand_to_invoking_user
 from analysis.stats import clopper_pearson, loss_within_interval, percentile
+from experiments import lifecycle
+from experiments.lifecycle import run_guarded
 from experiments.metadata import PROJECT_ROOT, base_metadata, new_run_dir, write_json
 from robe_lab.cliparse import command_parser
 from topologies.fig3 import CLIENT_A1, CLIENT_A2, SERVER_B1, Fig3Config, Fig3Network, PathConfig
@@ -87,10 +88,6 @@ class Check:
     ok: bool
     samples: int
     detail: str = ""
-
-
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def _python_module(module: str, *args: str) -> list[str]:
@@ -339,22 +336,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--loss-levels", default="0,10,50", help="path 1 loss levels in percent, comma-separated")
     parser.add_argument("--throughput-s", type=float, default=8.0, help="duration of each rate test")
     args = parser.parse_args(argv)
-    if os.geteuid() != 0:
-        print("validate-links: needs root (network namespaces): run 'sudo make validate-links'", file=sys.stderr)
-        return 2
     try:
         levels = tuple(float(x) for x in args.loss_levels.split(","))
         plan = ValidationPlan(loss_levels=levels, rtt_samples=args.rtt_samples, loss_probes=args.loss_probes,
                               throughput_s=args.throughput_s)  # fmt: skip
     except ValueError as err:
-        print(f"validate-links: {err}", file=sys.stderr)
-        return 2
-    signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        passed, run_dir = validate(plan, args.out, args.backend)
-    except STARTUP_FAILURES as err:
-        print(f"validate-links: error: {one_line(err)}", file=sys.stderr)
-        return 2
+        parser.error(str(err))
+    return run_guarded(lambda: _validate_and_print(plan, args.out, args.backend), prefix="validate-links: ",
+                       interrupted="interrupted; the network was torn down")  # fmt: skip
+
+
+def _validate_and_print(plan: ValidationPlan, out: Path, backend: str | None) -> int:
+    lifecycle.check_before_building("validate-links", out)
+    passed, run_dir = validate(plan, out, backend)
     print(f"\nresults: {run_dir}")
     print(
         "link validation PASSED" if passed else "link validation FAILED",

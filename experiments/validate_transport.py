@@ -16,9 +16,10 @@ import json
 import sys
 from pathlib import Path
 
-from analysis.ownership import hand_to_invoking_user
+from analysis.ownership import hand_to_invoking_user, make_results_dir
 from analysis.transport_validation import check_formulas, check_twin, gains, read_rows, render
 from experiments import experiment1
+from experiments.lifecycle import ExperimentError, run_guarded
 from experiments.metadata import base_metadata, write_json
 from experiments.profile import load_profile
 from robe_lab.cliparse import command_parser
@@ -70,23 +71,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"results folder (default {RESULTS})")
     parser.add_argument("--analyse-only", action="store_true", help="only analyse stored results (no root)")
     args = parser.parse_args(argv)
-    if not args.analyse_only:
-        for name in PROFILES:
-            status = experiment1.main(["--profile", name, "-j", str(args.jobs), "--out", str(args.out / name)])
+    if not 1 <= args.jobs <= 64:
+        parser.error(f"--jobs={args.jobs}: must be 1..64")
+    return run_guarded(lambda: _validate(args.out, args.jobs, args.analyse_only), prefix="validate-transport: ")
+
+
+def _validate(out: Path, jobs: int, analyse_only: bool) -> int:
+    if not analyse_only:
+        for name in PROFILES:  # each an experiment 1 sweep: its own checks, lock, metadata and resume
+            profile = load_profile(name)
+            status = experiment1.run_sweep(experiment1.Options(profile, out / name, jobs, None, None))
             if status != 0:
                 print(f"validate-transport: sweep {name} ended with status {status}", file=sys.stderr)
                 return status
-    if not (args.out / PROFILES[0] / "runs.csv").exists():
-        print(f"validate-transport: no stored sweep in {args.out}; run: sudo make validate-transport", file=sys.stderr)
-        return 2
-    report, summary, passed = analyse(args.out)
+    if not (out / PROFILES[0] / "runs.csv").exists():
+        raise ExperimentError(f"no stored sweep in {out}; run: sudo make validate-transport")
+    report, summary, passed = analyse(out)
     print(report)
-    (args.out / "validation.md").write_text(report)
-    hand_to_invoking_user(args.out / "validation.md")
-    write_json(args.out / "validation.json", summary)
-    arguments = {"jobs": args.jobs, "analyse_only": args.analyse_only, "out": str(args.out)}
-    write_json(args.out / "metadata.json", base_metadata("validate-transport", arguments))
-    print(f"validate-transport: {'PASS' if passed else 'FAIL'}; report in {args.out / 'validation.md'}")
+    make_results_dir(out)
+    (out / "validation.md").write_text(report)
+    hand_to_invoking_user(out / "validation.md")
+    write_json(out / "validation.json", summary)
+    arguments = {"jobs": jobs, "analyse_only": analyse_only, "out": str(out)}
+    write_json(out / "metadata.json", base_metadata("validate-transport", arguments))
+    print(f"validate-transport: {'PASS' if passed else 'FAIL'}; report in {out / 'validation.md'}")
     return 0 if passed else 1
 
 

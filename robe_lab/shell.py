@@ -232,8 +232,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if os.geteuid() != 0:
         print("robe-lab shell: needs root (network namespaces): run 'sudo robe-lab shell ...'", file=sys.stderr)
         return 2
-    from experiments.experiment1 import EXPECTED_FAILURES
-    from experiments.lifecycle import run_guarded
+    from experiments.lifecycle import EXPECTED_FAILURES, run_guarded
 
     def body() -> int:
         started = time.monotonic()
