@@ -62,6 +62,8 @@ from experiments.runs_folder import (
 from experiments.schedule import expected_attempt_s, order_long_first
 from experiments.sweep import Sweep, SweepResult, pending_runs, run_then_tear_down
 from experiments.validate_links import ProbeRound
+from robe.client import ConnectionRecord
+from robe.serverlog import Closed, Loser, Request, read_record
 from robe.userspace_endpoints import is_userspace
 from robe_lab.cliparse import command_parser
 from topologies import linkcounters
@@ -122,54 +124,54 @@ def build_row(
     spec: RunSpec,
     worker: int,
     started_utc: str,
-    client: dict[str, Any],
-    server: dict[str, Any] | None,
+    client: ConnectionRecord,
+    server: Request | None,
     losers: int,
-    server_closed: dict[str, Any] | None = None,
+    server_closed: Closed | None = None,
 ) -> dict[str, Any]:
     """One tidy runs.csv row from the client's record and the server's log of the same connection.
 
     ``server_closed`` is the userspace server's record of the connection's end, with the time each
     subflow became ready for data at the server (the kernel server cannot see its subflows).
     """
-    t0 = client.get("connect_ns")
-    status = client.get("status", "error")
-    error = client.get("error", "")
+    t0 = client.connect_ns or None
+    status, error = client.status, client.error
     if status == "ok" and server is None:
         status, error = "error", "server logged no request for this connection"
-    winner = client.get("winner")
+    winner = client.winner
     winner_local = None
     if winner is not None:
-        winner_local = f"{client['sources'][winner]}:{client['local_ports'][str(winner)]}"
-    joined = [s for s in client.get("subflows", []) if s["local"] != winner_local]
-    retrans = client.get("syn_retransmits", {})
+        winner_local = f"{client.sources[winner]}:{client.local_ports[winner]}"
+    joined = [s for s in client.subflows if s.local != winner_local]
+    retrans = client.syn_retransmits
+    measured = server is not None and status == "ok"
     return {
         "run_id": spec.run_id,
-        "conn_id": client.get("conn_id", ""),
+        "conn_id": client.conn_id,
         "strategy": spec.strategy,
         "loss_pct": f"{spec.loss_pct:g}",
         "repetition": spec.repetition,
         "seed": spec.seed,
         "worker": worker,
         "status": status,
-        "setup_ms": _ms(server.get("first_bytes_ns"), t0) if server and status == "ok" else "",
-        "accept_ms": _ms(server.get("accept_ns"), t0) if server and status == "ok" else "",
-        "established_ms": _ms(client.get("established_ns"), t0),
-        "reply_ms": _ms(client.get("reply_ns"), t0),
+        "setup_ms": _ms(server.first_bytes_ns, t0) if server is not None and measured else "",
+        "accept_ms": _ms(server.accept_ns, t0) if server is not None and measured else "",
+        "established_ms": _ms(client.established_ns, t0),
+        "reply_ms": _ms(client.reply_ns, t0),
         "winner_path": "" if winner is None else winner + 1,
-        "fallback_tcp": "" if client.get("fallback_tcp") is None else int(client["fallback_tcp"]),
-        "server_mptcp": "" if not server or server.get("mptcp") is None else int(server["mptcp"]),
-        "syn_retransmits_path1": retrans.get("0", ""),
-        "syn_retransmits_path2": retrans.get("1", ""),
+        "fallback_tcp": "" if client.fallback_tcp is None else int(client.fallback_tcp),
+        "server_mptcp": "" if server is None or server.mptcp is None else int(server.mptcp),
+        "syn_retransmits_path1": retrans.get(0, ""),
+        "syn_retransmits_path2": retrans.get(1, ""),
         "joined_subflows": len(joined),
-        "subflow_ready_ms": ";".join(_ms(s["t_ns"], t0) for s in joined),
+        "subflow_ready_ms": ";".join(_ms(s.t_ns, t0) for s in joined),
         "losers_accepted": losers,
         "error": error,
         "started_utc": started_utc,
         "server_subflow_ready_ms": ";".join(
-            _ms(s["t_ns"], t0)
-            for s in (server_closed or {}).get("subflows_ready", [])
-            if server and s["peer"] != server.get("peer")
+            _ms(s.t_ns, t0)
+            for s in (server_closed.subflows_ready if server_closed is not None else [])
+            if server is not None and s.peer != server.peer
         ),
         "invocation": "",  # set by the sweep (the runner's invocation id)
         # Set by Worker.run (canary, attempt time, machine) and by a cluster (engine worker, retries).
@@ -185,22 +187,28 @@ def build_row(
         "attempt_start_s": "",
         "due_s": "",
         "path1_loss_at_start": "",
-        "ips_mode": client.get("ips_mode", ""),
-        "path_order": ";".join(str(p + 1) for p in client.get("path_order", [])),
+        "ips_mode": client.ips_mode,
+        "path_order": ";".join(str(p + 1) for p in client.path_order),
         **linkcounters.NO_COLUMNS,  # the worker counts the wire (Worker.run)
     }
 
 
-def cost_columns(client: dict[str, Any]) -> dict[str, Any]:
+def failure(conn_id: str, error: str) -> ConnectionRecord:
+    """The client's record of an attempt that was not made or not answered (an error row)."""
+    record = ConnectionRecord.failure(conn_id, error)
+    record.ips_mode = ""
+    return record
+
+
+def cost_columns(client: ConnectionRecord) -> dict[str, Any]:
     """What one connection cost beyond a single handshake, from the client's own record (empty for a
     record without its race, e.g. an agent that died)."""
-    if "events" not in client:
+    if client.status == "error" and not client.events:
         return {"attempts": "", "resets_sent": "", "subflows_end": ""}
-    events = client["events"]
     return {
-        "attempts": sum(1 for e in events if e.get("what") == "attempt"),
-        "resets_sent": sum(1 for e in events if e.get("what") == "reset"),
-        "subflows_end": len(client.get("subflows", [])),
+        "attempts": client.count("attempt"),
+        "resets_sent": client.count("reset"),
+        "subflows_end": len(client.subflows),
     }
 
 
@@ -210,39 +218,42 @@ def cost_columns(client: dict[str, Any]) -> dict[str, Any]:
 
 @dataclass
 class ServerLog:
-    """The server's JSON lines, indexed for the attempts that wait on them."""
+    """The server's records (``robe.serverlog``), indexed for the attempts that wait on them."""
 
-    requests: dict[str, dict[str, Any]] = field(default_factory=dict)
-    ends: dict[str, dict[str, Any]] = field(default_factory=dict)  # userspace "closed" records
-    losers: list[dict[str, Any]] = field(default_factory=list)
+    requests: dict[str, Request] = field(default_factory=dict)
+    ends: dict[str, Closed] = field(default_factory=dict)  # userspace "closed" records
+    losers: list[Loser] = field(default_factory=list)
     cond: threading.Condition = field(default_factory=threading.Condition)
     closed: bool = False
 
     def follow(self, stream: Any) -> None:
-        """Reader thread body: parse lines until the server exits."""
-        for line in stream:
-            if not line.startswith("{"):
-                continue
-            record = json.loads(line)
+        """Reader thread body: read records until the server exits (a line that is not one ends the
+        log: the attempts waiting on it become error rows)."""
+        try:
+            for line in stream:
+                if not line.startswith("{"):
+                    continue
+                record = read_record(line)
+                with self.cond:
+                    if isinstance(record, Request):
+                        self.requests[record.conn] = record
+                    elif isinstance(record, Loser):
+                        self.losers.append(record)
+                    elif isinstance(record, Closed) and record.userspace:
+                        self.ends[record.conn] = record
+                    self.cond.notify_all()
+        finally:
             with self.cond:
-                if record["event"] == "request":
-                    self.requests[record["conn"]] = record
-                elif record["event"] == "loser":
-                    self.losers.append(record)
-                elif record["event"] == "closed" and "subflows_ready" in record:
-                    self.ends[record["conn"]] = record
+                self.closed = True
                 self.cond.notify_all()
-        with self.cond:
-            self.closed = True
-            self.cond.notify_all()
 
-    def wait_request(self, conn_id: str, timeout_s: float) -> dict[str, Any] | None:
+    def wait_request(self, conn_id: str, timeout_s: float) -> Request | None:
         """The server's record of ``conn_id``, waiting up to ``timeout_s``."""
         with self.cond:
             self.cond.wait_for(lambda: conn_id in self.requests or self.closed, timeout_s)
             return self.requests.pop(conn_id, None)
 
-    def wait_end(self, conn_id: str, timeout_s: float) -> dict[str, Any] | None:
+    def wait_end(self, conn_id: str, timeout_s: float) -> Closed | None:
         """The userspace server's end-of-connection record of ``conn_id``, waiting up to ``timeout_s``."""
         with self.cond:
             self.cond.wait_for(lambda: conn_id in self.ends or self.closed, timeout_s)
@@ -251,8 +262,8 @@ class ServerLog:
     def take_losers(self, peers: set[str]) -> int:
         """Count (and forget) loser sockets from the given client address:port pairs."""
         with self.cond:
-            mine = [r for r in self.losers if r["peer"] in peers]
-            self.losers = [r for r in self.losers if r["peer"] not in peers]
+            mine = [r for r in self.losers if r.peer in peers]
+            self.losers = [r for r in self.losers if r.peer not in peers]
             return len(mine)
 
 
@@ -307,8 +318,9 @@ class ClientAgent:
         line, self._buffer = self._buffer.split(b"\n", 1)
         return line
 
-    def request(self, message: dict[str, Any], timeout_s: float) -> dict[str, Any]:
-        """Send one request; its record, or TimeoutError/RuntimeError (the agent is then restarted)."""
+    def request(self, message: dict[str, Any], timeout_s: float) -> ConnectionRecord:
+        """Send one request; its record, or TimeoutError/RuntimeError (the agent is then restarted;
+        an answer that is not a record: RecordError)."""
         if self.proc is None or self.proc.poll() is not None:
             self.start()
         assert self.proc is not None and self.proc.stdin is not None
@@ -319,8 +331,7 @@ class ClientAgent:
         except (OSError, TimeoutError, RuntimeError):
             self.kill()
             raise
-        record: dict[str, Any] = json.loads(line)
-        return record
+        return ConnectionRecord.from_json(line)
 
     def kill(self) -> None:
         """Stop the agent (a connection in flight dies with it)."""
@@ -407,16 +418,15 @@ class Worker:
         wire_before = self.counters.reading()
         try:
             client = self.agent.request(connect_request(self.profile, spec, conn_id, self.timeout_s), self.hard_cap_s)
-        except (TimeoutError, RuntimeError, OSError) as err:
-            return build_row(spec, self.index, started, {"status": "error", "error": str(err), "conn_id": conn_id},
-                             None, 0)  # fmt: skip
-        if client.get("status") == "error":
-            return build_row(spec, self.index, started, {**client, "conn_id": conn_id}, None, 0)
-        server = self.log.wait_request(conn_id, 5.0) if client["status"] == "ok" else None
-        peers = {f"{client['sources'][int(p)]}:{port}" for p, port in client["local_ports"].items()}
+        except (TimeoutError, RuntimeError, OSError) as err:  # an unreadable answer: the sweep's error row
+            return build_row(spec, self.index, started, failure(conn_id, str(err)), None, 0)
+        if client.status == "error":
+            return build_row(spec, self.index, started, client, None, 0)
+        server = self.log.wait_request(conn_id, 5.0) if client.status == "ok" else None
+        peers = {f"{client.sources[path]}:{port}" for path, port in client.local_ports.items()}
         losers = self.log.take_losers(peers)
         # The client aborts its subflows after the hold: the server's end record follows within an RTT.
-        end = self.log.wait_end(conn_id, 2.0) if server is not None and server.get("userspace") else None
+        end = self.log.wait_end(conn_id, 2.0) if server is not None and server.userspace else None
         # The client's resets left with the abort; the wire counts up to here (the server's answers
         # to them, if any, arrive within an RTT and fall into the next attempt's sleep).
         wire = linkcounters.difference(wire_before, self.counters.reading())
@@ -578,8 +588,7 @@ def _run_here(options: Options, pending: list[RunSpec], invocation: Invocation) 
         more = (build(index) for index in range(1, min(options.jobs, len(pending))))
         sweep: Sweep[Worker, RunSpec] = Sweep(
             [first], more_workers=more, run=Worker.run,
-            error_row=lambda worker, spec, err: build_row(spec, worker.index, "", {"status": "error",
-                                                                                  "error": repr(err)}, None, 0),
+            error_row=lambda worker, spec, err: build_row(spec, worker.index, "", failure("", repr(err)), None, 0),
             runs_csv=invocation.runs_csv, schema=EXPERIMENT1, desc=f"experiment1/{profile.name}", unit="run",
             interrupt=Worker.interrupt, join_timeout_s=30.0, row_stamp={"invocation": invocation.record["id"]},
         )  # fmt: skip
@@ -638,7 +647,7 @@ def _run_on_cluster(options: Options, pending: list[RunSpec], run: Invocation) -
                 client, kind=(profile.fingerprint(), options.timeout_s),
                 build=functools.partial(_build_on_worker, profile, options.timeout_s, options.short_slots),
                 run=Worker.run,
-                error_row=lambda spec, err: build_row(spec, -1, "", {"status": "error", "error": repr(err)}, None, 0),
+                error_row=lambda spec, err: build_row(spec, -1, "", failure("", repr(err)), None, 0),
                 interrupt=Worker.interrupt, runs_csv=options.out / "runs.csv", schema=EXPERIMENT1,
                 desc=f"experiment1/{profile.name}", item_id=lambda spec: spec.run_id, expected=expected,
                 row_stamp={"invocation": invocation["id"]},

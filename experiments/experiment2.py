@@ -152,8 +152,8 @@ def summarise_connections(events: list[ConnEvent]) -> dict[str, Any]:
         "setup_ms_median": statistics.median(e["setup_ns"] / 1e6 for e in connected) if connected else None,
         "max_subflows": max((int(e.get("subflows") or 0) for e in closed.values()), default=0),
         # the race of each connection to the HAAP: potentially initial subflows opened, losers reset
-        "attempts": sum(1 for e in connected for r in e.get("race") or [] if r.get("what") == "attempt"),
-        "resets_sent": sum(1 for e in connected for r in e.get("race") or [] if r.get("what") == "reset"),
+        "attempts": sum(1 for e in connected for r in e.get("race") or [] if r.get("event") == "attempt"),
+        "resets_sent": sum(1 for e in connected for r in e.get("race") or [] if r.get("event") == "reset"),
         "errors": errors,
     }
 

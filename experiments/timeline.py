@@ -139,7 +139,7 @@ def connection_rows(
             ready = closed.get("ready")
             if ready:  # userspace transport: when each subflow became ready, by path
                 winner = connected.get("path")
-                later = [r for r in ready if r.get("what") == "subflow_ready" and r.get("path") != winner]
+                later = [r for r in ready if r.get("event") == "subflow_ready" and r.get("path") != winner]
                 if later:
                     row.update(join_path=later[0]["path"], join_ms=_ms(int(later[0]["t_ns"]), t0_ns))
         else:

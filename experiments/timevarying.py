@@ -37,6 +37,7 @@ from experiments.experiment1 import (
     ServerLog,
     build_row,
     connect_request,
+    failure,
     kernel_give_up_s,
     preflight,
     start_metadata,
@@ -49,6 +50,8 @@ from experiments.metadata import PROJECT_ROOT
 from experiments.path_schedule import Timeline
 from experiments.profile import Experiment1Profile, RunSpec, expand_runs
 from experiments.sweep import SweepResult, append_row, finished_run_ids
+from robe.client import ConnectionRecord
+from robe.records import RecordError
 from robe.userspace_endpoints import is_userspace
 from topologies.fig3 import Fig3Network, allow_congestion_control
 from topologies.links import choose_backend
@@ -56,11 +59,11 @@ from topologies.startup import READY_TIMEOUT_S, StartupError
 
 
 def timeline_row(
-    row: dict[str, Any], client: dict[str, Any], spec: RunSpec, t0_ns: int, timeline: Timeline
+    row: dict[str, Any], client: ConnectionRecord, spec: RunSpec, t0_ns: int, timeline: Timeline
 ) -> dict[str, Any]:
     """A runs.csv row of a time-varying run: ``build_row``'s with when the attempt started and the
     scheduled state of path 1 then (``analysis.schema.EXPERIMENT1``'s time-varying columns)."""
-    start_ns = client.get("connect_ns")
+    start_ns = client.connect_ns
     start = (start_ns - t0_ns) / 1e9 if start_ns else None
     at = start if start is not None else (spec.start_s or 0.0)
     return {
@@ -80,7 +83,7 @@ class ConcurrentAgent:
         self.proc = net.popen(net.client, [sys.executable, "-m", "robe", "agent"], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
                               cwd=PROJECT_ROOT)  # fmt: skip
-        self.answers: dict[str, dict[str, Any]] = {}
+        self.answers: dict[str, ConnectionRecord] = {}
         self.cond = threading.Condition()
         self.closed = False
         self.write_lock = threading.Lock()
@@ -97,11 +100,12 @@ class ConcurrentAgent:
                 ready.set()
                 continue
             try:
-                record = json.loads(line)
-            except ValueError:
+                record = ConnectionRecord.from_json(line)
+            except RecordError as err:  # the attempt waiting on it ends as an error row
+                print(f"robe agent ({self.label}): {err}", file=sys.stderr, flush=True)
                 continue
             with self.cond:
-                self.answers[str(record.get("conn_id", ""))] = record
+                self.answers[record.conn_id] = record
                 self.cond.notify_all()
         with self.cond:
             self.closed = True
@@ -114,14 +118,14 @@ class ConcurrentAgent:
             self.proc.stdin.write(json.dumps(request) + "\n")
             self.proc.stdin.flush()
 
-    def wait(self, conn_id: str, timeout_s: float) -> dict[str, Any]:
+    def wait(self, conn_id: str, timeout_s: float) -> ConnectionRecord:
         """The record of ``conn_id``; an error record if the agent died or took longer than ``timeout_s``."""
         with self.cond:
             self.cond.wait_for(lambda: conn_id in self.answers or self.closed, timeout_s)
             if conn_id in self.answers:
                 return self.answers.pop(conn_id)
         reason = "agent exited" if self.closed else f"no answer within {timeout_s:.0f} s"
-        return {"status": "error", "error": f"robe agent ({self.label}): {reason}", "conn_id": conn_id}
+        return failure(conn_id, f"robe agent ({self.label}): {reason}")
 
     def kill(self) -> None:
         """Stop the agent (connections in flight die with it)."""
@@ -166,12 +170,12 @@ class Repetition:
         def collect(spec: RunSpec, conn_id: str, started_utc: str) -> None:
             client = agents[spec.strategy].wait(conn_id, cap_s)
             try:
-                server = self.log.wait_request(conn_id, 5.0) if client.get("status") == "ok" else None
-                peers = {f"{client['sources'][int(p)]}:{port}" for p, port in client.get("local_ports", {}).items()}
+                server = self.log.wait_request(conn_id, 5.0) if client.status == "ok" else None
+                peers = {f"{client.sources[path]}:{port}" for path, port in client.local_ports.items()}
                 losers = self.log.take_losers(peers)
-                row = build_row(spec, 0, started_utc, {**client, "conn_id": conn_id}, server, losers)
-            except (KeyError, ValueError, TypeError) as err:  # a malformed record: an error row, rerun on resume
-                client = {"status": "error", "error": f"unreadable record: {err!r}", "conn_id": conn_id}
+                row = build_row(spec, 0, started_utc, client, server, losers)
+            except (IndexError, ValueError) as err:  # a record that contradicts itself: an error row, rerun on resume
+                client = failure(conn_id, f"unreadable record: {err!r}")
                 row = build_row(spec, 0, started_utc, client, None, 0)
             row = {**timeline_row(row, client, spec, t0_ns, timeline), "invocation": self.invocation_id}
             append_row(self.runs_csv, row, self.lock, EXPERIMENT1)

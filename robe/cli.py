@@ -32,6 +32,7 @@ from robe.client import ConnectError, ConnectionRecord, connect
 from robe.kernel import MptcpUnavailableError
 from robe.selection import shared_history
 from robe.server import IDLE_TIMEOUT_S, Server
+from robe.serverlog import write_record
 from robe.strategies import STRATEGIES, Kind, StrategyError, kernel_strategy
 from robe.userspace_endpoints import connect_userspace, is_userspace, serve_userspace
 from robe_lab.cliparse import HelpFormatter, command_parser
@@ -97,15 +98,9 @@ def open_connection(**request: Any) -> ConnectionRecord:
     return connect(**{**request, "strategy": kernel_strategy(name), "history": history})
 
 
-def _emit(record: dict[str, Any]) -> None:
-    """One JSON line on stdout, flushed (the experiment reads it as it comes)."""
-    sys.stdout.write(json.dumps(record, sort_keys=True) + "\n")
-    sys.stdout.flush()
-
-
 def _serve(args: argparse.Namespace) -> int:
     try:
-        server = Server(args.bind, args.port, _emit, idle_timeout_s=args.idle_timeout)
+        server = Server(args.bind, args.port, write_record, idle_timeout_s=args.idle_timeout)
     except (OSError, MptcpUnavailableError) as err:
         print(f"robe serve: cannot listen on {args.bind}:{args.port}: {err}", file=sys.stderr)
         return 2
@@ -144,7 +139,7 @@ def _serve_user(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, raise_interrupt)
     try:
-        serve_userspace(args.bind, args.port, _emit, ready)
+        serve_userspace(args.bind, args.port, write_record, ready)
     except OSError as err:
         print(f"robe serve-user: cannot listen on {args.bind}:{args.port}: {err}", file=sys.stderr)
         return 2
@@ -158,6 +153,7 @@ AGENT_KEYS = {"conn_id", "strategy", "server", "sources", "timer_s", "hold_s", "
 
 def agent_answer(line: str) -> str:
     """The JSON answer of the agent to one request line."""
+    request: Any = None
     try:
         request = json.loads(line)
         if not isinstance(request, dict):
@@ -167,7 +163,8 @@ def agent_answer(line: str) -> str:
             raise ConnectError(f"{unknown[0]}: unknown key (known: {', '.join(sorted(AGENT_KEYS))})")
         record = open_connection(**request)
     except (ValueError, TypeError, StrategyError, ConnectError, MptcpUnavailableError) as err:
-        return json.dumps({"status": "error", "error": f"bad request: {err}"})
+        conn_id = request.get("conn_id") if isinstance(request, dict) else None
+        record = ConnectionRecord.failure(conn_id if isinstance(conn_id, str) else "", f"bad request: {err}")
     return record.to_json()
 
 

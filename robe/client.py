@@ -22,6 +22,7 @@ from typing import Any
 from robe import kernel
 from robe.ips import PathHistory
 from robe.race import Action, Race, Step
+from robe.records import RecordError, build
 from robe.selection import HistoryFeed, plan, shared_history
 from robe.strategies import Kind, Protocol, Strategy
 
@@ -34,9 +35,32 @@ class ConnectError(ValueError):
     """Bad arguments to connect(); raised before any socket is opened."""
 
 
+@dataclass(frozen=True)
+class ConnectionEvent:
+    """One step of the connection's race (``robe.race``: ``attempt``, ``winner``, ``reset``, ``timer``,
+    ``failed``, ...; the userspace transport's own steps likewise), ``path`` 0-based."""
+
+    t_ns: int
+    event: str
+    path: int | None = None
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class SubflowSeen:
+    """A subflow first seen established (``local``/``remote``: address:port)."""
+
+    t_ns: int
+    local: str
+    remote: str
+    total_retrans: int | None = None
+
+
 @dataclass
 class ConnectionRecord:
-    """What happened to one connection, with times in ns on the shared monotonic clock."""
+    """What happened to one connection, with times in ns on the shared monotonic clock: the answer
+    ``robe connect`` prints and ``robe agent`` writes per request (``to_json``), read back by
+    ``from_json``."""
 
     conn_id: str
     strategy: str
@@ -52,8 +76,8 @@ class ConnectionRecord:
     fallback_tcp: bool | None = None
     local_ports: dict[int, int] = field(default_factory=dict)
     syn_retransmits: dict[int, int] = field(default_factory=dict)
-    events: list[dict[str, Any]] = field(default_factory=list)
-    subflows: list[dict[str, Any]] = field(default_factory=list)
+    events: list[ConnectionEvent] = field(default_factory=list)
+    subflows: list[SubflowSeen] = field(default_factory=list)
     path_order: list[int] = field(default_factory=list)  # the order the paths were tried in (RobE_IPS)
     ips_mode: str = "default"  # default (no IPS), ips, or sim (RobE_IPS+SIM without history)
     ips_history: dict[str, Any] = field(default_factory=dict)  # the history the plan was made from
@@ -61,6 +85,27 @@ class ConnectionRecord:
     def to_json(self) -> str:
         """One JSON line."""
         return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, line: str | bytes, where: str = "robe agent answer") -> ConnectionRecord:
+        """The record of one line written by ``to_json`` (``robe.records.RecordError`` naming the
+        field otherwise)."""
+        try:
+            data = json.loads(line)
+        except ValueError as err:
+            raise RecordError(f"{where}: not JSON ({err}): {str(line)[:120]!r}") from None
+        if not isinstance(data, dict):
+            raise RecordError(f"{where}: {data!r} is not a JSON object")
+        return build(cls, data, where)
+
+    @classmethod
+    def failure(cls, conn_id: str, error: str, strategy: str = "") -> ConnectionRecord:
+        """The record of a connection that could not be tried (bad request, dead agent): status ``error``."""
+        return cls(conn_id, strategy, "", [], status="error", error=error)
+
+    def count(self, event: str) -> int:
+        """How many of the race's steps were ``event``."""
+        return sum(1 for e in self.events if e.event == event)
 
 
 def check_endpoints(server: str, sources: list[str]) -> tuple[str, int]:
@@ -253,10 +298,7 @@ def _watch_subflows(sock: socket.socket, record: ConnectionRecord, hold_s: float
             key = (flow.local, flow.remote)
             if flow.established and key not in seen:
                 seen.add(key)
-                record.subflows.append(
-                    {"t_ns": time.monotonic_ns(), "local": flow.local, "remote": flow.remote,
-                     "total_retrans": flow.total_retrans}
-                )  # fmt: skip
+                record.subflows.append(SubflowSeen(time.monotonic_ns(), flow.local, flow.remote, flow.total_retrans))
         if time.monotonic() >= end:
             now = time.monotonic_ns()
             for flow in kernel.subflows(sock):
@@ -344,4 +386,4 @@ def connect(
         return record
     finally:
         driver.close_all()
-        record.events = [{"t_ns": e.t_ns, "what": e.what, "path": e.path, "detail": e.detail} for e in race.events]
+        record.events = [ConnectionEvent(e.t_ns, e.what, e.path, e.detail) for e in race.events]

@@ -1,7 +1,8 @@
 """Server endpoint: accepts MPTCP (and plain TCP) connections and logs, per accepted socket, when it
 was accepted and when the client's first request bytes arrived.
 
-Each accepted socket is logged as JSON lines on the log stream:
+Each accepted socket is logged as JSON lines on the log stream (``robe.serverlog``: the records
+and their reader):
 
 * ``{"event": "request", "conn": ID, "accept_ns", "first_bytes_ns", "peer", "mptcp", ...}`` when a
   complete request line arrived (the server answers ``OK``), and ``{"event": "closed", ...}`` with
@@ -28,10 +29,10 @@ import selectors
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from robe import kernel
+from robe.serverlog import AcceptFailed, Closed, Loser, Rejected, Request, ServerRecord
 from robe.strategies import Protocol
 
 MAX_REQUEST = 4096
@@ -54,7 +55,7 @@ class _Peer:
     first_bytes_ns: int | None = None
     buffer: bytes = b""
     answered: bool = False
-    record: dict[str, Any] = field(default_factory=dict)
+    request: Request | None = None
     deadline_ns: int = 0  # idle until then: closed (before a request: since accepted; after: since answered)
 
 
@@ -83,7 +84,7 @@ class Server:
         self,
         bind: str,
         port: int,
-        emit: Callable[[dict[str, Any]], None],
+        emit: Callable[[ServerRecord], None],
         backlog: int = 512,
         idle_timeout_s: float = IDLE_TIMEOUT_S,
     ) -> None:
@@ -115,7 +116,7 @@ class Server:
                     raise
                 # Out of descriptors: keep serving the open connections, retry accepting shortly.
                 now = time.monotonic_ns()
-                self.emit({"event": "accept_failed", "reason": os.strerror(err.errno), "accept_ns": now})
+                self.emit(AcceptFailed(reason=os.strerror(err.errno), accept_ns=now))
                 self.selector.unregister(self.listener)
                 self.accept_paused_until_ns = now + int(ACCEPT_BACKOFF_S * 1e9)
                 return
@@ -126,21 +127,20 @@ class Server:
             self.selector.register(sock, selectors.EVENT_READ, state)
             self.peers[sock.fileno()] = state
 
-    def _finish(self, state: _Peer, record: dict[str, Any]) -> None:
+    def _finish(self, state: _Peer, record: ServerRecord) -> None:
         self.peers.pop(state.sock.fileno(), None)
         self.selector.unregister(state.sock)
         state.sock.close()
-        if record:
-            self.emit(record)
+        self.emit(record)
 
     def _expire(self, now: int) -> None:
         """Close idle connections; resume accepting after a back-off."""
         for state in [p for p in self.peers.values() if p.deadline_ns <= now]:
             waited = (now - (state.first_bytes_ns or state.accept_ns)) / 1e9
             what = "no close after the reply" if state.answered else "no complete request"
-            self._finish(state, {"event": "rejected", "peer": state.peer, "accept_ns": state.accept_ns,
-                                 "reason": f"{what} within {self.idle_timeout_ns / 1e9:g} s (idle {waited:.1f} s)",
-                                 **({"conn": state.record["conn"]} if state.record else {})})  # fmt: skip
+            self._finish(state, Rejected(peer=state.peer, accept_ns=state.accept_ns,
+                                         reason=f"{what} within {self.idle_timeout_ns / 1e9:g} s (idle {waited:.1f} s)",
+                                         conn=state.request.conn if state.request else None))  # fmt: skip
         if self.accept_paused_until_ns is not None and now >= self.accept_paused_until_ns:
             self.accept_paused_until_ns = None
             self.selector.register(self.listener, selectors.EVENT_READ, None)
@@ -165,10 +165,13 @@ class Server:
             reason = "closed by peer"
         if not chunk:
             if state.first_bytes_ns is None:
-                self._finish(state, {"event": "loser", "peer": state.peer, "accept_ns": state.accept_ns,
-                                     "closed_ns": now, "mptcp": state.mptcp, "reason": reason})  # fmt: skip
-            else:
-                self._finish(state, {**state.record, "event": "closed", "closed_ns": now})
+                self._finish(state, Loser(peer=state.peer, accept_ns=state.accept_ns, closed_ns=now, mptcp=state.mptcp,
+                                          reason=reason))  # fmt: skip
+            elif state.request is not None:
+                self._finish(state, Closed.of(state.request, now))
+            else:  # bytes came, but no complete request line: the client gave up on it
+                self._finish(state, Rejected(peer=state.peer, accept_ns=state.accept_ns,
+                                             reason=f"closed before a complete request line ({reason})"))  # fmt: skip
             return
         if state.first_bytes_ns is None:
             state.first_bytes_ns = now
@@ -187,21 +190,27 @@ class Server:
             return
         state.answered = True
         state.deadline_ns = now + self.idle_timeout_ns
-        state.record = {
-            "event": "request", "conn": conn, "peer": state.peer, "mptcp": state.mptcp,
-            "accept_ns": state.accept_ns, "first_bytes_ns": state.first_bytes_ns, "request_done_ns": now,
-        }  # fmt: skip
+        reply_error = None
         try:
             state.sock.send(REPLY)
         except OSError as err:
-            state.record["reply_error"] = err.strerror
-        self.emit(dict(state.record))
+            reply_error = err.strerror
+        state.request = Request(
+            conn=conn,
+            peer=state.peer,
+            mptcp=state.mptcp,
+            accept_ns=state.accept_ns,
+            first_bytes_ns=state.first_bytes_ns,
+            request_done_ns=now,
+            reply_error=reply_error,
+        )
+        self.emit(state.request)
 
     def _reject(self, state: _Peer, reason: str) -> None:
         self.peers.pop(state.sock.fileno(), None)
         self.selector.unregister(state.sock)
         kernel.abort(state.sock)
-        self.emit({"event": "rejected", "peer": state.peer, "accept_ns": state.accept_ns, "reason": reason})
+        self.emit(Rejected(peer=state.peer, accept_ns=state.accept_ns, reason=reason))
 
     def serve_once(self) -> None:
         """One turn of the loop: wait for events (at most until the next deadline), handle them."""

@@ -16,10 +16,10 @@ import contextlib
 import json
 import time
 from collections.abc import Callable
-from typing import Any
 
-from robe.client import ConnectError, ConnectionRecord, check_endpoints
+from robe.client import ConnectError, ConnectionEvent, ConnectionRecord, SubflowSeen, check_endpoints
 from robe.server import REPLY, parse_request
+from robe.serverlog import Closed, Rejected, Request, ServerRecord, SubflowReady
 from robe.strategies import Kind, is_userspace, names
 from robe.userspace import ServerHandle, UserspaceClient, UserspaceServer
 
@@ -54,9 +54,11 @@ async def _client(record: ConnectionRecord, server: tuple[str, int], hold_s: flo
             if event["what"] == "subflow_ready":
                 local = next((e["local"] for e in client.events
                               if e["what"] == "tcp_connected" and e["sid"] == event["sid"]), "?")  # fmt: skip
-                record.subflows.append({"t_ns": event["t_ns"], "local": local, "remote": record.server})
-        record.events = [{"t_ns": e["t_ns"], "what": e["what"], "path": e.get("path"),
-                          "detail": str(e.get("reason") or e.get("error") or "")} for e in client.events]  # fmt: skip
+                record.subflows.append(SubflowSeen(event["t_ns"], local, record.server))
+        record.events = [
+            ConnectionEvent(e["t_ns"], e["what"], e.get("path"), str(e.get("reason") or e.get("error") or ""))
+            for e in client.events
+        ]
 
 
 def connect_userspace(
@@ -77,11 +79,11 @@ def connect_userspace(
     record.connect_ns = time.monotonic_ns()
     asyncio.run(_client(record, address, hold_s, timeout_s))
     if record.connect_ns and record.events:
-        record.connect_ns = record.events[0]["t_ns"]  # connect_called, taken inside the loop
+        record.connect_ns = record.events[0].t_ns  # connect_called, taken inside the loop
     return record
 
 
-def serve_userspace(bind: str, port: int, emit: Callable[[dict[str, Any]], None], ready: Callable[[int], None]) -> None:
+def serve_userspace(bind: str, port: int, emit: Callable[[ServerRecord], None], ready: Callable[[int], None]) -> None:
     """Accept userspace connections until cancelled; one ``request`` line per connection."""
 
     async def handle(conn: ServerHandle) -> None:
@@ -99,22 +101,22 @@ def serve_userspace(bind: str, port: int, emit: Callable[[dict[str, Any]], None]
         try:
             conn_id = parse_request(line.split(b"\n", 1)[0])
         except ValueError as err:
-            emit({"event": "rejected", "reason": str(err)})
+            emit(Rejected(reason=str(err)))
             return
         assert conn.conn is not None
         initial = next(iter(conn.conn.subflows.values()), None)
         accept = next((e["t_ns"] for e in established if initial and e["sid"] == initial.sid), first["t_ns"])
-        emit({"event": "request", "conn": conn_id, "accept_ns": accept, "first_bytes_ns": first["t_ns"],
-              "request_done_ns": time.monotonic_ns(), "mptcp": True, "userspace": True,
-              "peer": next((e["peer"] for e in established if initial and e["sid"] == initial.sid), "?")})  # fmt: skip
+        peer = next((e["peer"] for e in established if initial and e["sid"] == initial.sid), "?")
+        emit(Request(conn=conn_id, accept_ns=accept, first_bytes_ns=first["t_ns"], request_done_ns=time.monotonic_ns(),
+                     mptcp=True, userspace=True, peer=peer))  # fmt: skip
         conn.write(REPLY)
         with contextlib.suppress(ConnectionResetError):  # the client aborts its subflows after the hold
             while await conn.read():  # until the client ends the connection (its subflows are gone)
                 pass
         peers = {e["sid"]: e["peer"] for e in server.events if e["what"] == "accepted"}
-        emit({"event": "closed", "conn": conn_id, "closed_ns": time.monotonic_ns(), "userspace": True,
-              "subflows_ready": [{"t_ns": e["t_ns"], "peer": peers.get(e["sid"], "?"), "path": e["path"]}
-                                 for e in conn.events if e["what"] == "subflow_ready"]})  # fmt: skip
+        emit(Closed(conn=conn_id, closed_ns=time.monotonic_ns(), userspace=True,
+                    subflows_ready=[SubflowReady(t_ns=e["t_ns"], peer=peers.get(e["sid"], "?"), path=e["path"])
+                                    for e in conn.events if e["what"] == "subflow_ready"]))  # fmt: skip
 
     server = UserspaceServer(on_connection=handle)
 

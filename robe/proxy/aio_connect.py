@@ -103,7 +103,7 @@ class MultipathStream(ByteStream):
         if driver is None:
             return None
         local = {e["sid"]: e["local"] for e in driver.events if e["what"] == "tcp_connected"}
-        return [{"t_ns": e["t_ns"], "path": e["path"], "what": e["what"], "local": local.get(e["sid"])}
+        return [{"t_ns": e["t_ns"], "path": e["path"], "event": e["what"], "local": local.get(e["sid"])}
                 for e in driver.events if e["what"] in ("established", "subflow_ready")]  # fmt: skip
 
     async def read(self, max_bytes: int = CHUNK) -> bytes:
@@ -280,7 +280,7 @@ async def _open_kernel(
     if driver.unsent:
         stream.write(driver.unsent)
     local = sock.getsockname()
-    events = [{"t_ns": e.t_ns, "what": e.what, "path": e.path, "detail": e.detail} for e in race.events]
+    events = [{"t_ns": e.t_ns, "event": e.what, "path": e.path, "detail": e.detail} for e in race.events]
     established = next(e.t_ns for e in race.events if e.what == "winner")
     return MultipathStream(stream, strategy.name, path, race.events[0].t_ns, established, events,
                            f"{local[0]}:{local[1]}", feed, paths.mode)  # fmt: skip
@@ -295,7 +295,7 @@ async def _open_userspace(
     except BaseException:
         client.abort()
         raise
-    events = [{"t_ns": e["t_ns"], "what": e["what"], "path": e.get("path"),
+    events = [{"t_ns": e["t_ns"], "event": e["what"], "path": e.get("path"),
                "detail": str(e.get("reason") or e.get("error") or "")} for e in client.events]  # fmt: skip
     established = next(e["t_ns"] for e in client.events if e["what"] == "established")
     local = next((e["local"] for e in client.events if e["what"] == "tcp_connected" and e["path"] == path), "")

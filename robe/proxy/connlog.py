@@ -7,7 +7,7 @@ the event's fields:
 * ``accepted``: ``peer`` (and at the HAAP ``transport``: kernel or user, ``mptcp``).
 * ``connected``: ``dst``, ``setup_ns`` (connect started -> established); at the client proxy also
   ``strategy``, ``path`` (winner path), ``local`` (the winner's address), ``first_bytes`` (client
-  bytes sent with the header) and ``race`` (the connect's events, each ``t_ns``/``what``/``path``/
+  bytes sent with the header) and ``race`` (the connect's steps, each ``t_ns``/``event``/``path``/
   ``detail``).
 * ``refused``: ``reason`` (the HAAP's malformed header or forbidden destination; the client proxy's
   missing original destination).

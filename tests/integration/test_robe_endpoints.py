@@ -78,12 +78,12 @@ def test_dead_default_path_sim_wins_on_path_2_timer_after_its_timer_mptcp_fails(
     sim = endpoints.connect("robe-sim")
     assert sim["status"] == "ok" and sim["winner"] == 1
     assert _ms(sim, "established_ns") < 25
-    assert [e["what"] for e in sim["events"] if e["path"] == 0] == ["attempt", "reset"]
+    assert [e["event"] for e in sim["events"] if e["path"] == 0] == ["attempt", "reset"]
 
     timer = endpoints.connect("robe-timer", "--timer", "0.5")
     assert timer["status"] == "ok" and timer["winner"] == 1
     assert 519 < _ms(timer, "established_ns") < 540
-    fired = [e for e in timer["events"] if e["what"] == "timer"]
+    fired = [e for e in timer["events"] if e["event"] == "timer"]
     assert len(fired) == 1 and 499 < (fired[0]["t_ns"] - timer["connect_ns"]) / 1e6 < 510
 
     # tcp_syn_retries=1: SYNs at 0 and 1 s, the kernel gives up at 3 s.
@@ -173,16 +173,16 @@ def test_ips_strategies_learn_the_faster_path_and_leave_a_dead_one():
             second = agent.connect("robe-ips", "a")  # the join on path 2 showed its 20 ms
             assert second["status"] == "ok" and second["winner"] == 1 and second["path_order"] == [1, 0]
             assert 19.5 < _ms(second, "established_ns") < 25
-            assert [e["what"] for e in second["events"] if e["path"] == 0] == []  # no SYN on the other path
+            assert [e["event"] for e in second["events"] if e["path"] == 0] == []  # no SYN on the other path
             other_scope = agent.connect("robe-ips", "b")  # a separate history knows nothing
             assert other_scope["winner"] == 0
 
             sim = agent.connect("robe-ips-sim", "c")
             assert sim["ips_mode"] == "sim" and sim["winner"] == 1
-            assert [e["what"] for e in sim["events"] if e["path"] == 0] == ["attempt", "reset"]
+            assert [e["event"] for e in sim["events"] if e["path"] == 0] == ["attempt", "reset"]
             then = agent.connect("robe-ips-sim", "c")
             assert then["ips_mode"] == "ips" and then["winner"] == 1 and then["path_order"] == [1, 0]
-            assert [e["what"] for e in then["events"] if e["path"] == 0] == []
+            assert [e["event"] for e in then["events"] if e["path"] == 0] == []
 
             timer_first = agent.connect("robe-ips-timer", "d")
             assert timer_first["winner"] == 0

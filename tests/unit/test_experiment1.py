@@ -1,5 +1,6 @@
 """Experiment 1's pure pieces: commands, row building, resume bookkeeping, early errors."""
 
+import json
 import os
 import threading
 
@@ -12,6 +13,7 @@ from experiments.experiment1 import (
     build_row,
     check_before_building,
     connect_request,
+    failure,
     kernel_give_up_s,
     parse_args,
     run_sweep,
@@ -19,25 +21,47 @@ from experiments.experiment1 import (
 from experiments.lifecycle import ExperimentError
 from experiments.profile import RunSpec, load_profile
 from experiments.sweep import append_row, finished_run_ids
+from robe.client import ConnectionRecord
+from robe.records import RecordError
+from robe.serverlog import read_record
 
 
 def _client(**extra):
+    """The agent's answer as it crosses the pipe (JSON: the paths' keys are strings), read back."""
     record = {
-        "conn_id": "c1", "status": "ok", "error": "", "connect_ns": 1_000_000_000, "winner": 1,
+        "conn_id": "c1", "strategy": "robe-sim", "server": "198.18.3.1:5001", "status": "ok", "error": "",
+        "connect_ns": 1_000_000_000, "winner": 1,
         "established_ns": 1_020_000_000, "reply_ns": 1_041_000_000, "fallback_tcp": False,
         "sources": ["198.18.1.1", "198.18.2.1"], "local_ports": {"0": 40000, "1": 40001},
         "syn_retransmits": {"0": 0, "1": 0},
-        "subflows": [{"t_ns": 1_042_000_000, "local": "198.18.2.1:40001"},
-                     {"t_ns": 1_062_000_000, "local": "198.18.1.1:50000"}],
+        "subflows": [{"t_ns": 1_042_000_000, "local": "198.18.2.1:40001", "remote": "198.18.3.1:5001"},
+                     {"t_ns": 1_062_000_000, "local": "198.18.1.1:50000", "remote": "198.18.3.1:5001"}],
     }  # fmt: skip
     record.update(extra)
-    return record
+    return ConnectionRecord.from_json(json.dumps(record))
+
+
+def _server(mptcp=True):
+    line = json.dumps({"event": "request", "conn": "c1", "peer": "198.18.2.1:40001", "first_bytes_ns": 1_030_500_000,
+                       "accept_ns": 1_030_400_000, "request_done_ns": 1_030_600_000, "mptcp": mptcp})  # fmt: skip
+    return read_record(line)
+
+
+def test_records_are_checked_where_they_are_read():
+    with pytest.raises(RecordError, match=r"winner='1': not a"):
+        _client(winner="1")
+    with pytest.raises(RecordError, match="unknown field"):
+        _client(colour="blue")
+    with pytest.raises(RecordError, match=r"event='hello': unknown"):
+        read_record('{"event": "hello"}')
+    with pytest.raises(RecordError, match="field 'conn' missing"):
+        read_record('{"event": "request", "peer": "x"}')
+    assert _client().local_ports == {0: 40000, 1: 40001}  # JSON's string keys back to path numbers
 
 
 def test_row_joins_client_and_server_logs_on_one_clock():
     spec = RunSpec("robe-sim-L0-r00", "robe-sim", 0.0, 0, 42)
-    server = {"first_bytes_ns": 1_030_500_000, "accept_ns": 1_030_400_000, "mptcp": True}
-    row = build_row(spec, 3, "t", _client(), server, losers=1)
+    row = build_row(spec, 3, "t", _client(), _server(), losers=1)
     # Where and how the attempt was measured (canary, time, host; retries on Dask) is left empty here:
     # the worker (and a cluster) fills it in.
     added = {"canary_ms", "canary_flagged", "attempt_s", "host", "kernel", "engine_worker", "retries"}
@@ -52,7 +76,7 @@ def test_row_joins_client_and_server_logs_on_one_clock():
 def test_a_connection_the_server_never_saw_is_an_error_not_a_result():
     row = build_row(RunSpec("tcp-L0-r00", "tcp", 0.0, 0, 1), 0, "t", _client(), None, 0)
     assert row["status"] == "error" and row["setup_ms"] == ""
-    broken = build_row(RunSpec("tcp-L0-r00", "tcp", 0.0, 0, 1), 0, "", {"status": "error", "error": "boom"}, None, 0)
+    broken = build_row(RunSpec("tcp-L0-r00", "tcp", 0.0, 0, 1), 0, "", failure("", "boom"), None, 0)
     for written in (row, broken):
         EXPERIMENT1.format_row(written)  # error rows are valid rows too
 
@@ -67,8 +91,7 @@ def test_failed_rows_have_no_times():
 def _row(run_id, status):
     spec = RunSpec(run_id, "tcp", 50.0, 0, 1)
     client = _client() if status == "ok" else _client(status=status, winner=None, established_ns=None, reply_ns=None)
-    server = {"first_bytes_ns": 1_030_500_000, "accept_ns": 1_030_400_000, "mptcp": False}
-    return build_row(spec, 0, "t", client, server if status == "ok" else None, 0)
+    return build_row(spec, 0, "t", client, _server(mptcp=False) if status == "ok" else None, 0)
 
 
 def test_resume_skips_final_rows_and_reruns_errors_and_cut_rows(tmp_path):

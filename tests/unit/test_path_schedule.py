@@ -7,6 +7,7 @@ from experiments.experiment1 import build_row
 from experiments.path_schedule import PathChange, PathState, ScheduleError, Timeline, parse_changes
 from experiments.profile import ProfileError, expand_runs, load_profile, parse_profile
 from experiments.timevarying import timeline_row
+from robe.client import ConnectionEvent, ConnectionRecord, SubflowSeen
 
 OUTAGE = [{"at_s": 20, "path": 1, "loss_pct": 100}, {"at_s": 50, "path": 1, "loss_pct": 0}]
 
@@ -86,9 +87,10 @@ def test_timeline_row_records_when_the_attempt_started():
     timeline = profile.timeline()
     assert timeline is not None
     spec = next(r for r in expand_runs(profile) if r.start_s and r.start_s > 25)
-    client = {"connect_ns": 10**9 + int((spec.start_s or 0) * 1e9) + 2_000_000, "ips_mode": "ips", "path_order": [1, 0],
-              "events": [{"what": "attempt"}, {"what": "attempt"}, {"what": "winner"}, {"what": "reset"}],
-              "subflows": [{"local": "a", "t_ns": 10**9}, {"local": "b", "t_ns": 10**9}]}  # fmt: skip
+    steps = [ConnectionEvent(10**9, event) for event in ("attempt", "attempt", "winner", "reset")]
+    client = ConnectionRecord("c", spec.strategy, "s", ["a", "b"], status="failed", ips_mode="ips", path_order=[1, 0],
+                              connect_ns=10**9 + int((spec.start_s or 0) * 1e9) + 2_000_000, events=steps,
+                              subflows=[SubflowSeen(10**9, "a", "s"), SubflowSeen(10**9, "b", "s")])  # fmt: skip
     row = timeline_row(build_row(spec, 0, "", client, None, 0), client, spec, 10**9, timeline)
     assert float(row["attempt_start_s"]) == pytest.approx((spec.start_s or 0) + 0.002, abs=1e-4)
     assert row["path1_loss_at_start"] == "100" and row["path_order"] == "2;1" and row["ips_mode"] == "ips"

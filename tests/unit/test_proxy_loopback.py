@@ -122,7 +122,7 @@ def test_open_multipath_through_the_haap_to_an_origin(tmp_path, strategy):
             stream = await open_multipath(strategy, server, SOURCES, _header(setup.origin) + first, timer_s=0.5,
                                           timeout_s=5)  # fmt: skip
             assert stream.strategy == strategy and stream.path in (0, 1)
-            assert stream.events[0]["what"] == "connect_called" and stream.setup_ns > 0
+            assert stream.events[0]["event"] == "connect_called" and stream.setup_ns > 0
             answer = await _exchange(stream, rest)
             _check_answer(answer, request, 3_000_000)
             await asyncio.sleep(0.1)

@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+from robe.serverlog import AcceptFailed, Rejected, Request, read_record
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -39,10 +41,10 @@ def test_the_server_survives_running_out_of_descriptors_and_closes_silent_client
             sock.close()
         server.terminate()
         out, err = server.communicate(timeout=10)
-    records = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
-    events = [r["event"] for r in records]
-    assert "accept_failed" in events, err
-    assert next(r for r in records if r["event"] == "accept_failed")["reason"] == "Too many open files"
-    timed_out = [r for r in records if r["event"] == "rejected" and "no complete request within 1 s" in r["reason"]]
+    records = [read_record(line) for line in out.splitlines() if line.startswith("{")]  # every line a typed record
+    failed = [r for r in records if isinstance(r, AcceptFailed)]
+    assert failed, err
+    assert failed[0].reason == "Too many open files"
+    timed_out = [r for r in records if isinstance(r, Rejected) and "no complete request within 1 s" in r.reason]
     assert len(timed_out) >= 40
-    assert any(r["event"] == "request" and r["conn"] == "after" for r in records)
+    assert any(isinstance(r, Request) and r.conn == "after" for r in records)
