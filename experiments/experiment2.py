@@ -72,8 +72,9 @@ from experiments.runs_folder import (
 from experiments.sweep import Sweep, SweepResult, append_row, finished_run_ids, pending_runs, run_then_tear_down
 from experiments.timeline import CONNECTION_FIELDS, connection_rows
 from experiments.wget import parse_wget_log, wget_command
+from robe.mptcp_monitor import read_events as read_mptcp_events
 from robe.proxy import redirect
-from robe.proxy.connlog import ConnEvent, read_events, read_lines
+from robe.proxy.connlog import ConnEvent, read_events
 from robe_lab.cliparse import command_parser
 from topologies import linkcounters
 from topologies.cleanup import owned_name
@@ -86,6 +87,7 @@ from webreplay.adblock import default_blocklist
 from webreplay.adblock import wget_args as adblock_wget_args
 from webreplay.corpus import load_site
 from webreplay.dns import dnsmasq_command, hosts_file_text, resolv_conf_text, with_resolver
+from webreplay.dnsrelay import read_lookups
 from webreplay.errors import CorpusError
 from webreplay.model import Site, origin_addresses
 from webreplay.server import control_request, corpus_spec_text, replay_server_command
@@ -465,9 +467,10 @@ class LoadWorker:
         if captures:
             time.sleep(0.05)  # the last FIN/ACKs on the wire
             pcap = self._stop_capture(captures)
-        other = {name: read_lines(path, offsets[name])[0] for name, path in logs.items() if name != "proxy"}
-        dns = [e for e in other["dns"] if e.get("t_ns", 0) >= t0]
-        extra_names = sorted({str(e.get("name")) for e in dns} - set(site.hosts()))
+        haap_events = read_events(logs["haap"], offsets["haap"])[0]
+        mptcp_events = read_mptcp_events(logs["mptcp"], offsets["mptcp"])[0]
+        dns = [e for e in read_lookups(logs["dns"], offsets["dns"])[0] if e.t_ns >= t0]
+        extra_names = sorted({e.name for e in dns} - set(site.hosts()))
         misses = int(stats.get("misses", 0))
         served_urls: dict[str, int] = stats.get("served_urls", {})
         page_urls = {e.url for e in site.exchanges}
@@ -521,8 +524,8 @@ class LoadWorker:
             error += f" (proxy: {'; '.join(summary['errors'][:3])})"
         self._append_connections(connection_rows(
             run_id=spec.run_id, site=spec.site, strategy=spec.strategy, repetition=spec.repetition, t0_ns=t0,
-            proxy_events=[] if direct else events, haap_events=[] if direct else other["haap"],
-            replay_connections=stats["connection_log"], dns_events=dns, mptcp_events=other["mptcp"],
+            proxy_events=[] if direct else events, haap_events=[] if direct else haap_events,
+            replay_connections=stats["connection_log"], dns_events=dns, mptcp_events=mptcp_events,
             host_of=self.host_of, sources=(CLIENT_LTE, CLIENT_DSL)))  # fmt: skip
         ok = status == "ok"
         return build_row(spec, self.index, started, {
@@ -538,7 +541,7 @@ class LoadWorker:
             "winner_paths": summary["winner_paths"],
             "setup_ms_median": summary["setup_ms_median"] if summary["setup_ms_median"] is not None else "",
             "max_subflows": summary["max_subflows"],
-            "dns_ms": f"{sum(e['answer_ns'] - e['t_ns'] for e in dns) / 1e6:.3f}" if dns else "",
+            "dns_ms": f"{sum(e.answer_ns - e.t_ns for e in dns) / 1e6:.3f}" if dns else "",
             "dns_lookups": len(dns),
             "pcap": pcap,
             "own_requests": int(stats.get("browser_requests", 0)),

@@ -19,6 +19,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from analysis.schema import CONNECTIONS
+from robe.mptcp_monitor import MptcpEvent
+from webreplay.dnsrelay import Lookup
 
 #: Columns of connections.csv, in order (their types and meanings: ``analysis.schema.CONNECTIONS``).
 CONNECTION_FIELDS = CONNECTIONS.names
@@ -38,18 +40,15 @@ def _by_conn(events: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Mapping
     return out
 
 
-def _mptcp_subflows(events: Sequence[Mapping[str, Any]]) -> dict[str, list[tuple[int, str, int]]]:
+def _mptcp_subflows(events: Sequence[MptcpEvent]) -> dict[str, list[tuple[int, str, int]]]:
     """{"addr:port" of the initial subflow: [(t_ns, local address, local port) of each joined subflow]}."""
-    token_of: dict[str, str] = {}
+    token_of: dict[str | None, str] = {}
     joins: dict[str, list[tuple[int, str, int]]] = {}
     for event in events:
-        name = event.get("event")
-        if name == "CREATED" and "saddr4" in event and "sport" in event:
-            token_of[str(event.get("token"))] = f"{event['saddr4']}:{event['sport']}"
-        elif name == "SF_ESTABLISHED" and str(event.get("token")) in token_of:
-            initial = token_of[str(event.get("token"))]
-            joins.setdefault(initial, []).append((int(event["t_ns"]), str(event.get("saddr4", "")),
-                                                  int(event.get("sport", 0))))  # fmt: skip
+        if event.event == "CREATED" and event.saddr4 is not None and event.sport is not None:
+            token_of[event.token] = f"{event.saddr4}:{event.sport}"
+        elif event.event == "SF_ESTABLISHED" and event.token in token_of:
+            joins.setdefault(token_of[event.token], []).append((event.t_ns, event.saddr4 or "", event.sport or 0))
     return joins
 
 
@@ -79,8 +78,8 @@ def connection_rows(
     proxy_events: Sequence[Mapping[str, Any]],
     haap_events: Sequence[Mapping[str, Any]],
     replay_connections: Sequence[Mapping[str, Any]],
-    dns_events: Sequence[Mapping[str, Any]],
-    mptcp_events: Sequence[Mapping[str, Any]],
+    dns_events: Sequence[Lookup],
+    mptcp_events: Sequence[MptcpEvent],
     host_of: Mapping[str, str],
     sources: Sequence[str] = (LTE_SOURCE, "198.18.2.1"),
 ) -> list[dict[str, Any]]:
@@ -96,10 +95,10 @@ def connection_rows(
             haap_by_peer[str(peer)] = (conn, events)
     replay_by_peer = {str(c.get("peer")): c for c in replay_connections}
     joins = _mptcp_subflows(mptcp_events)
-    lookups: dict[str, Mapping[str, Any]] = {}
-    for event in sorted(dns_events, key=lambda e: int(e["t_ns"])):
-        if event.get("qtype") == 1:
-            lookups.setdefault(str(event.get("name")), event)
+    lookups: dict[str, Lookup] = {}
+    for query in sorted(dns_events, key=lambda e: e.t_ns):
+        if query.qtype == 1:
+            lookups.setdefault(query.name, query)
     seen_hosts: set[str] = set()
     rows = []
     proxied = _by_conn(proxy_events)
@@ -122,8 +121,8 @@ def connection_rows(
         lookup = lookups.get(host) if host and host not in seen_hosts else None
         seen_hosts.add(host)
         if lookup is not None:
-            row["dns_start_ms"] = _ms(int(lookup["t_ns"]), t0_ns)
-            row["dns_ms"] = f"{(int(lookup['answer_ns']) - int(lookup['t_ns'])) / 1e6:.3f}"
+            row["dns_start_ms"] = _ms(lookup.t_ns, t0_ns)
+            row["dns_ms"] = f"{(lookup.answer_ns - lookup.t_ns) / 1e6:.3f}"
         if proxied:
             setup_end = accepted.get("t_ns", 0) + connected.get("setup_ns", 0) if connected else None
             row.update(accept_ms=_ms(accepted.get("t_ns"), t0_ns), setup_ms=_ms(setup_end, t0_ns),

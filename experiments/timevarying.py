@@ -51,8 +51,8 @@ from experiments.path_schedule import Timeline
 from experiments.profile import Experiment1Profile, RunSpec, expand_runs
 from experiments.sweep import SweepResult, append_row, finished_run_ids
 from robe.client import ConnectionRecord
-from robe.records import RecordError
 from robe.userspace_endpoints import is_userspace
+from robe_lab.records import RecordError
 from topologies.fig3 import Fig3Network, allow_congestion_control
 from topologies.links import choose_backend
 from topologies.startup import READY_TIMEOUT_S, StartupError

@@ -22,9 +22,9 @@ from typing import Any
 from robe import kernel
 from robe.ips import PathHistory
 from robe.race import Action, Race, Step
-from robe.records import RecordError, build
 from robe.selection import HistoryFeed, plan, shared_history
 from robe.strategies import Kind, Protocol, Strategy
+from robe_lab.records import RecordError, build
 
 POLL_INTERVAL_S = 0.001
 MAX_WAIT_SLICE_S = 0.05
@@ -88,7 +88,7 @@ class ConnectionRecord:
 
     @classmethod
     def from_json(cls, line: str | bytes, where: str = "robe agent answer") -> ConnectionRecord:
-        """The record of one line written by ``to_json`` (``robe.records.RecordError`` naming the
+        """The record of one line written by ``to_json`` (``robe_lab.records.RecordError`` naming the
         field otherwise)."""
         try:
             data = json.loads(line)

@@ -19,7 +19,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import IO
 
-from robe.records import Record, RecordKinds
+from robe_lab.records import Record, RecordKinds
 
 
 @dataclass(frozen=True)
@@ -116,5 +116,5 @@ def write_record(record: ServerRecord, stream: IO[str] | None = None) -> None:
 
 
 def read_record(line: str | bytes) -> ServerRecord:
-    """One line of the log as its record (``robe.records.RecordError`` if it is not one)."""
+    """One line of the log as its record (``robe_lab.records.RecordError`` if it is not one)."""
     return SERVER_LOG.read_line(line)

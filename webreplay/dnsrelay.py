@@ -4,7 +4,8 @@
 runs in the client's namespace as the resolver of wget's private resolv.conf. Each query is
 appended to the log as one JSON line (``t_ns`` when the query arrived and ``answer_ns`` when the
 answer left, ``time.monotonic_ns()``, the clock of the proxies' connection logs; ``name``,
-``qtype``, ``rcode``, ``cached``), so a page load's timeline shows every DNS lookup.
+``qtype``, ``rcode``, ``cached``: a ``Lookup``, read back with ``read_lookups``), so a page load's
+timeline shows every DNS lookup.
 
 * forward (default): the query goes unchanged (ID rewritten) to the upstream server, over the
   client's default path as a stub resolver's would, and the answer comes back unchanged;
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import json
 import signal
 import socket
 import struct
@@ -32,10 +32,34 @@ from pathlib import Path
 from typing import IO, Any, cast
 
 from robe_lab.cliparse import command_parser
+from robe_lab.records import Record, RecordKinds, read_appended
 
 QTYPE_A = 1
 RCODE_NXDOMAIN = 3
 UPSTREAM_TIMEOUT_S = 5.0
+
+
+@dataclass(frozen=True)
+class Lookup(Record):
+    """One line of the log: a query that arrived at ``t_ns`` and was answered at ``answer_ns``
+    (``rcode`` None when the upstream server never answered; ``cached``: answered from the hosts file)."""
+
+    EVENT = "lookup"
+    t_ns: int
+    answer_ns: int
+    name: str
+    qtype: int
+    rcode: int | None
+    cached: bool
+
+
+LOOKUPS: RecordKinds[Lookup] = RecordKinds("DNS stub log", [Lookup])
+
+
+def read_lookups(path: Path, offset: int) -> tuple[list[Lookup], int]:
+    """The lookups appended to the log at ``path`` since byte ``offset``, and the new offset."""
+    lines, end = read_appended(path, offset)
+    return [LOOKUPS.parse({"event": "lookup", **line}, str(path)) for line in lines], end
 
 
 class DnsError(ValueError):
@@ -125,9 +149,8 @@ class Relay(asyncio.DatagramProtocol):
 
     def _log(self, query: Query, t_ns: int, rcode: int | None, cached: bool) -> None:
         if self.log is not None:
-            line = {"t_ns": t_ns, "answer_ns": time.monotonic_ns(), "name": query.name, "qtype": query.qtype,
-                    "rcode": rcode, "cached": cached}  # fmt: skip
-            self.log.write(json.dumps(line) + "\n")
+            lookup = Lookup(t_ns, time.monotonic_ns(), query.name, query.qtype, rcode, cached)
+            self.log.write(lookup.to_line() + "\n")
             self.log.flush()
 
     def datagram_received(self, data: bytes, addr: Any) -> None:

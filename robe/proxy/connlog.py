@@ -30,6 +30,8 @@ import time
 from pathlib import Path
 from typing import IO, Any, NotRequired, TypedDict
 
+from robe_lab.records import read_appended
+
 #: Every event name the proxies write.
 EVENTS = ("accepted", "connected", "refused", "closed", "accept_failed", "warning")
 
@@ -99,14 +101,7 @@ class ConnLog:
 
 def read_lines(path: Path, offset: int) -> tuple[list[dict[str, Any]], int]:
     """JSON lines appended to ``path`` since byte ``offset`` (complete lines only) and the new offset."""
-    if not path.exists():
-        return [], offset
-    with path.open("rb") as handle:
-        handle.seek(offset)
-        data = handle.read()
-    end = data.rfind(b"\n") + 1
-    lines = [json.loads(line) for line in data[:end].splitlines() if line.strip()]
-    return lines, offset + end
+    return read_appended(path, offset)
 
 
 _REQUIRED: dict[str, type | tuple[type, ...]] = {"event": str, "t_ns": int, "role": str, "conn": str}

@@ -1,6 +1,5 @@
 """The client's DNS stub: message handling, and both modes over loopback UDP."""
 
-import json
 import socket
 import struct
 import subprocess
@@ -10,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from webreplay.dnsrelay import DnsError, local_answer, parse_query, read_hosts, rewrite_id
+from webreplay.dnsrelay import DnsError, local_answer, parse_query, read_hosts, read_lookups, rewrite_id
 
 
 def _query(name: str, qtype: int = 1, ident: int = 0x1234) -> bytes:
@@ -67,8 +66,8 @@ def test_cache_mode_answers_locally_and_logs_every_lookup(tmp_path):
     finally:
         proc.terminate()
         proc.wait(5)
-    line = json.loads((tmp_path / "dns.log").read_text().splitlines()[0])
-    assert line["name"] == "b.example.org" and line["cached"] is True and line["answer_ns"] >= line["t_ns"]
+    lookup = read_lookups(tmp_path / "dns.log", 0)[0][0]
+    assert lookup.name == "b.example.org" and lookup.cached is True and lookup.answer_ns >= lookup.t_ns
 
 
 def test_forward_mode_relays_to_the_upstream_server_and_back(tmp_path):
@@ -90,5 +89,5 @@ def test_forward_mode_relays_to_the_upstream_server_and_back(tmp_path):
         proc.terminate()
         proc.wait(5)
         upstream.close()
-    line = json.loads((tmp_path / "dns.log").read_text().splitlines()[0])
-    assert line["cached"] is False and line["answer_ns"] - line["t_ns"] >= 10_000_000 and line["rcode"] == 0
+    lookup = read_lookups(tmp_path / "dns.log", 0)[0][0]
+    assert lookup.cached is False and lookup.answer_ns - lookup.t_ns >= 10_000_000 and lookup.rcode == 0

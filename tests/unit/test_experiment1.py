@@ -22,8 +22,8 @@ from experiments.lifecycle import ExperimentError
 from experiments.profile import RunSpec, load_profile
 from experiments.sweep import append_row, finished_run_ids
 from robe.client import ConnectionRecord
-from robe.records import RecordError
 from robe.serverlog import read_record
+from robe_lab.records import RecordError
 
 
 def _client(**extra):

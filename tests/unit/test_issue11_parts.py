@@ -8,13 +8,15 @@ from pathlib import Path
 import dpkt
 import numpy as np
 import pandas as pd
+import pytest
 
 from analysis.ablation import bootstrap
 from analysis.overhead import fit
 from analysis.packets import connection_report, read_segments
 from analysis.tables import markdown
 from experiments.profile2 import load_profile2
-from robe.mptcp_monitor import parse_event
+from robe.mptcp_monitor import MptcpEvent, parse_event, read_events
+from robe_lab.records import RecordError
 from webreplay.corpus import load_site
 from webreplay.synthetic import content_hash, parse_name
 
@@ -24,12 +26,25 @@ def test_mptcp_monitor_lines_become_events():
         "[SF_ESTABLISHED] token=0a1b2c3d remid=0 locid=2 saddr4=198.18.2.1 daddr4=198.18.4.1 sport=40001 "
         "dport=8080 backup=0"
     )
-    event = parse_event(line)
-    assert event == {"event": "SF_ESTABLISHED", "token": "0a1b2c3d", "remid": 0, "locid": 2, "saddr4": "198.18.2.1",
-                     "daddr4": "198.18.4.1", "sport": 40001, "dport": 8080, "backup": 0}  # fmt: skip
+    event = parse_event(line, 7)
+    assert event == MptcpEvent(t_ns=7, event="SF_ESTABLISHED", token="0a1b2c3d", saddr4="198.18.2.1",
+                               daddr4="198.18.4.1", sport=40001, dport=8080,
+                               fields={"remid": 0, "locid": 2, "backup": 0})  # fmt: skip
     created = parse_event("[       CREATED] token=00000012 sport=1")
-    assert created is not None and created["token"] == "00000012"
+    assert created is not None and created.token == "00000012"
     assert parse_event("garbage") is None
+
+
+def test_mptcp_monitor_log_is_read_back_as_written(tmp_path):
+    log = tmp_path / "mptcp.log"
+    events = [parse_event("[SF_ESTABLISHED] token=0a saddr4=198.18.2.1 sport=40001 locid=2", 5),
+              parse_event("[CLOSED] token=0a", 9)]  # fmt: skip
+    log.write_text("".join(e.to_line() + "\n" for e in events if e) + '{"t_ns": 11, "event": "CLO')  # one half-written
+    read, offset = read_events(log, 0)
+    assert read == events and offset == log.stat().st_size - len('{"t_ns": 11, "event": "CLO')
+    log.write_text('{"t_ns": "soon", "event": "CLOSED"}\n')
+    with pytest.raises(RecordError, match="t_ns='soon'"):
+        read_events(log, 0)
 
 
 def test_the_synthetic_page_is_n_objects_of_s_bytes_on_one_host():

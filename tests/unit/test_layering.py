@@ -8,7 +8,7 @@ from robe_lab.paths import project_root
 
 ROOT = project_root()
 SHARED = ("robe_lab/paths.py", "robe_lab/cliparse.py", "robe_lab/commands.py", "robe_lab/signals.py",
-          "robe_lab/typedconfig.py")  # fmt: skip
+          "robe_lab/typedconfig.py", "robe_lab/records.py")  # fmt: skip
 
 
 def imported_packages(path: Path) -> set[str]:

@@ -1,6 +1,8 @@
 """connections.csv rows: the client proxy, HAAP, replay, DNS and MPTCP logs of one load joined."""
 
 from experiments.timeline import CONNECTION_FIELDS, connection_rows
+from robe.mptcp_monitor import MptcpEvent
+from webreplay.dnsrelay import Lookup
 
 MS = 1_000_000
 
@@ -25,13 +27,13 @@ def test_a_proxied_load_is_joined_by_addresses_and_timed_from_wget_start():
     replay = [{"peer": "198.18.4.1:5000", "local": "198.19.0.1:443", "open_ns": 1032 * MS, "close_ns": 1250 * MS,
                "tls_ns": 1060 * MS, "request_log": [{"rx_ns": 1070 * MS, "tx_ns": 1071 * MS},
                                                     {"rx_ns": 1100 * MS, "tx_ns": 1105 * MS}]}]  # fmt: skip
-    dns = [{"t_ns": 1002 * MS, "answer_ns": 1004 * MS, "name": "a.example", "qtype": 1},
-           {"t_ns": 1002 * MS, "answer_ns": 1005 * MS, "name": "a.example", "qtype": 28},
-           {"t_ns": 1290 * MS, "answer_ns": 1291 * MS, "name": "b.example", "qtype": 1}]  # fmt: skip
+    dns = [Lookup(1002 * MS, 1004 * MS, "a.example", 1, 0, False),
+           Lookup(1002 * MS, 1005 * MS, "a.example", 28, 0, False),
+           Lookup(1290 * MS, 1291 * MS, "b.example", 1, 0, False)]  # fmt: skip
     mptcp = [
-        {"event": "CREATED", "token": "ab", "saddr4": "198.18.2.1", "sport": 40000, "t_ns": 1040 * MS},
-        {"event": "SF_ESTABLISHED", "token": "ab", "saddr4": "198.18.1.1", "sport": 50000, "t_ns": 1095 * MS},
-        {"event": "SF_ESTABLISHED", "token": "zz", "saddr4": "198.18.1.1", "sport": 50001, "t_ns": 1096 * MS},
+        MptcpEvent(event="CREATED", token="ab", saddr4="198.18.2.1", sport=40000, t_ns=1040 * MS),
+        MptcpEvent(event="SF_ESTABLISHED", token="ab", saddr4="198.18.1.1", sport=50000, t_ns=1095 * MS),
+        MptcpEvent(event="SF_ESTABLISHED", token="zz", saddr4="198.18.1.1", sport=50001, t_ns=1096 * MS),
     ]
     rows = connection_rows(run_id="r", site="s", strategy="robe-sim", repetition=0, t0_ns=t0, proxy_events=proxy,
                            haap_events=haap, replay_connections=replay, dns_events=dns, mptcp_events=mptcp,
@@ -59,8 +61,8 @@ def test_a_direct_load_takes_its_connections_from_the_replay_server():
     replay = [{"peer": "198.18.1.1:40000", "local": "198.19.0.1:80", "open_ns": 5 * MS, "close_ns": 50 * MS,
                "wire_bytes": 1234, "request_log": [{"rx_ns": 6 * MS, "tx_ns": 7 * MS}]}]  # fmt: skip
     mptcp = [
-        {"event": "CREATED", "token": "1", "saddr4": "198.18.1.1", "sport": 40000, "t_ns": 5 * MS},
-        {"event": "SF_ESTABLISHED", "token": "1", "saddr4": "198.18.2.1", "sport": 40001, "t_ns": 20 * MS},
+        MptcpEvent(event="CREATED", token="1", saddr4="198.18.1.1", sport=40000, t_ns=5 * MS),
+        MptcpEvent(event="SF_ESTABLISHED", token="1", saddr4="198.18.2.1", sport=40001, t_ns=20 * MS),
     ]
     (row,) = connection_rows(run_id="r", site="s", strategy="direct-mptcp", repetition=1, t0_ns=0, proxy_events=[],
                              haap_events=[], replay_connections=replay, dns_events=[], mptcp_events=mptcp,

@@ -15,10 +15,27 @@ import json
 import types
 import typing
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
 
 #: The key naming a record's kind, in every log.
 KIND_KEY = "event"
+
+
+def read_appended(path: Path, offset: int) -> tuple[list[Any], int]:
+    """The JSON lines appended to ``path`` since byte ``offset`` (complete lines only: one still being
+    written is left for the next call) and the new offset; nothing when the file does not exist."""
+    if not path.exists():
+        return [], offset
+    with path.open("rb") as handle:
+        handle.seek(offset)
+        data = handle.read()
+    end = data.rfind(b"\n") + 1
+    try:
+        lines = [json.loads(line) for line in data[:end].splitlines() if line.strip()]
+    except ValueError as err:
+        raise RecordError(f"{path}: a line is not JSON ({err})") from None
+    return lines, offset + end
 
 
 class RecordError(ValueError):
