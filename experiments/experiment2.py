@@ -90,6 +90,8 @@ from webreplay.dns import dnsmasq_command, hosts_file_text, resolv_conf_text, wi
 from webreplay.dnsrelay import read_lookups
 from webreplay.errors import CorpusError
 from webreplay.model import Site, origin_addresses
+from webreplay.replay_state import ConnectionRecord as ReplayConnection
+from webreplay.replay_state import connection_log
 from webreplay.server import control_request, corpus_spec_text, replay_server_command
 from webreplay.tlsca import issue_server_cert, make_ca
 
@@ -160,19 +162,19 @@ def summarise_connections(events: list[ConnEvent]) -> dict[str, Any]:
     }
 
 
-def summarise_replay(connections: list[dict[str, Any]]) -> dict[str, Any]:
+def summarise_replay(connections: list[ReplayConnection]) -> dict[str, Any]:
     """``summarise_connections`` for loads without proxies, from the replay server's connection log:
     the load runs from the first connection's open to the last one's close at the server."""
-    opened = [int(c["open_ns"]) for c in connections]
-    closed = [int(c["close_ns"]) for c in connections if c.get("close_ns") is not None]
+    opened = [c.open_ns for c in connections]
+    closed = [c.close_ns for c in connections if c.close_ns is not None]
     return {
         "first_accept_ns": min(opened) if opened else None,
         "last_end_ns": max(closed) if closed else None,
         "last_client_end_ns": max(closed) if closed else None,
-        "last_down_ns": max((int(r["tx_ns"]) for c in connections for r in c.get("request_log") or []), default=None),
-        "open": [c["id"] for c in connections if c.get("close_ns") is None],
+        "last_down_ns": max((r.tx_ns for c in connections for r in c.request_log), default=None),
+        "open": [c.id for c in connections if c.close_ns is None],
         "connections": len(connections),
-        "bytes_down": sum(int(c.get("wire_bytes") or 0) for c in connections),
+        "bytes_down": sum(c.wire_bytes for c in connections),
         "bytes_up": "",
         "winner_paths": "",
         "setup_ms_median": None,
@@ -460,10 +462,10 @@ class LoadWorker:
         wire = linkcounters.difference(wire_before, self.counters.reading()).columns()
         stats = control_request(self.control, {"cmd": "stats"})["stats"]
         if direct:  # the replay server's connections are the client's; wait for it to log their ends
-            while any(c.get("close_ns") is None for c in stats["connection_log"]) and time.monotonic() < deadline:
+            while any(c.close_ns is None for c in connection_log(stats)) and time.monotonic() < deadline:
                 time.sleep(0.02)
                 stats = control_request(self.control, {"cmd": "stats"})["stats"]
-            summary = summarise_replay(stats["connection_log"])
+            summary = summarise_replay(connection_log(stats))
         if captures:
             time.sleep(0.05)  # the last FIN/ACKs on the wire
             pcap = self._stop_capture(captures)
@@ -525,7 +527,7 @@ class LoadWorker:
         self._append_connections(connection_rows(
             run_id=spec.run_id, site=spec.site, strategy=spec.strategy, repetition=spec.repetition, t0_ns=t0,
             proxy_events=[] if direct else events, haap_events=[] if direct else haap_events,
-            replay_connections=stats["connection_log"], dns_events=dns, mptcp_events=mptcp_events,
+            replay_connections=connection_log(stats), dns_events=dns, mptcp_events=mptcp_events,
             host_of=self.host_of, sources=(CLIENT_LTE, CLIENT_DSL)))  # fmt: skip
         ok = status == "ok"
         return build_row(spec, self.index, started, {

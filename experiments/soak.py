@@ -53,6 +53,7 @@ from robe.protocol.frames import Cap, Data, ResetReason, Rst
 from robe.protocol.reassembly import Reassembly
 from robe.proxy import convert
 from robe.proxy.aio_connect import open_multipath
+from robe.proxy.connlog import read_events
 from robe.proxy.streams import raise_fd_limit
 from robe_lab.cliparse import command_parser
 from topologies.startup import wait_ready
@@ -409,10 +410,9 @@ def soak(options: Options) -> tuple[dict[str, Any], bool]:
             target.stop()
             control.stop()
         refused: collections.Counter[str] = collections.Counter()
-        for line in log.read_text().splitlines():
-            event = json.loads(line)
+        for event in read_events(log, 0)[0]:  # the HAAP's connection log, read by its own reader
             if event["event"] == "refused":
-                refused[_reason_kind(event["reason"])] += 1
+                refused[_reason_kind(event.get("reason", ""))] += 1
         report["haap_refusals"] = dict(refused.most_common())
     checks = report["checks"]
     return report, all(checks.values())

@@ -21,6 +21,7 @@ from typing import Any
 from analysis.schema import CONNECTIONS
 from robe.mptcp_monitor import MptcpEvent
 from webreplay.dnsrelay import Lookup
+from webreplay.replay_state import ConnectionRecord as ReplayConnection
 
 #: Columns of connections.csv, in order (their types and meanings: ``analysis.schema.CONNECTIONS``).
 CONNECTION_FIELDS = CONNECTIONS.names
@@ -77,7 +78,7 @@ def connection_rows(
     t0_ns: int,
     proxy_events: Sequence[Mapping[str, Any]],
     haap_events: Sequence[Mapping[str, Any]],
-    replay_connections: Sequence[Mapping[str, Any]],
+    replay_connections: Sequence[ReplayConnection],
     dns_events: Sequence[Lookup],
     mptcp_events: Sequence[MptcpEvent],
     host_of: Mapping[str, str],
@@ -93,7 +94,7 @@ def connection_rows(
         peer = events.get("accepted", {}).get("peer")
         if peer:
             haap_by_peer[str(peer)] = (conn, events)
-    replay_by_peer = {str(c.get("peer")): c for c in replay_connections}
+    replay_by_peer = {c.peer: c for c in replay_connections}
     joins = _mptcp_subflows(mptcp_events)
     lookups: dict[str, Lookup] = {}
     for query in sorted(dns_events, key=lambda e: e.t_ns):
@@ -106,13 +107,13 @@ def connection_rows(
         order = sorted(proxied.items(), key=lambda item: int(item[1].get("accepted", {}).get("t_ns", 0)))
         units = [(events.get("connected", {}).get("local"), events) for _, events in order]
     else:  # direct clients: the replay server's connections are wget's
-        units = [(c.get("peer"), {}) for c in sorted(replay_connections, key=lambda c: int(c.get("open_ns", 0)))]
+        units = [(c.peer, {}) for c in sorted(replay_connections, key=lambda c: c.open_ns)]
     for index, (local, events) in enumerate(units, start=1):
         accepted, connected, closed = (events.get(k, {}) for k in ("accepted", "connected", "closed"))
         haap = haap_by_peer.get(str(local), ("", {}))[1] if local else {}
         origin_local = haap.get("connected", {}).get("local") if haap else None
-        replay = replay_by_peer.get(str(origin_local if proxied else local), {})
-        dst = str(closed.get("dst") or connected.get("dst") or replay.get("local") or "")
+        replay = replay_by_peer.get(str(origin_local if proxied else local))
+        dst = str(closed.get("dst") or connected.get("dst") or (replay.local if replay else "") or "")
         address, _, port = dst.rpartition(":")
         host = host_of.get(address, "")
         row: dict[str, Any] = {"run_id": run_id, "site": site, "strategy": strategy, "repetition": repetition,
@@ -141,9 +142,9 @@ def connection_rows(
                 later = [r for r in ready if r.get("event") == "subflow_ready" and r.get("path") != winner]
                 if later:
                     row.update(join_path=later[0]["path"], join_ms=_ms(int(later[0]["t_ns"]), t0_ns))
-        else:
-            row.update(accept_ms=_ms(replay.get("open_ns"), t0_ns), closed_ms=_ms(replay.get("close_ns"), t0_ns),
-                       bytes_down=replay.get("wire_bytes", ""))  # fmt: skip
+        elif replay is not None:
+            row.update(accept_ms=_ms(replay.open_ns, t0_ns), closed_ms=_ms(replay.close_ns, t0_ns),
+                       bytes_down=replay.wire_bytes)  # fmt: skip
         joined = joins.get(str(local), []) if local else []
         if joined and not row.get("join_ms"):
             t_ns, source, _ = joined[0]
@@ -151,13 +152,13 @@ def connection_rows(
             if not proxied:
                 row["subflows"] = 1 + len(joined)
         row["subflow_ports"] = _subflow_ports(local, joined, closed.get("ready"), sources)
-        if replay:
-            requests = replay.get("request_log") or []
-            row.update(tls_done_ms=_ms(replay.get("tls_ns"), t0_ns), requests=len(requests))
+        if replay is not None:
+            requests = replay.request_log
+            row.update(tls_done_ms=_ms(replay.tls_ns, t0_ns), requests=len(requests))
             if requests:
-                served_ns = sum(int(q["tx_ns"]) - int(q["rx_ns"]) for q in requests)
-                row.update(first_request_ms=_ms(int(requests[0]["rx_ns"]), t0_ns),
-                           last_response_ms=_ms(int(requests[-1]["tx_ns"]), t0_ns),
+                served_ns = sum(q.tx_ns - q.rx_ns for q in requests)
+                row.update(first_request_ms=_ms(requests[0].rx_ns, t0_ns),
+                           last_response_ms=_ms(requests[-1].tx_ns, t0_ns),
                            server_ms=f"{served_ns / 1e6:.3f}")  # fmt: skip
         rows.append({key: row.get(key, "") for key in CONNECTION_FIELDS})
     return rows

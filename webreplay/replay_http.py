@@ -19,7 +19,7 @@ import h11
 
 from webreplay.replay_config import Listener
 from webreplay.replay_index import _reason, is_browser_initiated, request_authority
-from webreplay.replay_state import ConnectionRecord, ReplayState
+from webreplay.replay_state import ConnectionRecord, ReplayState, RequestLogEntry
 
 # The logger of the replay server as a whole (its records kept the name they had when the server was
 # one module).
@@ -181,10 +181,10 @@ class _HttpConnection:
         self._last_kind, self._last_host = "error", ""
         status = await self._answer(request)
         if len(self.record.request_log) < self.limits.max_log_entries:
-            self.record.request_log.append({"rx_ns": rx_ns, "tx_ns": time.monotonic_ns(),
-                                            "target": request.target.decode("ascii", "replace"), "status": status,
-                                            "bytes": self.record.wire_bytes - wire_before, "host": self._last_host,
-                                            "kind": self._last_kind})  # fmt: skip
+            self.record.request_log.append(RequestLogEntry(
+                rx_ns=rx_ns, tx_ns=time.monotonic_ns(), target=request.target.decode("ascii", "replace"),
+                status=status, bytes=self.record.wire_bytes - wire_before, host=self._last_host,
+                kind=self._last_kind))  # fmt: skip
 
     async def _answer(self, request: h11.Request) -> int:
         """Answer one request; returns the status sent."""

@@ -8,10 +8,11 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from robe_lab.records import RecordError, build
 from webreplay.model import Site
 from webreplay.replay_config import ReplayConfigError, ReplayControlError, ServerLimits
 from webreplay.replay_index import ExchangeIndex
@@ -21,9 +22,24 @@ from webreplay.replay_index import ExchangeIndex
 log = logging.getLogger("webreplay.server")
 
 
+@dataclass(frozen=True)
+class RequestLogEntry:
+    """One request of a connection: ``rx_ns`` request head complete, ``tx_ns`` response handed to the
+    kernel, the ``status`` sent, ``bytes`` on the wire, the ``host`` asked for and the answer's ``kind``."""
+
+    rx_ns: int
+    tx_ns: int
+    target: str
+    status: int
+    bytes: int
+    host: str
+    kind: str
+
+
 @dataclass
 class ConnectionRecord:
-    """One connection in the stats: times are ``time.monotonic_ns()``; ``close_ns`` None while open."""
+    """One connection in the stats: times are ``time.monotonic_ns()``; ``close_ns`` None while open.
+    The ``stats`` answer carries them as JSON; ``connection_log`` reads them back."""
 
     id: int
     peer: str
@@ -35,9 +51,7 @@ class ConnectionRecord:
     wire_bytes: int = 0
     close_reason: str = ""
     tls_ns: int | None = None  # TLS handshake complete (TLS listeners)
-    # One entry per request: ``rx_ns`` (request head complete), ``tx_ns`` (response handed to the
-    # kernel), ``target``, ``status``, ``bytes`` (on the wire).
-    request_log: list[dict[str, Any]] = field(default_factory=list)
+    request_log: list[RequestLogEntry] = field(default_factory=list)
 
 
 @dataclass
@@ -65,6 +79,20 @@ class Counters:
     served_urls: dict[str, int] = field(default_factory=dict)  # recorded URL -> times served
     error_log: list[dict[str, Any]] = field(default_factory=list)
     closed: list[ConnectionRecord] = field(default_factory=list)
+
+
+def connection_log(stats: Mapping[str, Any]) -> list[ConnectionRecord]:
+    """The connections of a ``stats`` answer (its ``connection_log``), checked (``RecordError`` naming
+    the field otherwise)."""
+    entries = stats.get("connection_log")
+    if not isinstance(entries, list):
+        raise RecordError(f"replay server stats: connection_log={entries!r}: not a list")
+    return [build(ConnectionRecord, entry, f"replay server stats, connection {i}") if isinstance(entry, dict)
+            else _not_an_object(entry) for i, entry in enumerate(entries)]  # fmt: skip
+
+
+def _not_an_object(entry: object) -> ConnectionRecord:
+    raise RecordError(f"replay server stats: connection_log entry {entry!r} is not an object")
 
 
 def _endpoint(address: object) -> str:

@@ -158,11 +158,12 @@ def test_every_stored_connections_file_reads_and_matches_its_loads():
 
 def test_connections_rows_are_checked_like_runs_rows(tmp_path):
     from experiments.timeline import CONNECTION_FIELDS, connection_rows
+    from webreplay.replay_state import ConnectionRecord as ReplayConnection
 
     assert CONNECTIONS.names == CONNECTION_FIELDS  # the runner writes the schema's columns
     rows = connection_rows(run_id="s-mptcp-r00", site="s", strategy="mptcp", repetition=0, t0_ns=0, proxy_events=[],
-                           haap_events=[], replay_connections=[{"peer": "198.18.1.1:4000", "local": "198.19.0.1:443",
-                                                                "open_ns": 1_000_000, "close_ns": 9_000_000}],
+                           haap_events=[], replay_connections=[ReplayConnection(1, "198.18.1.1:4000", "198.19.0.1:443",
+                                                                                True, 1_000_000, 9_000_000)],
                            dns_events=[], mptcp_events=[], host_of={"198.19.0.1": "a.example"})  # fmt: skip
     path = tmp_path / "connections.csv"
     for row in rows:

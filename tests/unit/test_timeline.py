@@ -1,10 +1,22 @@
 """connections.csv rows: the client proxy, HAAP, replay, DNS and MPTCP logs of one load joined."""
 
+from typing import Any
+
 from experiments.timeline import CONNECTION_FIELDS, connection_rows
 from robe.mptcp_monitor import MptcpEvent
 from webreplay.dnsrelay import Lookup
+from webreplay.replay_state import ConnectionRecord as ReplayConnection
+from webreplay.replay_state import connection_log
 
 MS = 1_000_000
+
+
+def _replay(*connections: dict[str, Any]) -> list[ReplayConnection]:
+    """The replay server's connection log as its stats answer carries it (JSON), read back."""
+    request = {"target": "/", "status": 200, "bytes": 100, "host": "a.example", "kind": "served"}
+    entries = [{"id": i, "tls": False, **c, "request_log": [{**request, **r} for r in c.get("request_log", [])]}
+               for i, c in enumerate(connections)]  # fmt: skip
+    return connection_log({"connection_log": entries})
 
 
 def _proxy(conn: str, t: int, local: str, dst: str, **closed: object) -> list[dict[str, object]]:
@@ -24,9 +36,9 @@ def test_a_proxied_load_is_joined_by_addresses_and_timed_from_wget_start():
                                                                               "198.19.0.2:80")  # fmt: skip
     haap = [{"event": "accepted", "conn": "h1", "peer": "198.18.2.1:40000", "t_ns": 1025 * MS},
             {"event": "connected", "conn": "h1", "local": "198.18.4.1:5000", "t_ns": 1030 * MS}]  # fmt: skip
-    replay = [{"peer": "198.18.4.1:5000", "local": "198.19.0.1:443", "open_ns": 1032 * MS, "close_ns": 1250 * MS,
-               "tls_ns": 1060 * MS, "request_log": [{"rx_ns": 1070 * MS, "tx_ns": 1071 * MS},
-                                                    {"rx_ns": 1100 * MS, "tx_ns": 1105 * MS}]}]  # fmt: skip
+    requests = [{"rx_ns": 1070 * MS, "tx_ns": 1071 * MS}, {"rx_ns": 1100 * MS, "tx_ns": 1105 * MS}]
+    replay = _replay({"peer": "198.18.4.1:5000", "local": "198.19.0.1:443", "open_ns": 1032 * MS, "close_ns": 1250 * MS,
+                      "tls": True, "tls_ns": 1060 * MS, "request_log": requests})  # fmt: skip
     dns = [Lookup(1002 * MS, 1004 * MS, "a.example", 1, 0, False),
            Lookup(1002 * MS, 1005 * MS, "a.example", 28, 0, False),
            Lookup(1290 * MS, 1291 * MS, "b.example", 1, 0, False)]  # fmt: skip
@@ -58,8 +70,8 @@ def test_a_proxied_load_is_joined_by_addresses_and_timed_from_wget_start():
 
 
 def test_a_direct_load_takes_its_connections_from_the_replay_server():
-    replay = [{"peer": "198.18.1.1:40000", "local": "198.19.0.1:80", "open_ns": 5 * MS, "close_ns": 50 * MS,
-               "wire_bytes": 1234, "request_log": [{"rx_ns": 6 * MS, "tx_ns": 7 * MS}]}]  # fmt: skip
+    replay = _replay({"peer": "198.18.1.1:40000", "local": "198.19.0.1:80", "open_ns": 5 * MS, "close_ns": 50 * MS,
+                      "wire_bytes": 1234, "request_log": [{"rx_ns": 6 * MS, "tx_ns": 7 * MS}]})  # fmt: skip
     mptcp = [
         MptcpEvent(event="CREATED", token="1", saddr4="198.18.1.1", sport=40000, t_ns=5 * MS),
         MptcpEvent(event="SF_ESTABLISHED", token="1", saddr4="198.18.2.1", sport=40001, t_ns=20 * MS),
