@@ -48,6 +48,8 @@ class Session:
     wrap: tuple[str, ...] = ()  # e.g. the private resolver's mount wrapper
     banner: str = ""
     mininet: Any = None  # the Mininet object (for --cli)
+    nodes: tuple[tuple[str, str], ...] = ()  # (role, Mininet node name): the CLI takes the roles too
+    exports: tuple[tuple[str, str], ...] = ()  # variables the CLI's client shell gets ($ROBE_CONNECT, ...)
 
 
 def shell_argv(session: Session, command: str | None, interactive: bool) -> list[str]:
@@ -121,8 +123,9 @@ def fig3_session(args: Any) -> Iterator[Session]:
                   f"({args.loss_direction}); path 2 {args.rtt2:g} ms. Server {SERVER_B1}:{FIG3_PORT} runs "
                   f"robe {serve[3]}.\n  $ROBE_CONNECT opens one {args.strategy} connection. exit (or Ctrl-D) "
                   f"tears the network down.")  # fmt: skip
-        yield Session(net.client.pid, net.run_tag, user_env({"ROBE_CONNECT": connect, "ROBE_SERVER": SERVER_B1}),
-                      banner=banner, mininet=net.net)  # fmt: skip
+        exports = {"ROBE_CONNECT": connect, "ROBE_SERVER": SERVER_B1}
+        yield Session(net.client.pid, net.run_tag, user_env(exports), banner=banner, mininet=net.net,
+                      nodes=roles(net.names), exports=tuple(exports.items()))  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------
@@ -172,16 +175,19 @@ def fig7_session(args: Any) -> Iterator[Session]:
                                            exclude=(HAAP_INTERNET,))  # fmt: skip
             redirect.install(rule, runner=worker._client)
         client = worker.net.host("client")
-        env = user_env({"ROBE_URL": site.main_url, "CURL_CA_BUNDLE": str(ca.cert), "SSL_CERT_FILE": str(ca.cert),
-                        "WGETRC": str(wgetrc(work, ca.cert)), "ROBE_LOGS": str(worker.dir)})  # fmt: skip
         from webreplay.dns import with_resolver
 
         wrap = tuple(with_resolver(worker.dir / "resolv.conf", ["true"])[:-1])
+        exports = {"ROBE_URL": site.main_url, "CURL_CA_BUNDLE": str(ca.cert), "SSL_CERT_FILE": str(ca.cert),
+                   "WGETRC": str(wgetrc(work, ca.cert)), "ROBE_LOGS": str(worker.dir),
+                   "ROBE_RESOLVER": shlex.join(wrap)}  # fmt: skip
+        env = user_env(exports)
         banner = (f"robe-lab shell fig7 ({worker.net.run_tag}): {args.corpus}/{args.site} replayed, strategy "
                   f"{args.strategy}; LTE {args.rtt1:g} ms ({args.loss:g} % loss), DSL {args.rtt2:g} ms, internet "
                   f"{args.internet_rtt:g} ms.\n  curl $ROBE_URL loads the main page (wget and OpenSSL trust the "
                   f"replay's CA too); logs in $ROBE_LOGS. exit (or Ctrl-D) tears the network down.")  # fmt: skip
-        yield Session(client.pid, worker.net.run_tag, env, wrap=wrap, banner=banner, mininet=worker.net.net)
+        yield Session(client.pid, worker.net.run_tag, env, wrap=wrap, banner=banner, mininet=worker.net.net,
+                      nodes=roles(worker.net.names), exports=tuple(exports.items()))  # fmt: skip
 
 
 def wgetrc(work: Path, ca: Path) -> Path:
@@ -247,11 +253,45 @@ def main(argv: Sequence[str] | None = None) -> int:
                        interrupted="interrupted; the network was torn down")  # fmt: skip
 
 
+def roles(names: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    """(role, node name) of a network's hosts, from its ``names`` (``tag`` is not a host)."""
+    return tuple((role, name) for role, name in names.items() if role != "tag")
+
+
+def cli_line(line: str, nodes: dict[str, str]) -> str:
+    """A CLI line with a role (``client``) in place of its node's name (``rl-o123-client``) resolved (pure)."""
+    first, sep, rest = line.strip().partition(" ")
+    return f"{nodes[first]}{sep}{rest}" if first in nodes else line
+
+
+def cli_banner(session: Session) -> str:
+    """What the CLI prints first: the nodes by role and the client's variables."""
+    nodes = ", ".join(f"{role} ({name})" for role, name in session.nodes)
+    exported = " ".join(f"${key}" for key, _ in session.exports)
+    return (f"Mininet's CLI on {session.run_tag}: nodes {nodes}; a line '<node> <command>' runs the command "
+            f"in the node's shell (e.g. 'client ip -br addr'); the client's shell has {exported}"
+            f"{' (fig7: prefix $ROBE_RESOLVER for the private resolver)' if 'ROBE_RESOLVER' in exported else ''}. "
+            "exit (or Ctrl-D) tears the network down.")  # fmt: skip
+
+
 def mininet_cli(session: Session) -> int:
-    """Mininet's CLI on the running network (``client ping ...``, ``client curl ...``)."""
+    """Mininet's CLI on the running network, reading its commands from standard input (a terminal or
+    a pipe); nodes are named by role (``client ping -c 1 198.18.3.1``) as well as by their names."""
     from mininet.cli import CLI
 
-    CLI(session.mininet)
+    nodes = dict(session.nodes)
+    client = session.mininet[nodes["client"]]
+    for key, value in session.exports:
+        client.cmd(f"export {key}={shlex.quote(value)}")
+
+    class RoleCLI(CLI):  # type: ignore[misc]
+        prompt = "robe-lab> "
+
+        def default(self, line: str) -> None:
+            super().default(cli_line(line, nodes))
+
+    print(cli_banner(session), file=sys.stderr, flush=True)
+    RoleCLI(session.mininet, stdin=sys.stdin)
     return 0
 
 

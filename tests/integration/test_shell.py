@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from robe.client import ConnectionRecord
 from robe_lab.paths import project_root
 from topologies.cleanup import our_temp_dirs, processes_of
 from topologies.shell import run
@@ -85,4 +86,22 @@ def test_fig3_shell_stopped_leaves_nothing(how):
         if shell.poll() is None:
             os.killpg(shell.pid, signal.SIGKILL)
     assert shell.returncode == 130
+    _assert_nothing_left(shell.pid)
+
+
+def test_fig3_mininet_cli_driven_on_stdin_runs_commands_and_leaves_nothing():
+    shell = _start("fig3", "--strategy", "robe-sim", "--loss", "10", "--cli")
+    script = "\n".join([
+        "nodes",
+        "client ip -br addr",  # a role stands for its node's name
+        "client $ROBE_CONNECT",  # the client's shell has the session's variables
+        "exit",
+    ]) + "\n"  # fmt: skip
+    out, err = shell.communicate(script, timeout=180)
+    assert shell.returncode == 0, err[-2000:]
+    assert f"rl-o{shell.pid}-client" in out and "198.18.1.1" in out and "198.18.2.1" in out, out
+    answer = next(line for line in out.splitlines() if '"conn_id"' in line)
+    record = ConnectionRecord.from_json(answer[answer.index("{") :])
+    assert record.status == "ok" and record.strategy == "robe-sim" and record.winner is not None, answer
+    assert "Mininet's CLI" in err and "torn down" in err
     _assert_nothing_left(shell.pid)
