@@ -62,7 +62,7 @@ from experiments.runs_folder import (
 from experiments.schedule import expected_attempt_s, order_long_first
 from experiments.sweep import Sweep, SweepResult, pending_runs, run_then_tear_down
 from experiments.validate_links import ProbeRound
-from robe.client import ConnectionRecord
+from robe.client import ConnectionRecord, ConnectRequest
 from robe.serverlog import Closed, Loser, Request, read_record
 from robe.userspace_endpoints import is_userspace
 from robe_lab.cliparse import command_parser
@@ -93,20 +93,20 @@ ROW_FIELDS = EXPERIMENT1.names
 
 def connect_request(
     profile: Experiment1Profile, spec: RunSpec, conn_id: str, timeout_s: float | None
-) -> dict[str, Any]:
-    """The ``robe agent`` request of one attempt (the keyword arguments of ``robe.client.connect``)."""
-    return {
-        "conn_id": conn_id,
-        "strategy": spec.strategy,
-        "server": f"{SERVER_B1}:{USERSPACE_PORT if is_userspace(spec.strategy) else SERVER_PORT}",
-        "sources": [CLIENT_A1, CLIENT_A2],
-        "timer_s": profile.timer_s,
-        "hold_s": profile.hold_ms / 1000,
-        "timeout_s": timeout_s,
+) -> ConnectRequest:
+    """The ``robe agent`` request of one attempt."""
+    return ConnectRequest(
+        conn_id=conn_id,
+        strategy=spec.strategy,
+        server=f"{SERVER_B1}:{USERSPACE_PORT if is_userspace(spec.strategy) else SERVER_PORT}",
+        sources=[CLIENT_A1, CLIENT_A2],
+        timer_s=profile.timer_s,
+        hold_s=profile.hold_ms / 1000,
+        timeout_s=timeout_s,
         # RobE_IPS learns per strategy and loss level only: an attempt never learns from another
         # strategy's connections or from a different condition.
-        "history_scope": f"{spec.strategy}-L{spec.loss_pct:g}",
-    }
+        history_scope=f"{spec.strategy}-L{spec.loss_pct:g}",
+    )
 
 
 def kernel_give_up_s(syn_retries: int) -> float:
@@ -318,14 +318,14 @@ class ClientAgent:
         line, self._buffer = self._buffer.split(b"\n", 1)
         return line
 
-    def request(self, message: dict[str, Any], timeout_s: float) -> ConnectionRecord:
+    def request(self, message: ConnectRequest, timeout_s: float) -> ConnectionRecord:
         """Send one request; its record, or TimeoutError/RuntimeError (the agent is then restarted;
         an answer that is not a record: RecordError)."""
         if self.proc is None or self.proc.poll() is not None:
             self.start()
         assert self.proc is not None and self.proc.stdin is not None
         try:
-            self.proc.stdin.write(json.dumps(message) + "\n")
+            self.proc.stdin.write(message.to_json() + "\n")
             self.proc.stdin.flush()
             line = self._read_line(timeout_s)
         except (OSError, TimeoutError, RuntimeError):

@@ -15,8 +15,8 @@ connections is part of the result); the analysis keeps the last row of each run 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
-import json
 import os
 import subprocess
 import sys
@@ -50,7 +50,7 @@ from experiments.metadata import PROJECT_ROOT
 from experiments.path_schedule import Timeline
 from experiments.profile import Experiment1Profile, RunSpec, expand_runs
 from experiments.sweep import SweepResult, append_row, finished_run_ids
-from robe.client import ConnectionRecord
+from robe.client import ConnectionRecord, ConnectRequest
 from robe.userspace_endpoints import is_userspace
 from robe_lab.records import RecordError
 from topologies.fig3 import Fig3Network, allow_congestion_control
@@ -111,11 +111,11 @@ class ConcurrentAgent:
             self.closed = True
             self.cond.notify_all()
 
-    def send(self, request: dict[str, Any]) -> None:
+    def send(self, request: ConnectRequest) -> None:
         """Start one connection (returns at once)."""
         assert self.proc.stdin is not None
         with self.write_lock:
-            self.proc.stdin.write(json.dumps(request) + "\n")
+            self.proc.stdin.write(request.to_json() + "\n")
             self.proc.stdin.flush()
 
     def wait(self, conn_id: str, timeout_s: float) -> ConnectionRecord:
@@ -196,7 +196,7 @@ class Repetition:
                     break
                 conn_id = f"{spec.run_id}-{uuid.uuid4().hex[:8]}"
                 request = connect_request(profile, spec, conn_id, self.timeout_s)
-                request["history_scope"] = f"{spec.strategy}-r{rep}"
+                request = dataclasses.replace(request, history_scope=f"{spec.strategy}-r{rep}")
                 started_utc = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
                 agents[spec.strategy].send(request)
                 futures.append(pool.submit(collect, spec, conn_id, started_utc))

@@ -26,9 +26,8 @@ import signal
 import sys
 import threading
 import uuid
-from typing import Any
 
-from robe.client import ConnectError, ConnectionRecord, connect
+from robe.client import ConnectError, ConnectionRecord, ConnectRequest, connect
 from robe.kernel import MptcpUnavailableError
 from robe.selection import shared_history
 from robe.server import IDLE_TIMEOUT_S, Server
@@ -88,14 +87,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def open_connection(**request: Any) -> ConnectionRecord:
+def open_connection(request: ConnectRequest) -> ConnectionRecord:
     """One connection with any strategy: kernel sockets or the userspace transport."""
-    name = str(request.get("strategy"))
-    scope = request.pop("history_scope", None)
-    if is_userspace(name):
-        return connect_userspace(**{**request, "strategy": name})
-    history = shared_history(str(scope)) if scope is not None else None
-    return connect(**{**request, "strategy": kernel_strategy(name), "history": history})
+    if is_userspace(request.strategy):
+        return connect_userspace(conn_id=request.conn_id, strategy=request.strategy, server=request.server,
+                                 sources=list(request.sources), timer_s=request.timer_s, hold_s=request.hold_s,
+                                 timeout_s=request.timeout_s)  # fmt: skip
+    history = shared_history(request.history_scope) if request.history_scope is not None else None
+    return connect(conn_id=request.conn_id, strategy=kernel_strategy(request.strategy), server=request.server,
+                   sources=list(request.sources), timer_s=request.timer_s, hold_s=request.hold_s,
+                   timeout_s=request.timeout_s, history=history)  # fmt: skip
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -117,15 +118,9 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _connect(args: argparse.Namespace) -> int:
     try:
-        record = open_connection(
-            conn_id=args.conn_id or uuid.uuid4().hex,
-            strategy=args.strategy,
-            server=args.server,
-            sources=args.source,
-            timer_s=args.timer,
-            hold_s=args.hold,
-            timeout_s=args.timeout,
-        )
+        record = open_connection(ConnectRequest(conn_id=args.conn_id or uuid.uuid4().hex, strategy=args.strategy,
+                                                server=args.server, sources=args.source, timer_s=args.timer,
+                                                hold_s=args.hold, timeout_s=args.timeout))  # fmt: skip
     except (StrategyError, ConnectError, MptcpUnavailableError) as err:
         print(f"robe connect: {err}", file=sys.stderr)
         return 2
@@ -148,22 +143,15 @@ def _serve_user(args: argparse.Namespace) -> int:
     return 0
 
 
-AGENT_KEYS = {"conn_id", "strategy", "server", "sources", "timer_s", "hold_s", "timeout_s", "history_scope"}
-
-
 def agent_answer(line: str) -> str:
-    """The JSON answer of the agent to one request line."""
-    request: Any = None
+    """The JSON answer of the agent to one request line (an error record for a bad request)."""
     try:
-        request = json.loads(line)
-        if not isinstance(request, dict):
-            raise ConnectError("request must be a JSON object")
-        unknown = sorted(set(request) - AGENT_KEYS)
-        if unknown:
-            raise ConnectError(f"{unknown[0]}: unknown key (known: {', '.join(sorted(AGENT_KEYS))})")
-        record = open_connection(**request)
+        record = open_connection(ConnectRequest.from_json(line))
     except (ValueError, TypeError, StrategyError, ConnectError, MptcpUnavailableError) as err:
-        conn_id = request.get("conn_id") if isinstance(request, dict) else None
+        try:
+            conn_id = json.loads(line).get("conn_id")
+        except (ValueError, AttributeError):
+            conn_id = None
         record = ConnectionRecord.failure(conn_id if isinstance(conn_id, str) else "", f"bad request: {err}")
     return record.to_json()
 

@@ -56,6 +56,41 @@ class SubflowSeen:
     total_retrans: int | None = None
 
 
+@dataclass(frozen=True)
+class ConnectRequest:
+    """One connection to open: what ``robe agent`` reads per line (``from_json``) and an experiment
+    writes (``to_json``); the keyword arguments of ``connect`` plus ``history_scope`` (RobE_IPS: the
+    path history this connection learns from and feeds; None: the process's shared one)."""
+
+    conn_id: str
+    strategy: str
+    server: str
+    sources: list[str]
+    timer_s: float = 1.0
+    hold_s: float = 0.3
+    timeout_s: float | None = None
+    history_scope: str | None = None
+
+    def to_json(self) -> str:
+        """One JSON line."""
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, line: str | bytes, where: str = "robe agent request") -> ConnectRequest:
+        """The request of one line (``RecordError`` naming the field otherwise)."""
+        return build(cls, _json_object(line, where), where)
+
+
+def _json_object(line: str | bytes, where: str) -> dict[str, Any]:
+    try:
+        data = json.loads(line)
+    except ValueError as err:
+        raise RecordError(f"{where}: not JSON ({err}): {str(line)[:120]!r}") from None
+    if not isinstance(data, dict):
+        raise RecordError(f"{where}: {data!r} is not a JSON object")
+    return data
+
+
 @dataclass
 class ConnectionRecord:
     """What happened to one connection, with times in ns on the shared monotonic clock: the answer
@@ -90,13 +125,7 @@ class ConnectionRecord:
     def from_json(cls, line: str | bytes, where: str = "robe agent answer") -> ConnectionRecord:
         """The record of one line written by ``to_json`` (``robe_lab.records.RecordError`` naming the
         field otherwise)."""
-        try:
-            data = json.loads(line)
-        except ValueError as err:
-            raise RecordError(f"{where}: not JSON ({err}): {str(line)[:120]!r}") from None
-        if not isinstance(data, dict):
-            raise RecordError(f"{where}: {data!r} is not a JSON object")
-        return build(cls, data, where)
+        return build(cls, _json_object(line, where), where)
 
     @classmethod
     def failure(cls, conn_id: str, error: str, strategy: str = "") -> ConnectionRecord:

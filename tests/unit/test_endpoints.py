@@ -61,8 +61,10 @@ def test_cli_usage_errors_exit_2_with_a_clear_message():
 def test_agent_answers_bad_requests_with_an_error_record():
     from robe.cli import agent_answer
 
-    for line, message in [("[]", "JSON object"), ('{"strategy": "tcp", "color": 1}', "color: unknown key"),
-                          ('{"strategy": "nope"}', "unknown"), ("not json", "bad request"),
+    request = '{"conn_id": "x", "strategy": "nope", "server": "198.18.3.1:5", "sources": ["198.18.1.1"]}'
+    for line, message in [("[]", "JSON object"), ('{"strategy": "tcp", "color": 1}', "unknown field(s) color"),
+                          ('{"strategy": "tcp"}', "field 'conn_id' missing"), (request, "'nope': unknown"),
+                          ('{"conn_id": 7, "strategy": "tcp"}', "conn_id=7: not a str"), ("not json", "bad request"),
                           ('{"conn_id": "x", "strategy": "tcp", "server": "1.2.3.4", "sources": ["198.18.1.1"]}',
                            "ADDRESS:PORT")]:  # fmt: skip
         answer = json.loads(agent_answer(line))

@@ -21,7 +21,7 @@ from experiments.experiment1 import (
 from experiments.lifecycle import ExperimentError
 from experiments.profile import RunSpec, load_profile
 from experiments.sweep import append_row, finished_run_ids
-from robe.client import ConnectionRecord
+from robe.client import ConnectionRecord, ConnectRequest
 from robe.serverlog import read_record
 from robe_lab.records import RecordError
 
@@ -108,12 +108,9 @@ def test_resume_skips_final_rows_and_reruns_errors_and_cut_rows(tmp_path):
 def test_connect_command_and_kernel_limits():
     profile = load_profile("quick")
     request = connect_request(profile, RunSpec("tcp-L0-r00", "tcp", 0.0, 0, 1), "cid", 5.0)
-    assert request["strategy"] == "tcp" and request["timeout_s"] == 5.0 and request["conn_id"] == "cid"
-    assert request["sources"] == ["198.18.1.1", "198.18.2.1"] and request["timer_s"] == profile.timer_s
-    # The request is exactly what robe.client.connect accepts.
-    from robe.cli import AGENT_KEYS
-
-    assert set(request) == AGENT_KEYS
+    assert request.strategy == "tcp" and request.timeout_s == 5.0 and request.conn_id == "cid"
+    assert request.sources == ["198.18.1.1", "198.18.2.1"] and request.timer_s == profile.timer_s
+    assert ConnectRequest.from_json(request.to_json()) == request  # what the agent reads is what was written
     assert kernel_give_up_s(6) == 127 and kernel_give_up_s(2) == 7
 
 
