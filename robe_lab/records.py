@@ -22,22 +22,6 @@ from typing import Any, ClassVar, Generic, TypeVar
 KIND_KEY = "event"
 
 
-def read_appended(path: Path, offset: int) -> tuple[list[Any], int]:
-    """The JSON lines appended to ``path`` since byte ``offset`` (complete lines only: one still being
-    written is left for the next call) and the new offset; nothing when the file does not exist."""
-    if not path.exists():
-        return [], offset
-    with path.open("rb") as handle:
-        handle.seek(offset)
-        data = handle.read()
-    end = data.rfind(b"\n") + 1
-    try:
-        lines = [json.loads(line) for line in data[:end].splitlines() if line.strip()]
-    except ValueError as err:
-        raise RecordError(f"{path}: a line is not JSON ({err})") from None
-    return lines, offset + end
-
-
 class RecordError(ValueError):
     """A line that is not a record of its log; the message names the log, the field and the value."""
 
@@ -156,3 +140,19 @@ class RecordKinds(Generic[R]):
     def read_lines(self, lines: Iterable[str | bytes], where: str | None = None) -> list[R]:
         """Every non-empty line as its record."""
         return [self.read_line(line, where) for line in lines if line.strip()]
+
+
+def read_appended(path: Path, offset: int) -> tuple[list[Any], int]:
+    """The JSON lines appended to ``path`` since byte ``offset`` (complete lines only: one still being
+    written is left for the next call) and the new offset; nothing when the file does not exist."""
+    if not path.exists():
+        return [], offset
+    with path.open("rb") as handle:
+        handle.seek(offset)
+        data = handle.read()
+    end = data.rfind(b"\n") + 1
+    try:
+        lines = [json.loads(line) for line in data[:end].splitlines() if line.strip()]
+    except ValueError as err:
+        raise RecordError(f"{path}: a line is not JSON ({err})") from None
+    return lines, offset + end
