@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import math
 import os
 import select
@@ -28,6 +27,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from experiments.metadata import PROJECT_ROOT
@@ -41,6 +41,7 @@ from experiments.udpprobe import (
     decode_probe,
     encode_probe,
 )
+from robe_lab.records import Record, RecordKinds
 from topologies.startup import wait_ready
 
 if TYPE_CHECKING:  # the probe process starts in every network: no pandas import there
@@ -139,8 +140,20 @@ def probe_loop(src: str, dst: str, port: int) -> int:
         # Replies of an earlier burst that came back late are skipped by their sequence numbers.
         rtts = burst(sock, count, seq, REPLY_WAIT_MS / 1000)
         seq += count
-        print(json.dumps({"rtt_ms": [round(r, 4) for r in rtts], "sent": count}), flush=True)
+        print(Burst([round(r, 4) for r in rtts], count).to_line(), flush=True)
     return 0
+
+
+@dataclass(frozen=True)
+class Burst(Record):
+    """The prober's answer to one request: the RTTs of the replies (ms) and how many probes left."""
+
+    EVENT = "burst"
+    rtt_ms: list[float]
+    sent: int
+
+
+BURSTS: RecordKinds[Burst] = RecordKinds("canary prober", [Burst])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -171,11 +184,10 @@ class Canary:
         try:
             self.prober.stdin.write(f"{probes}\n")
             self.prober.stdin.flush()
-            line = self.prober.stdout.readline()
-            rtts = json.loads(line)["rtt_ms"]
-        except (OSError, ValueError, KeyError):
+            burst = BURSTS.read_line(self.prober.stdout.readline(), "canary prober")
+        except (OSError, ValueError):  # a dead prober, or a line that is not a burst (RecordError)
             return None
-        return canary_error_ms(rtts, self.configured_rtt_ms)
+        return canary_error_ms(burst.rtt_ms, self.configured_rtt_ms)
 
     def close(self) -> None:
         """Stop both processes (the network's teardown would, too)."""

@@ -462,7 +462,7 @@ def preflight(net: Fig3Network, profile: Experiment1Profile, probes: int = 100) 
         rounds.received()
     report: dict[str, Any] = {}
     for path, configured in ((1, profile.path1.rtt_ms), (2, profile.path2.rtt_ms)):
-        rtts = results[path]["rtt_ms"]
+        rtts = results[path].rtt_ms
         if len(rtts) < probes * 0.9:
             raise ExperimentError(f"pre-flight: path {path} answered {len(rtts)}/{probes} probes at 0 % loss")
         p50 = percentile(rtts, 50)

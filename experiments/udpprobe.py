@@ -42,7 +42,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
-import json
 import os
 import platform
 import select
@@ -55,6 +54,8 @@ import time
 from dataclasses import dataclass, field, replace
 from types import FrameType
 from typing import Any, Final
+
+from robe_lab.records import Record, RecordError, RecordKinds
 
 MAGIC: Final = b"RLPB"
 VERSION: Final = 1
@@ -308,6 +309,67 @@ def _stdin_is_watchable() -> bool:
     return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or os.isatty(sys.stdin.fileno())
 
 
+@dataclass(frozen=True)
+class ReflectorSummary(Record):
+    """What the reflector prints when it stops: distinct probes received per stream (stream id as a
+    string: JSON keys), and its counters."""
+
+    EVENT = "reflector_summary"
+    received: dict[str, int]
+    duplicates: int
+    malformed: int
+    foreign: int
+    echoed: int
+    echo_errors: int
+    port: int
+
+
+@dataclass(frozen=True)
+class SendResult(Record):
+    """What the sender prints: its plan and what came back (see the module docstring)."""
+
+    EVENT = "send_result"
+    stream: int
+    sent: int
+    replies: int
+    rtt_ms: list[float]
+    reply_seqs: list[int]
+    reflector_max_count: int
+    duplicates: int
+    malformed: int
+    foreign: int
+    send_errors: dict[str, int]
+    max_late_ms: float
+    timestamps: dict[str, int]
+    count: int
+    interval_ms: float
+    size: int
+    wait_ms: float
+
+
+OUTPUT: RecordKinds[ReflectorSummary | SendResult] = RecordKinds("udpprobe output", [ReflectorSummary, SendResult])
+
+
+def read_reflector_summary(text: str) -> ReflectorSummary:
+    """The reflector's summary: the last JSON line of its output (``RecordError`` when there is none
+    or it is not one)."""
+    lines = [line for line in text.splitlines() if line.startswith("{")]
+    if not lines:
+        raise RecordError("udpprobe reflect: no summary line in its output")
+    summary = OUTPUT.read_line(lines[-1], "udpprobe reflect")
+    if not isinstance(summary, ReflectorSummary):
+        raise RecordError(f"udpprobe reflect: printed a {summary.EVENT}, not its summary")
+    return summary
+
+
+def read_send_result(text: str) -> SendResult:
+    """The sender's result (its one JSON line)."""
+    result = OUTPUT.read_line(text.strip(), "udpprobe send")
+    if not isinstance(result, SendResult):
+        raise RecordError(f"udpprobe send: printed a {result.EVENT}, not its result")
+    return result
+
+
 def reflect(bind: str, port: int, watch_stdin: bool = True) -> int:
     """Run the reflector until SIGTERM/SIGINT or stdin EOF; print READY, then the JSON summary."""
     state = ReflectorState()
@@ -349,16 +411,16 @@ def reflect(bind: str, port: int, watch_stdin: bool = True) -> int:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         sock.close()
-    summary = {
-        "received": state.received(),
-        "duplicates": state.duplicates,
-        "malformed": state.malformed,
-        "foreign": state.foreign,
-        "echoed": echoed,
-        "echo_errors": echo_errors,
-        "port": bound_port,
-    }
-    print(json.dumps(summary), flush=True)
+    summary = ReflectorSummary(
+        received=state.received(),
+        duplicates=state.duplicates,
+        malformed=state.malformed,
+        foreign=state.foreign,
+        echoed=echoed,
+        echo_errors=echo_errors,
+        port=bound_port,
+    )
+    print(summary.to_line(), flush=True)
     return 0
 
 
@@ -390,7 +452,7 @@ class SendPlan:
             raise ValueError(f"port={self.port}: must be 1..65535")
 
 
-def send(plan: SendPlan) -> dict[str, Any]:
+def send(plan: SendPlan) -> SendResult:
     """Send the probes of ``plan`` and collect replies; return the result as a JSON-ready dict."""
     family = _family(plan.dst)
     sock = socket.socket(family, socket.SOCK_DGRAM)
@@ -458,24 +520,24 @@ def send(plan: SendPlan) -> dict[str, Any]:
                 drain()
     finally:
         sock.close()
-    return {
-        "stream": plan.stream,
-        "sent": sent,
-        "replies": collector.replies,
-        "rtt_ms": collector.rtt_ms,
-        "reply_seqs": collector.reply_seqs,
-        "reflector_max_count": collector.reflector_max_count,
-        "duplicates": collector.duplicates,
-        "malformed": collector.malformed,
-        "foreign": collector.foreign,
-        "send_errors": send_errors,
-        "max_late_ms": round(max_late_ns / 1e6, 6),
-        "timestamps": stamps,
-        "count": plan.count,
-        "interval_ms": plan.interval_ms,
-        "size": plan.size,
-        "wait_ms": plan.wait_ms,
-    }
+    return SendResult(
+        stream=plan.stream,
+        sent=sent,
+        replies=collector.replies,
+        rtt_ms=collector.rtt_ms,
+        reply_seqs=collector.reply_seqs,
+        reflector_max_count=collector.reflector_max_count,
+        duplicates=collector.duplicates,
+        malformed=collector.malformed,
+        foreign=collector.foreign,
+        send_errors=send_errors,
+        max_late_ms=round(max_late_ns / 1e6, 6),
+        timestamps=stamps,
+        count=plan.count,
+        interval_ms=plan.interval_ms,
+        size=plan.size,
+        wait_ms=plan.wait_ms,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -523,7 +585,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     except ValueError as err:
         parser.error(str(err))
-    print(json.dumps(send(plan)), flush=True)
+    print(send(plan).to_line(), flush=True)
     return 0
 
 

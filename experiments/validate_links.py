@@ -30,7 +30,9 @@ from analysis.stats import clopper_pearson, loss_within_interval, percentile
 from experiments import lifecycle
 from experiments.lifecycle import run_guarded
 from experiments.metadata import PROJECT_ROOT, base_metadata, new_run_dir, write_json
+from experiments.udpprobe import SendResult, read_reflector_summary, read_send_result
 from robe_lab.cliparse import command_parser
+from robe_lab.records import RecordError
 from topologies.fig3 import CLIENT_A1, CLIENT_A2, SERVER_B1, Fig3Config, Fig3Network, PathConfig
 from topologies.links import Backend, TapWireLink, choose_backend
 from topologies.shell import in_netns, run
@@ -122,23 +124,21 @@ class ProbeRound:
                               env=_child_env(), cwd=PROJECT_ROOT, text=True)  # fmt: skip
 
     @staticmethod
-    def result(proc: subprocess.Popen[str]) -> dict[str, Any]:
-        """Wait for a sender and parse its JSON."""
+    def result(proc: subprocess.Popen[str]) -> SendResult:
+        """Wait for a sender and read its result."""
         out, err = proc.communicate(timeout=600)
         if proc.returncode != 0:
             raise RuntimeError(f"probe sender failed ({proc.returncode}): {err.strip()}")
-        data: dict[str, Any] = json.loads(out)
-        return data
+        return read_send_result(out)
 
     def received(self) -> dict[str, int]:
         """Stop the reflector; per stream, how many probes it received."""
         self.reflector.send_signal(signal.SIGTERM)
         out, err = self.reflector.communicate(timeout=10)
-        lines = [line for line in out.splitlines() if line.startswith("{")]
-        if not lines:
-            raise RuntimeError(f"probe reflector gave no summary: {err.strip()}")
-        counts: dict[str, int] = json.loads(lines[-1])["received"]
-        return counts
+        try:
+            return read_reflector_summary(out).received
+        except RecordError as e:
+            raise RuntimeError(f"probe reflector: {e}: {err.strip()}") from None
 
 
 def rtt_checks(level: float, path: int, configured_rtt: float, rtt_ms: list[float], tol: Tolerances) -> list[Check]:
@@ -248,13 +248,13 @@ def measure_level(net: Fig3Network, plan: ValidationPlan, level: float) -> list[
     received = probes.received()
     checks: list[Check] = []
     for path in (1, 2):
-        rtt = rtt_results[(path, "rtt")]["rtt_ms"]
+        rtt = rtt_results[(path, "rtt")].rtt_ms
         checks += rtt_checks(level, path, plan.path_rtt_ms[path - 1], rtt, tol)
         result = loss_results[path]
         arrived = int(received.get(str(path * 10 + 2), 0))
-        checks.append(loss_check(level, path, "up", result["sent"] - arrived, result["sent"],
+        checks.append(loss_check(level, path, "up", result.sent - arrived, result.sent,
                                  configured_loss[path], tol))  # fmt: skip
-        checks.append(loss_check(level, path, "down", arrived - result["replies"], arrived,
+        checks.append(loss_check(level, path, "down", arrived - result.replies, arrived,
                                  configured_loss[path], tol))  # fmt: skip
     return checks
 

@@ -60,7 +60,7 @@ def test_parameters_change_at_run_time_without_rebuild():
         probes = ProbeRound(net)
         result = ProbeRound.result(probes.send(1, 11, 200, 2.0))
         probes.received()
-    checks = rtt_checks(0.0, 1, 60.0, result["rtt_ms"], Tolerances())
+    checks = rtt_checks(0.0, 1, 60.0, result.rtt_ms, Tolerances())
     assert all(c.ok for c in checks), checks
 
 
@@ -95,7 +95,7 @@ def test_killing_the_emulator_makes_the_link_fail_not_pass_unshaped():
         replies = json.loads(out)["replies"] if sender.returncode == 0 else 0
         assert replies == 0, "traffic crossed a link whose emulator is dead"
         # Path 2 is untouched.
-        assert len(ProbeRound.result(probes.send(2, 21, 50, 2.0))["rtt_ms"]) >= 45
+        assert len(ProbeRound.result(probes.send(2, 21, 50, 2.0)).rtt_ms) >= 45
         probes.received()
 
 

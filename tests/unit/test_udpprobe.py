@@ -29,6 +29,8 @@ from experiments.udpprobe import (
     SendPlan,
     decode_probe,
     encode_probe,
+    read_reflector_summary,
+    read_send_result,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -201,18 +203,18 @@ def test_loopback_end_to_end(reflector):
     sender = _send(port, src=LOOPBACK, count=200, interval_ms=1, stream=42, wait_ms=2000)
     elapsed = time.monotonic() - started
     assert sender.returncode == 0, sender.stderr
-    result = json.loads(sender.stdout)
-    assert result["stream"] == 42
-    assert result["sent"] == 200
-    assert result["replies"] == 200
-    assert sorted(result["reply_seqs"]) == list(range(200))
-    assert len(result["rtt_ms"]) == 200
-    assert all(0 < rtt < 50 for rtt in result["rtt_ms"])
-    assert sorted(result["rtt_ms"])[100] < 5  # loopback median well under a millisecond normally
-    assert result["reflector_max_count"] == 200
-    assert result["duplicates"] == result["malformed"] == result["foreign"] == 0
-    assert result["send_errors"] == {}
-    assert sum(result["timestamps"].values()) == 200
+    result = read_send_result(sender.stdout)  # the typed reader the validation uses
+    assert result.stream == 42
+    assert result.sent == 200
+    assert result.replies == 200
+    assert sorted(result.reply_seqs) == list(range(200))
+    assert len(result.rtt_ms) == 200
+    assert all(0 < rtt < 50 for rtt in result.rtt_ms)
+    assert sorted(result.rtt_ms)[100] < 5  # loopback median well under a millisecond normally
+    assert result.reflector_max_count == 200
+    assert result.duplicates == result.malformed == result.foreign == 0
+    assert result.send_errors == {}
+    assert sum(result.timestamps.values()) == 200
     # Paced, not bursted: 200 probes at 1 ms take about 0.2 s; and it stops early once all replied
     # instead of sitting out the 2 s wait.
     assert 0.19 <= elapsed < 1.9 + 1.5  # + interpreter start-up
@@ -220,11 +222,12 @@ def test_loopback_end_to_end(reflector):
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=10)
     assert proc.returncode == 0, err
-    summary = _summary(out)
-    assert summary["received"] == {"42": 200}
-    assert summary["malformed"] == 3
-    assert summary["echoed"] == 200
-    assert summary["port"] == port
+    _summary(out)  # exactly one summary line
+    summary = read_reflector_summary(out)
+    assert summary.received == {"42": 200}
+    assert summary.malformed == 3
+    assert summary.echoed == 200
+    assert summary.port == port
 
 
 def test_reflector_stops_on_stdin_eof(reflector):
