@@ -258,10 +258,15 @@ def roles(names: dict[str, str]) -> tuple[tuple[str, str], ...]:
     return tuple((role, name) for role, name in names.items() if role != "tag")
 
 
-def cli_line(line: str, nodes: dict[str, str]) -> str:
-    """A CLI line with a role (``client``) in place of its node's name (``rl-o123-client``) resolved (pure)."""
-    first, sep, rest = line.strip().partition(" ")
-    return f"{nodes[first]}{sep}{rest}" if first in nodes else line
+def cli_command(line: str, nodes: dict[str, str]) -> tuple[str, str] | None:
+    """(node name, command) of a CLI line ``<role or node name> <command>``, None for any other line
+    (pure). Mininet's own CLI cannot take our names: its parser stops a command word at the first
+    ``-``, and every node name here carries the run's tag (``rl-o123-4f2a1c-client``)."""
+    first, _, rest = line.strip().partition(" ")
+    name = nodes.get(first, first)
+    if name not in nodes.values() or not rest.strip():
+        return None
+    return name, rest.strip()
 
 
 def cli_banner(session: Session) -> str:
@@ -288,10 +293,24 @@ def mininet_cli(session: Session) -> int:
         prompt = "robe-lab> "
 
         def default(self, line: str) -> None:
-            super().default(cli_line(line, nodes))
+            command = cli_command(line, nodes)
+            if command is None:
+                super().default(line)
+                return
+            node = self.mn[command[0]]
+            node.sendCmd(command[1])
+            self.waitForNode(node)
+
+    from mininet.log import lg
 
     print(cli_banner(session), file=sys.stderr, flush=True)
-    RoleCLI(session.mininet, stdin=sys.stdin)
+    # The nodes' output goes where a command's output belongs (stdout, so that a script can read
+    # it); Mininet's own log stays on stderr.
+    stream = lg.ch.setStream(sys.stdout)
+    try:
+        RoleCLI(session.mininet, stdin=sys.stdin)
+    finally:
+        lg.ch.setStream(stream)
     return 0
 
 

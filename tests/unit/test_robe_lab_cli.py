@@ -95,3 +95,13 @@ def test_makefile_targets_call_robe_lab():
 
 def test_plain_removes_rest_markup():
     assert plain("``make plots``: see :func:`analysis.plots.main`") == "make plots: see analysis.plots.main"
+
+
+def test_the_cli_takes_roles_and_tagged_node_names():
+    from robe_lab.shell import cli_command
+
+    nodes = {"client": "rl-o12-ab12cd-client", "server": "rl-o12-ab12cd-server"}
+    assert cli_command("client ip -br addr", nodes) == ("rl-o12-ab12cd-client", "ip -br addr")
+    assert cli_command("rl-o12-ab12cd-server  ss -tn ", nodes) == ("rl-o12-ab12cd-server", "ss -tn")
+    assert cli_command("client", nodes) is None  # no command: Mininet's own message
+    assert cli_command("nodes", nodes) is None and cli_command("h1 ping h2", nodes) is None
