@@ -81,6 +81,7 @@ from experiments.timeline import CONNECTION_FIELDS, connection_rows
 from experiments.wget import parse_wget_log, wget_command
 from robe.proxy import redirect
 from robe.proxy.connlog import ConnEvent, read_events, read_lines
+from robe.proxy.haap import losers_accepted
 from robe_lab.cliparse import command_parser
 from topologies import linkcounters
 from topologies.cleanup import owned_name
@@ -556,6 +557,7 @@ class LoadWorker:
             "error": error.strip(),
             "attempts": summary["attempts"],
             "resets_sent": summary["resets_sent"],
+            "losers_accepted": "" if direct else losers_accepted(other["haap"]),
             **wire,
             **fields,
         })  # fmt: skip
@@ -597,6 +599,10 @@ def run_sweep(options: Options) -> int:
     check_before_building(options)
     try:
         with lock_folder(options.out, "experiment2"):
+            if options.profile.timeline() is not None:  # paths that change over time
+                from experiments.timevarying2 import run_timeline
+
+                return run_timeline(options)
             return _run_locked(options)
     except (ResultsFolderError, ProfileError) as err:
         raise ExperimentError(str(err)) from None
