@@ -235,8 +235,8 @@ def run_timeline(options: Options) -> int:
     invocation.update(id=new_invocation_id(), corpus_sha256=profile.corpus_hash())
     title = (f"experiment 2, profile {profile.name} (time-varying, {timeline.duration_s:g} s per strategy and "
              f"repetition, a page load every {timeline.interval_s:g} s)")  # fmt: skip
-    counts = (len(passes), len(passes) - len(pending), len(pending))
-    if not lifecycle.announce(title, "schedule run", counts, runs_csv, 1):
+    plan = (len(passes), len(passes) - len(pending), len(pending))
+    if not lifecycle.announce(title, "schedule run", plan, runs_csv, 1):
         return 0
     notes = check_code(out, metadata, invocation["git"], options.allow_mixed, "loads")
     notes += repair_runs_csv(runs_csv, EXPERIMENT2.names)
