@@ -38,7 +38,7 @@ PATH_NAMES = {1: "LTE", 2: "DSL"}
 def timeline_of(profile: dict[str, Any]) -> Timeline:
     """The schedule of a stored experiment 2 profile (metadata.json's ``profile``)."""
     initial = (PathState(0.0, float(profile["lte"]["rtt_ms"])), PathState(0.0, float(profile["dsl"]["rtt_ms"])))
-    return Timeline(parse_changes(profile.get("schedule", [])), float(profile["duration_s"]),
+    return Timeline(parse_changes(list(profile.get("schedule", []))), float(profile["duration_s"]),
                     float(profile["interval_s"]), initial)  # fmt: skip
 
 
