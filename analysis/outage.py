@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -233,6 +234,11 @@ def write_report(folder: Path) -> Path:
         markdown(pd.DataFrame(rows).set_index("strategy") if rows else pd.DataFrame()),
         "",
     ]
+    return save_report(folder, lines)
+
+
+def save_report(folder: Path, lines: list[str]) -> Path:
+    """Write ``lines`` as the folder's report.md (the invoking user's); its path."""
     report = folder / "report.md"
     report.write_text("\n".join(lines))
     hand_to_invoking_user(report)
@@ -245,16 +251,21 @@ def render(folder: Path) -> list[Path]:
     return [*render_figure(read_runs(folder), metadata["profile"], folder), write_report(folder)]
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point: render the given folders."""
-    parser = argparse.ArgumentParser(prog="python -m analysis.outage", description=__doc__.splitlines()[0])
+def cli(render_folder: Callable[[Path], list[Path]], prog: str, description: str, argv: list[str] | None) -> int:
+    """The command line of both time-varying analyses: render the given folders, print their reports."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("folders", nargs="+", type=Path)
     args = parser.parse_args(argv)
     for folder in args.folders:
-        files = render(folder)
+        files = render_folder(folder)
         print(f"{folder}: wrote {', '.join(f.name for f in files)}")
         print((folder / "report.md").read_text())
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: render the given folders."""
+    return cli(render, "python -m analysis.outage", __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":

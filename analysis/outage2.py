@@ -12,7 +12,6 @@ long after the recovery it came back, and whether RobE_IPS+TIMER (and SIM) ever 
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import sys
@@ -22,8 +21,7 @@ from typing import Any
 import pandas as pd
 
 from analysis import cost, style
-from analysis.outage import draw_panels
-from analysis.ownership import hand_to_invoking_user
+from analysis.outage import cli, draw_panels, save_report
 from analysis.schema import EXPERIMENT2
 from analysis.schema import read_runs as read_schema_runs
 from analysis.tables import markdown
@@ -208,10 +206,7 @@ def write_report(folder: Path) -> Path:
         markdown(pd.DataFrame(rows).set_index("strategy") if rows else pd.DataFrame()),
         "",
     ]
-    report = folder / "report.md"
-    report.write_text("\n".join(lines))
-    hand_to_invoking_user(report)
-    return report
+    return save_report(folder, lines)
 
 
 def render(folder: Path) -> list[Path]:
@@ -222,14 +217,7 @@ def render(folder: Path) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: render the given folders."""
-    parser = argparse.ArgumentParser(prog="python -m analysis.outage2", description=__doc__.splitlines()[0])
-    parser.add_argument("folders", nargs="+", type=Path)
-    args = parser.parse_args(argv)
-    for folder in args.folders:
-        files = render(folder)
-        print(f"{folder}: wrote {', '.join(f.name for f in files)}")
-        print((folder / "report.md").read_text())
-    return 0
+    return cli(render, "python -m analysis.outage2", __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":
