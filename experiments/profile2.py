@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from experiments.path_schedule import PathChange, PathState, ScheduleError, Timeline, parse_changes
+from experiments.path_schedule import PathChange, PathState, ScheduleError, Timeline, declared_timeline, parse_changes
 from experiments.profile import KNOWN_STRATEGIES, PathSpec, ProfileError, read_profile_toml
 from experiments.runs_folder import ProfileIdentity, field_defaults
 from robe.strategies import Kind, names
@@ -124,26 +124,22 @@ class Experiment2Profile:
             self.fig7_config(())
         except LinkConfigError as err:
             raise ProfileError(str(err)) from None
-        if self.schedule or self.duration_s is not None or self.interval_s is not None:
-            if self.duration_s is None or self.interval_s is None:
-                raise ProfileError("schedule: needs duration_s and interval_s")
+        try:
+            timeline = self.timeline()
+        except ScheduleError as err:
+            raise ProfileError(str(err)) from None
+        if timeline is not None:
             if self.client != "wget":
                 raise ProfileError(f"client={self.client!r}: time-varying profiles load pages with wget")
             bad = [s for s in self.strategies if s not in names(Kind.KERNEL)]
             if bad:
                 raise ProfileError(f"strategies: {bad[0]!r}: time-varying profiles run kernel strategies only "
                                    f"({', '.join(names(Kind.KERNEL))})")  # fmt: skip
-            try:
-                self.timeline()
-            except ScheduleError as err:
-                raise ProfileError(str(err)) from None
 
     def timeline(self) -> Timeline | None:
         """The time-varying run of this profile (path 1 = LTE, path 2 = DSL), or None."""
-        if self.duration_s is None or self.interval_s is None:
-            return None
         initial = (PathState(0.0, self.lte.rtt_ms), PathState(0.0, self.dsl.rtt_ms))
-        return Timeline(self.schedule, self.duration_s, self.interval_s, initial)
+        return declared_timeline(self.schedule, self.duration_s, self.interval_s, initial)
 
     def path_config(self, path: int, state: PathState) -> PathConfig:
         """Access path ``path`` (1 LTE, 2 DSL) in a scheduled state; the loss applies both ways (a
