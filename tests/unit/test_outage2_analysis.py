@@ -75,5 +75,13 @@ def test_report_fails_a_slow_settler_and_a_failing_timer(tmp_path):
     folder = _folder(tmp_path, ips_settles_after=5, timer_fails=True)
     outage2.write_report(folder)
     report = (folder / "report.md").read_text()
-    assert "FAIL: robe-ips: every load after at most 3" in report
+    assert "FAIL: robe-ips: every load after at most 3" in report and "[5]" in report
     assert "FAIL: robe-ips-timer never fails" in report
+
+
+def test_a_strategy_whose_last_load_in_the_outage_failed_never_settled(tmp_path):
+    folder = _folder(tmp_path, ips_settles_after=20)  # every load in the DSL outage fails
+    rows, checks = outage2.acceptance(outage2.read_runs(folder), outage2.timeline_of(load_profile2("outage").to_dict()))
+    ips = next(r for r in rows if r["strategy"] == "robe-ips" and r["outage"].startswith("DSL"))
+    assert ips["loads_before_settled"] is None and ips["failed_in_outage"] == 20
+    assert not next(ok for what, ok, _ in checks if what.startswith("robe-ips: every load"))
