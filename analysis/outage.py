@@ -96,16 +96,20 @@ def draw_panels(
     title: str,
     xlabel: str,
     floor: float = 10.0,
+    failed_y: str | None = None,
 ) -> Any:
     """One panel per strategy of ``y`` against ``start_s`` (its colour and marker, one shade per
-    repetition), each path's outages shaded, loads or attempts that did not succeed as crosses on
-    top, reference lines ``hlines`` ((value, label)); the figure (shared by both experiments)."""
+    repetition), each path's outages shaded, loads or attempts that did not succeed as crosses (at
+    their ``failed_y``, e.g. how long the client tried, or on top without one), reference lines
+    ``hlines`` ((value, label)); the figure (shared by both experiments)."""
     strategies = ordered_strategies(runs)
     style.apply_theme()
     fig, axes = plt.subplots(len(strategies), 1, figsize=(style.TWO_COLUMN_IN, 1.25 * len(strategies) + 0.6),
                              sharex=True, sharey=True, squeeze=False)  # fmt: skip
     ok = runs[runs.status == "ok"]
     top = max(float(ok[y].max()) * 1.5 if not ok.empty else 1000.0, 2000.0)
+    if failed_y is not None and runs[runs.status != "ok"][failed_y].notna().any():
+        top = max(top, float(runs[runs.status != "ok"][failed_y].max()) * 1.5)
     reps = [str(r) for r in sorted(runs.repetition.unique())]
     for ax, strategy in zip(axes[:, 0], strategies, strict=True):
         for path, spans in windows.items():
@@ -117,7 +121,8 @@ def draw_panels(
                         y=y, hue="rep", hue_order=reps, palette=shades, marker=style.marker(strategy), s=14,
                         ax=ax, legend=False, edgecolor="none")  # fmt: skip
         failed = mine[mine.status != "ok"]
-        ax.scatter(failed.start_s, [top * 0.8] * len(failed), marker="x", color="black", s=14, lw=0.8)
+        crosses = failed[failed_y].fillna(top * 0.8) if failed_y is not None else [top * 0.8] * len(failed)
+        ax.scatter(failed.start_s, crosses, marker="x", color="black", s=14, lw=0.8)
         for value, label in hlines:
             ax.axhline(value, color="grey", lw=0.6, ls=":")
             ax.text(0.995, value, label, fontsize=5.5, va="bottom", ha="right", color="grey",

@@ -80,10 +80,11 @@ def render_figure(runs: pd.DataFrame, profile: dict[str, Any], folder: Path) -> 
     timeline = timeline_of(profile)
     windows = {1: timeline.windows(1), 2: timeline.windows(2)}
     fig = draw_panels(runs, y="load_ms", ylabel="page load [ms]", windows=windows, hlines=[], floor=100.0,
+                      failed_y="wget_ms",
                       title=f"experiment 2, {profile['name']}: page load time (wget) against its start, "
                             f"{runs.repetition.nunique()} repetitions (shades)",
-                      xlabel="load start [s] (shaded grey: LTE, the default path, at 100 % loss; "
-                             "purple: DSL at 100 % loss)")  # fmt: skip
+                      xlabel="load start [s]; shaded grey: LTE (default path) at 100 % loss, purple: DSL at 100 % loss;"
+                             " x: failed load, at the time wget tried")  # fmt: skip
     return style.save(fig, folder / "outage")
 
 
