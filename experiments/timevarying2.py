@@ -223,7 +223,7 @@ def run_timeline(options: Options) -> int:
     runs_csv = out / "runs.csv"
     meta_file = out / "metadata.json"
     metadata = read_metadata(meta_file)
-    for note in check_profile(out, metadata, [profile.fingerprint()], "loads"):
+    for note in check_profile(out, metadata, profile.identity(), "loads"):
         print(note, flush=True)
     passes = plan_passes(profile)
     done = set(metadata.get("passes", {}))
