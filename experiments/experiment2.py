@@ -130,6 +130,15 @@ def _ms(later: int | None, earlier: int | None) -> str:
     return "" if later is None or earlier is None else f"{(later - earlier) / 1e6:.3f}"
 
 
+def own_connections(events: list[ConnEvent]) -> list[ConnEvent]:
+    """The proxy log lines of a load's own connections: a connection an earlier load opened that the
+    proxy was still setting up when that load ended (its client gone; seen in an outage) logs its
+    ``connected`` and ``closed`` in this load's window, and is not this load's."""
+    accepted = {e["conn"] for e in events if e["event"] == "accepted"}
+    ends = ("connected", "closed", "refused")
+    return [e for e in events if e["event"] not in ends or e["conn"] in accepted]
+
+
 def summarise_connections(events: list[ConnEvent]) -> dict[str, Any]:
     """Load window and per-connection figures from the client proxy's log lines of one load."""
     accepted = {e["conn"]: e["t_ns"] for e in events if e["event"] == "accepted"}
@@ -458,7 +467,7 @@ class LoadWorker:
         deadline = time.monotonic() + 10
         while not direct:  # the client has exited: the proxy logs each connection's end within moments
             new, offsets["proxy"] = read_events(logs["proxy"], offsets["proxy"])
-            events += new
+            events = own_connections([*events, *new])
             summary = summarise_connections(events)
             if not summary["open"] or time.monotonic() > deadline:
                 break
