@@ -160,8 +160,7 @@ def _lighter(rgb: tuple[float, float, float], share: float = 0.45) -> tuple[floa
 
 def plot_pair(long: pd.DataFrame, gains: pd.DataFrame, sites: list[str], stem: Path, title: str) -> list[Path]:
     """Mean load times (wget and Chromium, both strategies) and RobE's improvement per measure, per site."""
-    sns.set_theme(style="whitegrid", context="paper")
-    plt.rcParams.update({"pdf.fonttype": 42, "ps.fonttype": 42})  # TrueType: set_theme reset them to Type 3
+    sns.set_theme(style="whitegrid", context="paper", rc={"pdf.fonttype": 42, "ps.fonttype": 42})  # TrueType
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 7.5), sharex=True, gridspec_kw={"height_ratios": [3, 2]})
     # each strategy in its colour of every other figure (analysis.style); wget's bars a lighter shade of it
     palette = {f"wget {s}": _lighter(style.color(s)) for s in (CLASSIC, ROBE)}

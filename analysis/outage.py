@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -80,40 +81,71 @@ def ips_recovery(group: pd.DataFrame, start: float, end: float, rtt1: float, rtt
     }
 
 
-def render_figure(runs: pd.DataFrame, profile: dict[str, Any], folder: Path) -> list[Path]:
-    """Set-up time against attempt start, one panel per strategy (its colour and marker, one shade per
-    repetition), outages shaded, failures as crosses on top."""
+#: Shade of an outage of path 1 (grey, the colour of plain TCP) and of path 2 (purple, no strategy's
+#: colour); experiment 2's schedules have both.
+OUTAGE_SHADES: dict[int, Any] = {1: style.color("tcp"), 2: (0.48, 0.2, 0.58)}
+
+
+def draw_panels(
+    runs: pd.DataFrame,
+    *,
+    y: str,
+    ylabel: str,
+    windows: dict[int, list[tuple[float, float]]],
+    hlines: list[tuple[float, str]],
+    title: str,
+    xlabel: str,
+    floor: float = 10.0,
+    failed_y: str | None = None,
+) -> Any:
+    """One panel per strategy of ``y`` against ``start_s`` (its colour and marker, one shade per
+    repetition), each path's outages shaded, loads or attempts that did not succeed as crosses (at
+    their ``failed_y``, e.g. how long the client tried, or on top without one), reference lines
+    ``hlines`` ((value, label)); the figure (shared by both experiments)."""
     strategies = ordered_strategies(runs)
     style.apply_theme()
     fig, axes = plt.subplots(len(strategies), 1, figsize=(style.TWO_COLUMN_IN, 1.25 * len(strategies) + 0.6),
                              sharex=True, sharey=True, squeeze=False)  # fmt: skip
     ok = runs[runs.status == "ok"]
-    top = max(float(ok.setup_ms.max()) * 1.5 if not ok.empty else 1000.0, 2000.0)
-    rtt1, rtt2 = float(profile["path1"]["rtt_ms"]), float(profile["path2"]["rtt_ms"])
+    top = max(float(ok[y].max()) * 1.5 if not ok.empty else 1000.0, 2000.0)
+    if failed_y is not None and runs[runs.status != "ok"][failed_y].notna().any():
+        top = max(top, float(runs[runs.status != "ok"][failed_y].max()) * 1.5)
     reps = [str(r) for r in sorted(runs.repetition.unique())]
     for ax, strategy in zip(axes[:, 0], strategies, strict=True):
-        for start, end in outage_windows(profile):
-            ax.axvspan(start, end, color=style.color("tcp"), alpha=0.18, lw=0)
+        for path, spans in windows.items():
+            for start, end in spans:
+                ax.axvspan(start, end, color=OUTAGE_SHADES[path], alpha=0.18, lw=0)
         mine = runs[runs.strategy == strategy]
         shades = sns.dark_palette(style.color(strategy), n_colors=len(reps) + 1, reverse=True)[: len(reps)]
         sns.scatterplot(data=mine[mine.status == "ok"].assign(rep=lambda d: d.repetition.astype(str)), x="start_s",
-                        y="setup_ms", hue="rep", hue_order=reps, palette=shades, marker=style.marker(strategy), s=14,
+                        y=y, hue="rep", hue_order=reps, palette=shades, marker=style.marker(strategy), s=14,
                         ax=ax, legend=False, edgecolor="none")  # fmt: skip
         failed = mine[mine.status != "ok"]
-        ax.scatter(failed.start_s, [top * 0.8] * len(failed), marker="x", color="black", s=14, lw=0.8)
-        for rtt, label in ((rtt1, "1.5 x RTT path 1"), (rtt2, "1.5 x RTT path 2")):
-            ax.axhline(1.5 * rtt, color="grey", lw=0.6, ls=":")
-            ax.text(0.995, 1.5 * rtt, label, fontsize=5.5, va="bottom", ha="right", color="grey",
+        crosses = failed[failed_y].fillna(top * 0.8) if failed_y is not None else [top * 0.8] * len(failed)
+        ax.scatter(failed.start_s, crosses, marker="x", color="black", s=14, lw=0.8)
+        for value, label in hlines:
+            ax.axhline(value, color="grey", lw=0.6, ls=":")
+            ax.text(0.995, value, label, fontsize=5.5, va="bottom", ha="right", color="grey",
                     transform=ax.get_yaxis_transform())  # fmt: skip
         ax.set_yscale("log")
-        ax.set_ylim(10, top)
-        ax.set_ylabel("set-up [ms]")
+        ax.set_ylim(floor, top)
+        ax.set_ylabel(ylabel)
         ax.set_title(f"{strategy}  ({int((mine.status != 'ok').sum())} of {len(mine)} failed: x)", loc="left")
         style.frame_label(ax.title, strategy)
-    axes[-1, 0].set_xlabel("attempt start [s] (shaded: path 1 at 100 % loss)")
-    fig.suptitle(f"{profile['name']}: connect() -> first request bytes at the server, "
-                 f"{runs.repetition.nunique()} repetitions (shades)")  # fmt: skip
+    axes[-1, 0].set_xlabel(xlabel)
+    fig.suptitle(title)
     fig.tight_layout()
+    return fig
+
+
+def render_figure(runs: pd.DataFrame, profile: dict[str, Any], folder: Path) -> list[Path]:
+    """Set-up time against attempt start, one panel per strategy, path 1's outages shaded."""
+    rtt1, rtt2 = float(profile["path1"]["rtt_ms"]), float(profile["path2"]["rtt_ms"])
+    fig = draw_panels(runs, y="setup_ms", ylabel="set-up [ms]", windows={1: outage_windows(profile)},
+                      hlines=[(1.5 * rtt1, "1.5 x RTT path 1"), (1.5 * rtt2, "1.5 x RTT path 2")],
+                      title=f"{profile['name']}: connect() -> first request bytes at the server, "
+                            f"{runs.repetition.nunique()} repetitions (shades)",
+                      xlabel="attempt start [s] (shaded: path 1 at 100 % loss)")  # fmt: skip
     return style.save(fig, folder / "outage")
 
 
@@ -207,6 +239,11 @@ def write_report(folder: Path) -> Path:
         markdown(pd.DataFrame(rows).set_index("strategy") if rows else pd.DataFrame()),
         "",
     ]
+    return save_report(folder, lines)
+
+
+def save_report(folder: Path, lines: list[str]) -> Path:
+    """Write ``lines`` as the folder's report.md (the invoking user's); its path."""
     report = folder / "report.md"
     report.write_text("\n".join(lines))
     hand_to_invoking_user(report)
@@ -219,16 +256,21 @@ def render(folder: Path) -> list[Path]:
     return [*render_figure(read_runs(folder), metadata["profile"], folder), write_report(folder)]
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point: render the given folders."""
-    parser = argparse.ArgumentParser(prog="python -m analysis.outage", description=__doc__.splitlines()[0])
+def cli(render_folder: Callable[[Path], list[Path]], prog: str, description: str, argv: list[str] | None) -> int:
+    """The command line of both time-varying analyses: render the given folders, print their reports."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("folders", nargs="+", type=Path)
     args = parser.parse_args(argv)
     for folder in args.folders:
-        files = render(folder)
+        files = render_folder(folder)
         print(f"{folder}: wrote {', '.join(f.name for f in files)}")
         print((folder / "report.md").read_text())
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: render the given folders."""
+    return cli(render, "python -m analysis.outage", __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from analysis import ablation, browser, figure8, figure9, outage, overhead, packets, timelines
+from analysis import ablation, browser, figure8, figure9, outage, outage2, overhead, packets, timelines
 from analysis.experiment1_cells import DEFAULT_METRIC, METRICS
 from analysis.report import write_report
 from analysis.schema import EXPERIMENT2, SchemaError, read_runs
@@ -33,8 +33,8 @@ def render(folder: Path, metric: str = DEFAULT_METRIC) -> list[Path]:
     """Every figure, table and report of one result folder (by its metadata's kind)."""
     metadata = json.loads((folder / "metadata.json").read_text())
     kind = metadata.get("kind")
-    if metadata.get("timeline"):  # paths that change over time: set-up against attempt start
-        return outage.render(folder)
+    if metadata.get("timeline"):  # paths that change over time: set-up (load) time against start
+        return outage2.render(folder) if kind == "experiment2" else outage.render(folder)
     if kind == "experiment2":
         return [*figure9.render(folder), *experiment2_extras(folder)]
     loaded = figure8.load(folder)

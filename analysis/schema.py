@@ -405,6 +405,14 @@ EXPERIMENT2 = Schema("experiment2", _columns([
      "(client proxy log)", _SINCE_ISSUE14),
     ("resets_sent", "int", "of those, the losers the client proxy reset", _SINCE_ISSUE14),
     *_WIRE,
+    ("losers_accepted", "int", "connections the HAAP accepted that ended before any header byte: losers it "
+     "had accepted before the client reset them (HAAP log)", _SINCE_ISSUE14),
+    ("load_start_s", "float", "time-varying runs: wget started, since the repetition's start (s)", _SINCE_ISSUE14),
+    ("due_s", "float", "time-varying runs: when the schedule had the load start (s)", _SINCE_ISSUE14),
+    ("path1_loss_at_start", "float", "time-varying runs: path 1's (LTE's) scheduled loss when the load started (%)",
+     _SINCE_ISSUE14),
+    ("path2_loss_at_start", "float", "time-varying runs: path 2's (DSL's) scheduled loss when the load started (%)",
+     _SINCE_ISSUE14),
 ]))  # fmt: skip
 
 #: Experiment 2: one row per connection of a page load (``connections.csv``, written by

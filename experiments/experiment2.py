@@ -75,6 +75,7 @@ from experiments.wget import parse_wget_log, wget_command
 from robe.mptcp_monitor import read_events as read_mptcp_events
 from robe.proxy import redirect
 from robe.proxy.connlog import ConnEvent, read_events
+from robe.proxy.haap import losers_accepted
 from robe_lab.cliparse import command_parser
 from topologies import linkcounters
 from topologies.cleanup import owned_name
@@ -123,6 +124,15 @@ class Options:
 
 def _ms(later: int | None, earlier: int | None) -> str:
     return "" if later is None or earlier is None else f"{(later - earlier) / 1e6:.3f}"
+
+
+def own_connections(events: list[ConnEvent]) -> list[ConnEvent]:
+    """The proxy log lines of a load's own connections: a connection an earlier load opened that the
+    proxy was still setting up when that load ended (its client gone; seen in an outage) logs its
+    ``connected`` and ``closed`` in this load's window, and is not this load's."""
+    accepted = {e["conn"] for e in events if e["event"] == "accepted"}
+    ends = ("connected", "closed", "refused")
+    return [e for e in events if e["event"] not in ends or e["conn"] in accepted]
 
 
 def summarise_connections(events: list[ConnEvent]) -> dict[str, Any]:
@@ -453,7 +463,7 @@ class LoadWorker:
         deadline = time.monotonic() + 10
         while not direct:  # the client has exited: the proxy logs each connection's end within moments
             new, offsets["proxy"] = read_events(logs["proxy"], offsets["proxy"])
-            events += new
+            events = own_connections([*events, *new])
             summary = summarise_connections(events)
             if not summary["open"] or time.monotonic() > deadline:
                 break
@@ -553,6 +563,7 @@ class LoadWorker:
             "error": error.strip(),
             "attempts": summary["attempts"],
             "resets_sent": summary["resets_sent"],
+            "losers_accepted": "" if direct else losers_accepted(haap_events),
             **wire,
             **fields,
         })  # fmt: skip
@@ -595,8 +606,17 @@ def tools_needed(options: Options) -> list[str]:
 
 
 def run_sweep(options: Options) -> int:
-    """Check, lock the results folder, then run every pending load (``_run_locked``); exit status."""
-    return lifecycle.run_in_folder("experiment2", options.out, lambda: _run_locked(options), tools_needed(options))
+    """Check, lock the results folder, then run every pending load (``_run_locked``, or
+    ``timevarying2.run_timeline`` for paths that change over time); exit status."""
+    return lifecycle.run_in_folder("experiment2", options.out, lambda: _run_in_folder(options), tools_needed(options))
+
+
+def _run_in_folder(options: Options) -> int:
+    if options.profile.timeline() is not None:  # paths that change over time
+        from experiments.timevarying2 import run_timeline
+
+        return run_timeline(options)
+    return _run_locked(options)
 
 
 def _set_aside_connections(runs_csv: Path) -> list[str]:

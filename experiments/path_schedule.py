@@ -118,3 +118,18 @@ class Timeline:
         if start is not None:
             spans.append((start, self.duration_s))
         return spans
+
+
+def declared_timeline(
+    changes: tuple[PathChange, ...],
+    duration_s: float | None,
+    interval_s: float | None,
+    initial: tuple[PathState, PathState],
+) -> Timeline | None:
+    """A profile's time-varying run: None when it declares none (no schedule, duration or interval),
+    ScheduleError when it declares only part of one or a wrong one (both experiments' profiles)."""
+    if not changes and duration_s is None and interval_s is None:
+        return None
+    if duration_s is None or interval_s is None:
+        raise ScheduleError("schedule: needs duration_s and interval_s")
+    return Timeline(changes, duration_s, interval_s, initial)

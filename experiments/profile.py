@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
-from experiments.path_schedule import PathChange, PathState, ScheduleError, Timeline, parse_changes
+from experiments.path_schedule import PathChange, PathState, ScheduleError, Timeline, declared_timeline, parse_changes
 from experiments.runs_folder import ProfileIdentity, field_defaults
 from robe.strategies import names
 from robe_lab.paths import package_data
@@ -117,8 +117,6 @@ class Experiment1Profile:
         if self.schedule or self.duration_s is not None or self.interval_s is not None:
             if len(self.loss_pct) != 1:
                 raise ProfileError(f"loss_pct={list(self.loss_pct)!r}: with a schedule, give one level (path 1 at t=0)")
-            if self.duration_s is None or self.interval_s is None:
-                raise ProfileError("schedule: needs duration_s and interval_s")
             try:
                 self.timeline()
             except ScheduleError as err:
@@ -126,10 +124,8 @@ class Experiment1Profile:
 
     def timeline(self) -> Timeline | None:
         """The time-varying run of this profile, or None for a loss sweep."""
-        if self.duration_s is None or self.interval_s is None:
-            return None
         initial = (PathState(self.loss_pct[0], self.path1.rtt_ms), PathState(0.0, self.path2.rtt_ms))
-        return Timeline(self.schedule, self.duration_s, self.interval_s, initial)
+        return declared_timeline(self.schedule, self.duration_s, self.interval_s, initial)
 
     def path_config(self, path: int, state: PathState) -> PathConfig:
         """Path ``path`` (1 or 2) in a scheduled state (loss applies in ``loss_direction``)."""

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from experiments.path_schedule import PathChange, PathState, ScheduleError, Timeline, declared_timeline, parse_changes
 from experiments.profile import KNOWN_STRATEGIES, PathSpec, ProfileError, read_profile_toml
 from experiments.runs_folder import ProfileIdentity, field_defaults
 from robe.strategies import Kind, names
@@ -77,6 +78,12 @@ class Experiment2Profile:
     # the first ``har_loads`` repetitions of each site and strategy.
     client: str = "wget"
     har_loads: int = 2
+    # Paths that change over time (issue 14, ``experiments.path_schedule``; path 1 = LTE, the default
+    # path, path 2 = DSL): with a schedule, each repetition runs ``duration_s`` seconds per strategy
+    # with a page load due every ``interval_s`` (``experiments.timevarying2``).
+    schedule: tuple[PathChange, ...] = ()
+    duration_s: float | None = None
+    interval_s: float | None = None
 
     def __post_init__(self) -> None:
         if self.corpus not in CORPORA:
@@ -117,6 +124,29 @@ class Experiment2Profile:
             self.fig7_config(())
         except LinkConfigError as err:
             raise ProfileError(str(err)) from None
+        try:
+            timeline = self.timeline()
+        except ScheduleError as err:
+            raise ProfileError(str(err)) from None
+        if timeline is not None:
+            if self.client != "wget":
+                raise ProfileError(f"client={self.client!r}: time-varying profiles load pages with wget")
+            bad = [s for s in self.strategies if s not in names(Kind.KERNEL)]
+            if bad:
+                raise ProfileError(f"strategies: {bad[0]!r}: time-varying profiles run kernel strategies only "
+                                   f"({', '.join(names(Kind.KERNEL))})")  # fmt: skip
+
+    def timeline(self) -> Timeline | None:
+        """The time-varying run of this profile (path 1 = LTE, path 2 = DSL), or None."""
+        initial = (PathState(0.0, self.lte.rtt_ms), PathState(0.0, self.dsl.rtt_ms))
+        return declared_timeline(self.schedule, self.duration_s, self.interval_s, initial)
+
+    def path_config(self, path: int, state: PathState) -> PathConfig:
+        """Access path ``path`` (1 LTE, 2 DSL) in a scheduled state; the loss applies both ways (a
+        path that is down carries nothing, the SYN/ACKs included)."""
+        spec = self.lte if path == 1 else self.dsl
+        return PathConfig(rtt_ms=state.rtt_ms, rate_mbit=spec.rate_mbit, loss_pct=state.loss_pct,
+                          loss_direction="both", queue_packets=spec.queue_packets)  # fmt: skip
 
     def fig7_config(self, origin_addresses: tuple[str, ...], seed: int | None = None) -> Fig7Config:
         """The Figure 7 network of this profile."""
@@ -130,8 +160,13 @@ class Experiment2Profile:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain dict (metadata)."""
-        return asdict(self)
+        """Plain dict (metadata); the schedule's fields only with a schedule, so that the profiles
+        made before them keep their fingerprints."""
+        values = asdict(self)
+        if self.timeline() is None:
+            for name in ("schedule", "duration_s", "interval_s"):
+                del values[name]
+        return values
 
     def corpus_hash(self) -> str:
         """Content hash of the recordings of the profile's sites (ProfileError if one is missing)."""
@@ -183,9 +218,13 @@ def parse_profile2(data: dict[str, Any], source: str = "profile") -> Experiment2
     (``robe_lab.typedconfig``), then every site looked up in its corpus; errors name ``source``,
     the field and the value."""
     try:
-        profile = build(Experiment2Profile, {"description": "", **data})
+        values = {"description": "", **data}
+        if "schedule" in values:
+            # Sorted by time, duplicates refused, errors naming the table's index (path_schedule).
+            values["schedule"] = [asdict(change) for change in parse_changes(values["schedule"])]
+        profile = build(Experiment2Profile, values)
         check_sites(profile)
-    except (ProfileError, ConfigError, LinkConfigError) as err:
+    except (ProfileError, ConfigError, LinkConfigError, ScheduleError) as err:
         raise ProfileError(f"{source}: {err}") from None
     return profile
 

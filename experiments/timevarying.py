@@ -49,6 +49,7 @@ from experiments.lifecycle import ExperimentError
 from experiments.metadata import PROJECT_ROOT
 from experiments.path_schedule import Timeline
 from experiments.profile import Experiment1Profile, RunSpec, expand_runs
+from experiments.schedule_player import sleep_until
 from experiments.sweep import SweepResult, append_row, finished_run_ids
 from robe.client import ConnectionRecord, ConnectRequest
 from robe.userspace_endpoints import is_userspace
@@ -188,10 +189,10 @@ class Repetition:
                 # Path changes due before this attempt go first (they are rare; checking here keeps
                 # one thread in charge of timing).
                 while change is not None and t0_ns + int(change.at_s * 1e9) <= due:
-                    _sleep_until(t0_ns + int(change.at_s * 1e9), stop)
+                    sleep_until(t0_ns + int(change.at_s * 1e9), stop)
                     self._set_paths(change.at_s)
                     change = next(changes, None)
-                _sleep_until(due, stop)
+                sleep_until(due, stop)
                 if stop.is_set():
                     break
                 conn_id = f"{spec.run_id}-{uuid.uuid4().hex[:8]}"
@@ -201,7 +202,7 @@ class Repetition:
                 agents[spec.strategy].send(request)
                 futures.append(pool.submit(collect, spec, conn_id, started_utc))
             while change is not None and not stop.is_set():
-                _sleep_until(t0_ns + int(change.at_s * 1e9), stop)
+                sleep_until(t0_ns + int(change.at_s * 1e9), stop)
                 self._set_paths(change.at_s)
                 change = next(changes, None)
             for future in futures:
@@ -212,14 +213,6 @@ class Repetition:
             pool.shutdown(wait=True, cancel_futures=True)
             self._set_paths(0.0)
         return counts
-
-
-def _sleep_until(t_ns: int, stop: threading.Event) -> None:
-    while not stop.is_set():
-        left = (t_ns - time.monotonic_ns()) / 1e9
-        if left <= 0:
-            return
-        time.sleep(min(left, 0.05))
 
 
 def run_timeline(options: Options) -> int:

@@ -220,6 +220,12 @@ class Fig7Network(EmulatedNetwork):
             raise LinkError(f"Figure 7: emulated links missing: {sorted(set(wanted.values()) - set(found))}")
         return found
 
+    def set_path(self, path: int, config: PathConfig) -> None:
+        """Change access path 1 (LTE) or 2 (DSL) at run time (no rebuild), as Figure 3's ``set_path``."""
+        if path not in (1, 2):
+            raise LinkConfigError(f"path={path!r}: must be 1 (LTE) or 2 (DSL)")
+        self.links()["lte" if path == 1 else "dsl"].set_params(config.link_params())
+
     def check_links(self) -> None:
         """Raise LinkError unless every emulated link is in place."""
         for link in self.links().values():

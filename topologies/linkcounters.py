@@ -3,14 +3,20 @@
 The cost of robustness (issue 14) is counted where it happens, on the client's side of both paths:
 SYNs sent (every potentially initial subflow and MP_JOIN, retransmissions included), SYN/ACKs
 received, RSTs sent (the losers RobE resets) and received, and all TCP packets and bytes both ways.
-The counters are iptables rules without a target in the client host's own namespace (iptables is
-installed everywhere the experiments run; nothing else in that namespace uses these chains), read
-with ``iptables-save -c`` before and after each attempt or page load; the difference is that
-attempt's cost. Rules are built by pure functions (unit-tested) and run through the caller's
+The counters are iptables rules without a target in the mangle table of the client host's own
+namespace (iptables is installed everywhere the experiments run; nothing else in that namespace
+uses these chains), read with ``iptables-save -c`` before and after each attempt or page load; the
+difference is that attempt's cost. Rules are built by pure functions (unit-tested) and run through the caller's
 runner (``topologies.shell``), as the client proxy's redirect rules are.
 
-Packets are counted as they leave or reach the client's interfaces (OUTPUT and INPUT hooks), so a
-SYN the emulated link then drops still counts as sent, as it should: it was sent.
+Packets are counted as they leave or reach the client's interfaces (POSTROUTING and INPUT hooks), so
+a SYN the emulated link then drops still counts as sent, as it should: it was sent. Outgoing packets
+are matched in POSTROUTING, not OUTPUT: a connection that the nat table's OUTPUT REDIRECTs to a local
+port (experiment 2's client proxy takes wget's connections so) keeps the device of its original
+route in every later OUTPUT hook (the hook state's output device is fixed when the packet enters
+LOCAL_OUT), so an OUTPUT rule ``-o a1`` counted wget's SYN and packets to the proxy, which never
+reach a1: one SYN per connection without SYN/ACK (measured against tcpdump on a1/a2, README
+"The cost of robustness"). POSTROUTING sees the device the packet really leaves by (lo for those).
 """
 
 from __future__ import annotations
@@ -22,7 +28,9 @@ from dataclasses import dataclass
 #: Runs a command in the host's namespace (checked) and returns its standard output.
 Runner = Callable[[Sequence[str]], str]
 
-#: The two chains, jumped to from OUTPUT and INPUT of the filter table.
+#: The table of the chains (it has both hooks below).
+TABLE = "mangle"
+#: The two chains, jumped to from POSTROUTING and INPUT of the mangle table.
 CHAINS = {"out": "rl-cost-out", "in": "rl-cost-in"}
 #: counter -> (direction, iptables match): SYN without ACK (a connection or join attempt), SYN/ACK,
 #: RST (with or without ACK), any TCP packet.
@@ -34,7 +42,7 @@ COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "tcp_out": ("out", ("-p", "tcp")),
     "tcp_in": ("in", ("-p", "tcp")),
 }
-_HOOKS = {"out": ("OUTPUT", "-o"), "in": ("INPUT", "-i")}
+_HOOKS = {"out": ("POSTROUTING", "-o"), "in": ("INPUT", "-i")}
 _SAVED = re.compile(r"^\[(\d+):(\d+)\] -A (rl-cost-(?:out|in)) .*--comment \"?([a-z_]+)@([\w.-]+)\"?")
 
 
@@ -42,33 +50,33 @@ class CounterError(RuntimeError):
     """The counters could not be read; the message says what was missing."""
 
 
-def _filter(*args: str) -> list[str]:
-    return ["iptables", "-w", "-t", "filter", *args]
+def _table(*args: str) -> list[str]:
+    return ["iptables", "-w", "-t", TABLE, *args]
 
 
 def install_commands(interfaces: Sequence[str]) -> list[list[str]]:
     """The commands that create both chains, one rule per counter and interface, and the jumps."""
     if not interfaces:
         raise ValueError("interfaces=(): give the client's access interfaces")
-    commands = [_filter("-N", chain) for chain in CHAINS.values()]
+    commands = [_table("-N", chain) for chain in CHAINS.values()]
     for name, (direction, match) in COUNTERS.items():
         hook_option = _HOOKS[direction][1]
         for intf in interfaces:
-            commands.append(_filter("-A", CHAINS[direction], hook_option, intf, *match,
+            commands.append(_table("-A", CHAINS[direction], hook_option, intf, *match,
                                     "-m", "comment", "--comment", f"{name}@{intf}"))  # fmt: skip
-    commands += [_filter("-A", _HOOKS[d][0], "-j", chain) for d, chain in CHAINS.items()]
+    commands += [_table("-A", _HOOKS[d][0], "-j", chain) for d, chain in CHAINS.items()]
     return commands
 
 
 def remove_commands() -> list[list[str]]:
     """The commands that remove what ``install_commands`` added (run when the namespace stays)."""
-    commands = [_filter("-D", _HOOKS[d][0], "-j", chain) for d, chain in CHAINS.items()]
+    commands = [_table("-D", _HOOKS[d][0], "-j", chain) for d, chain in CHAINS.items()]
     for chain in CHAINS.values():
-        commands += [_filter("-F", chain), _filter("-X", chain)]
+        commands += [_table("-F", chain), _table("-X", chain)]
     return commands
 
 
-READ_COMMAND = ["iptables-save", "-c", "-t", "filter"]
+READ_COMMAND = ["iptables-save", "-c", "-t", TABLE]
 
 
 def parse_saved(text: str) -> dict[str, tuple[int, int]]:

@@ -29,7 +29,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +46,9 @@ ROLE = "haap"
 DEFAULT_ALLOW = ("198.18.0.0/15",)
 #: Open connections per listener (kernel connections; userspace subflows) at most by default.
 MAX_CONNECTIONS = 4096
+#: How the log's ``closed`` event names a connection the HAAP accepted that ended before any header
+#: byte: a loser of RobE_SIM/TIMER (or a superseded eSIM attempt) that the kernel had accepted.
+LOSING_ATTEMPT = "a losing attempt"
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -228,7 +231,7 @@ class Haap:
                         # RobE_SIM/TIMER reset their losing attempts (the kernel may have accepted
                         # one first); a superseded eSIM attempt ends. Not a refusal.
                         how = "reset" if data is None else "ended"
-                        raise ConnectionResetError(f"{how} before any header byte (a losing attempt)")
+                        raise ConnectionResetError(f"{how} before any header byte ({LOSING_ATTEMPT})")
                     if not data:
                         raise _RefusedError(f"closed after {decoder.buffered} bytes, before a complete header")
                     destination = decoder.feed(data)
@@ -295,6 +298,12 @@ class Haap:
             self.log.event("closed", conn, **fields)
             if task is not None:
                 self.connections.discard(task)
+
+
+def losers_accepted(events: Sequence[Mapping[str, Any]]) -> int:
+    """How many of the connections in ``events`` (the HAAP's connection log) the HAAP accepted and
+    then saw end before any header byte: the losers it did half-open work for (the cost table)."""
+    return sum(1 for e in events if e.get("event") == "closed" and LOSING_ATTEMPT in str(e.get("error") or ""))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -70,7 +70,7 @@ def test_a_connection_is_counted_on_the_client_interface(pair):
     assert cost.rsts_sent == 0
     assert cost.bytes > 5000 and cost.packets >= 8
     assert counters.remove() == []
-    listing = run(["ip", "netns", "exec", client, "iptables-save", "-t", "filter"]).stdout
+    listing = run(["ip", "netns", "exec", client, "iptables-save", "-t", "mangle"]).stdout
     assert all(chain not in listing for chain in CHAINS.values())
 
 
@@ -83,3 +83,23 @@ def test_loopback_traffic_is_not_counted(pair):
            "socket.create_connection(s.getsockname()).close()"  # fmt: skip
     run(["ip", "netns", "exec", client, sys.executable, "-c", code])
     assert difference(before, counters.reading()).packets == 0
+
+
+def test_a_connection_redirected_to_a_local_port_is_not_counted(pair):
+    """A connection routed out of the access interface but REDIRECTed (nat OUTPUT) to a local
+    listener, as the client proxy takes wget's connections, never reaches the link: not counted.
+    (Counted in filter OUTPUT it was: that hook still sees the original route's device, which
+    added one SYN per experiment 2 connection and wget's packets to the proxy.)"""
+    client, _ = pair
+    counters = LinkCounters(lambda argv: run(["ip", "netns", "exec", client, *argv]).stdout, ["a9"])
+    counters.install()
+    nat = ["ip", "netns", "exec", client, "iptables", "-w", "-t", "nat"]
+    run([*nat, "-A", "OUTPUT", "-p", "tcp", "-d", "10.99.0.2", "--dport", "7002", "-j", "REDIRECT",
+         "--to-ports", "7003"])  # fmt: skip
+    before = counters.reading()
+    code = "import socket; s = socket.socket(); s.bind(('0.0.0.0', 7003)); s.listen(); " \
+           "c = socket.create_connection(('10.99.0.2', 7002)); c.sendall(b'x' * 3000); " \
+           "a, _ = s.accept(); a.recv(5000); c.close(); a.close()"  # fmt: skip
+    run(["ip", "netns", "exec", client, sys.executable, "-c", code])
+    cost = difference(before, counters.reading())
+    assert (cost.syns_sent, cost.packets) == (0, 0)

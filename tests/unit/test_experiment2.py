@@ -10,7 +10,7 @@ from analysis import figure9
 from analysis.experiment2_cells import improvements, summarise
 from analysis.report2 import render_markdown
 from analysis.schema import EXPERIMENT2
-from experiments.experiment2 import build_row, judge, summarise_connections
+from experiments.experiment2 import build_row, judge, own_connections, summarise_connections
 from experiments.profile import ProfileError
 from experiments.profile2 import expand_loads, load_profile2, parse_profile2
 from experiments.wget import parse_wget_log, wget_command
@@ -104,6 +104,12 @@ def test_proxy_log_lines_give_the_load_window(tmp_path: Path):
     assert summary["winner_paths"] == "2:2" and summary["setup_ms_median"] == 21.0 and summary["max_subflows"] == 2
     assert summarise_connections(events[:4])["open"] == ["a", "b"]
     assert offset > 0
+    # A connection of an earlier load ("z": its client gone, still being set up) that connects and
+    # closes in this load's window is not this load's.
+    stray = [as_event({"event": e, "conn": "z", "t_ns": 5_000_000, "role": "client_proxy", "path": 0,
+                       "setup_ns": 40_000_000_000}) for e in ("connected", "closed")]  # fmt: skip
+    mine = own_connections([*events[:3], *stray, *events[3:]])
+    assert mine == events and summarise_connections(mine)["winner_paths"] == "2:2"
 
 
 def test_a_load_is_ok_only_when_every_object_came_from_the_recording():
