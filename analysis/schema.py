@@ -351,7 +351,7 @@ EXPERIMENT1 = Schema("experiment1", _columns([
     ("path1_loss_at_start", "float", "time-varying runs: path 1's scheduled loss when the attempt started (%)",
      _SINCE_ISSUE14),
     ("ips_mode", "text", "how the path order was chosen: default (no history or not IPS), ips (the history's), "
-     "sim (RobE_IPS+SIM without history)", {**_SINCE_ISSUE14, "choices": ("default", "ips", "sim")}),
+     "sim (RobE_IPS+SIM while its history trusts no path)", {**_SINCE_ISSUE14, "choices": ("default", "ips", "sim")}),
     ("path_order", "text", "the paths in the order the client tried them (;-separated, 1 = default)",
      _SINCE_ISSUE14),
     *_WIRE,

@@ -278,7 +278,8 @@ class _Driver:
                 code = attempt.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
                 if code == 0:
                     info = kernel.tcp_info(attempt.sock)
-                    retransmitted = info is None or info.total_retrans > 0 or info.retransmits > 0
+                    # No TCP_INFO: counted as one retransmission (no RTT sample, a partial failure).
+                    retransmitted = 1 if info is None else max(info.total_retrans, info.retransmits)
                     self.feed.established(attempt.path, now, retransmitted)
                     self.apply(self.race.on_established(attempt.path, now))
                 else:
@@ -332,7 +333,7 @@ def _watch_subflows(sock: socket.socket, record: ConnectionRecord, hold_s: float
             now = time.monotonic_ns()
             for flow in kernel.subflows(sock):
                 if flow.established:
-                    feed.subflow(flow.local, flow.path_rtt_us, now)
+                    feed.subflow(flow.local, flow.path_rtt_us, now, flow.total_retrans)
             return
         time.sleep(POLL_INTERVAL_S)
 

@@ -10,14 +10,18 @@ Inputs, per destination key (``destination_key``: the server address's /24 by de
 servers behind one prefix share a history, as the draft's "domain/location" level suggests):
 
 * ``attempt_started(key, path, now)`` -> a handle; ``attempt_established(handle, now, retransmitted)``
-  (the handshake time is an RTT sample unless the SYN was retransmitted: Karn's rule),
+  (``retransmitted``: how many times the SYN was retransmitted, ``True`` counting as one; the
+  handshake time is an RTT sample only without retransmission: Karn's rule),
   ``attempt_failed(handle, now)`` (the kernel gave up or the network refused), ``attempt_dropped(handle,
   now, overtaken)`` (the client reset the attempt: a loser; evidence against its path only when an
   attempt started *later* won, as when RobE_TIMER's timer moved the connection to another path);
-* ``rtt_sample(key, path, rtt_s, now)``: the RTT of a subflow the kernel reports (its minimum RTT,
-  ``tcpi_min_rtt``: a smoothed RTT read at the end of a download holds the queue it built);
-  a subflow on a path is also proof that the path works, so it clears a failure (this is how a
-  path manager's MP_JOIN on a path that came back lets IPS return to it without a probe).
+* ``rtt_sample(key, path, rtt_s, now, retransmits)``: the RTT of a subflow the kernel reports (its
+  minimum RTT, ``tcpi_min_rtt``: a smoothed RTT read at the end of a download holds the queue it
+  built); a subflow on a path is also proof that the path works, so it clears a failure (this is
+  how a path manager's MP_JOIN on a path that came back lets IPS return to it without a probe).
+  With ``retransmits`` (the subflow's retransmissions, its MP_JOIN SYN's included) it is also a
+  set-up outcome of its path (a join the path manager opened; the driver passes it for subflows on
+  paths the connection did not attempt itself, so no handshake counts twice).
 
 Output: ``order(key, paths, now)``, the paths (given in default order, default path first) in the
 order the next connection should try them.
@@ -27,6 +31,18 @@ Rules (each stated, each unit tested):
 * **Filtering**: per path an exponentially weighted moving average of the samples with gain
   ``rtt_gain`` (1/8, RFC 6298's SRTT gain); the first sample sets it.
 * **RTT ageing**: an estimate without a new sample for ``rtt_max_age_s`` (600 s) is forgotten.
+* **Set-up success rate** (the drafts' "link success rate"): every finished attempt is an outcome
+  of its path: 1 for a handshake without retransmission, ``1 / (1 + n)`` for one that needed ``n``
+  SYN retransmissions (a partial failure: with loss ``p`` on the SYN's way the expected outcome
+  falls with ``p``), 0 for an attempt that failed, was unanswered at the SYN timeout (judged once,
+  lazily, as below) or was overtaken; a join's outcome counts the same way. The rate is the mean of
+  the outcomes, each weighted ``2 ** (-age / success_half_life_s)`` (half-life 120 s: an outcome
+  two minutes old counts half as much as a new one), pulled towards 1 by a prior of weight
+  ``success_prior_weight`` (0.5): ``(sum of weighted outcomes + 0.5) / (sum of weights + 0.5)``.
+  A path without outcomes has no rate, and the order treats it as reliable (rate 1), so an untried
+  path is tried before one known to be lossy; as evidence decays the prior takes over, so a path
+  judged lossy and never tried again is tried again after about four half-lives (one failure:
+  rate 0.33 at once, 0.9 after 8.3 minutes).
 * **Failure**: an attempt that failed, one overtaken by an attempt started later on another path,
   *or one still unanswered ``syn_timeout_s`` after it started*
   (1 s, Linux's initial SYN timeout, when the kernel retransmits the SYN), marks its path *suspect*
@@ -36,11 +52,18 @@ Rules (each stated, each unit tested):
   hold doubling with every further failure of an attempt started after the previous failure (at
   most ``failure_hold_max_s``, 600 s); attempts already in flight when a failure was recorded do
   not extend it. Any success on the path (an established attempt, a subflow sample) clears it.
-* **Order**: paths that are not suspect before suspect ones; among them, paths with an RTT estimate
-  before paths without one (no history -> default order, i.e. the default path); among those with
-  an estimate, the lowest filtered RTT first, where every path within ``tie_tolerance`` of the best
-  (max of 1 ms and 10 %) counts as a tie and ties keep the default order (so the default path is
-  kept unless another path is clearly faster); suspect paths by when their hold ends.
+* **Order** (success first, then RTT): paths that are not suspect before suspect ones; among those,
+  the *reliable* ones, whose rate is within ``rate_tolerance`` (0.1) of the best rate, before the
+  lossy ones (highest rate first, ties in default order); among the reliable ones, paths with an RTT
+  estimate before paths without one (no history -> default order, i.e. the default path); among
+  those with an estimate, the lowest filtered RTT first, where every path within ``tie_tolerance``
+  of the best (max of 1 ms and 10 %) counts as a tie and ties keep the default order (so the default
+  path is kept unless another path is clearly faster); suspect paths by when their hold ends.
+  So a lossy default path loses to an equally fast clean one, and RTT decides among paths that
+  set up equally well.
+* **Trusted** (``trusted``, RobE_IPS+SIM's switch): the first path of the order is trusted when it
+  is not suspect, has an outcome newer than ``rtt_max_age_s`` and a rate of at least
+  ``1 - rate_tolerance``.
 * **Bounded**: at most ``max_destinations`` keys (least recently used evicted) and
   ``max_paths_per_destination`` paths per key (least recently updated evicted), and at most
   ``max_pending`` unanswered attempts per key (the oldest are judged and dropped first).
@@ -83,6 +106,9 @@ class HistoryConfig:
     failure_hold_max_s: float = 600.0
     tie_tolerance_s: float = 0.001
     tie_tolerance_ratio: float = 0.10
+    success_half_life_s: float = 120.0
+    success_prior_weight: float = 0.5
+    rate_tolerance: float = 0.10
     max_destinations: int = 256
     max_paths_per_destination: int = 8
     max_pending: int = 256
@@ -90,13 +116,17 @@ class HistoryConfig:
     def __post_init__(self) -> None:
         if not 0 < self.rtt_gain <= 1:
             raise HistoryError(f"rtt_gain={self.rtt_gain!r}: must be within (0, 1]")
-        for name in ("rtt_max_age_s", "syn_timeout_s", "failure_hold_s", "failure_hold_max_s"):
+        for name in ("rtt_max_age_s", "syn_timeout_s", "failure_hold_s", "failure_hold_max_s", "success_half_life_s"):
             if not getattr(self, name) > 0:
                 raise HistoryError(f"{name}={getattr(self, name)!r}: must be > 0")
         if self.failure_hold_max_s < self.failure_hold_s:
             raise HistoryError(f"failure_hold_max_s={self.failure_hold_max_s!r}: must be >= failure_hold_s")
         if self.tie_tolerance_s < 0 or self.tie_tolerance_ratio < 0:
             raise HistoryError("tie_tolerance_s, tie_tolerance_ratio: must be >= 0")
+        if not self.success_prior_weight > 0:
+            raise HistoryError(f"success_prior_weight={self.success_prior_weight!r}: must be > 0")
+        if not 0 <= self.rate_tolerance < 1:
+            raise HistoryError(f"rate_tolerance={self.rate_tolerance!r}: must be within [0, 1)")
         for name in ("max_destinations", "max_paths_per_destination", "max_pending"):
             if getattr(self, name) < 1:
                 raise HistoryError(f"{name}={getattr(self, name)!r}: must be >= 1")
@@ -112,6 +142,28 @@ class PathState:
     failed_at: float | None = None  # time of the last failure that counted
     suspect_until: float | None = None
     updated_at: float = 0.0
+    outcome_sum: float = 0.0  # weighted sum of set-up outcomes, weights as of ``outcome_at``
+    outcome_weight: float = 0.0  # sum of their weights
+    outcome_at: float | None = None  # time of the newest outcome
+
+    def add_outcome(self, value: float, now: float, half_life_s: float) -> None:
+        """One set-up outcome (0 failed ... 1 clean handshake) at ``now``; older ones decay."""
+        if self.outcome_at is not None:
+            # An outcome reported late (its attempt started earlier) decays nothing newer.
+            decay: float = 2.0 ** (-max(0.0, now - self.outcome_at) / half_life_s)
+            self.outcome_sum *= decay
+            self.outcome_weight *= decay
+        self.outcome_sum += value
+        self.outcome_weight += 1.0
+        self.outcome_at = now if self.outcome_at is None else max(now, self.outcome_at)
+
+    def rate(self, now: float, half_life_s: float, prior_weight: float) -> float | None:
+        """The filtered set-up success rate (None without any outcome): the outcomes' mean, each weighted
+        by its age's decay, pulled towards 1 with ``prior_weight``."""
+        if self.outcome_at is None:
+            return None
+        decay: float = 2.0 ** (-max(0.0, now - self.outcome_at) / half_life_s)
+        return (self.outcome_sum * decay + prior_weight) / (self.outcome_weight * decay + prior_weight)
 
     def estimate(self, now: float, max_age_s: float) -> float | None:
         """The filtered RTT, or None when there is none or it is older than ``max_age_s``."""
@@ -203,6 +255,9 @@ class PathHistory:
 
     # -- inputs ------------------------------------------------------------------------------
 
+    def _outcome(self, dest: _Destination, path: str, value: float, now: float) -> None:
+        self._path(dest, path, now).add_outcome(value, now, self.config.success_half_life_s)
+
     def attempt_started(self, key: str, path: str, now: float) -> Attempt:
         """An attempt on ``path`` to ``key`` sent its first SYN at ``now``."""
         with self._lock:
@@ -212,8 +267,10 @@ class PathHistory:
             dest.pending[attempt.serial] = (attempt, False)
             while len(dest.pending) > self.config.max_pending:
                 oldest, (old, judged) = next(iter(dest.pending.items()))
+                at = max(now, old.started_at + self.config.syn_timeout_s)
                 if not judged:
-                    self._fail(dest, old, max(now, old.started_at + self.config.syn_timeout_s))
+                    self._fail(dest, old, at)
+                self._outcome(dest, old.path, 0.0, at)  # never answered as far as we know
                 del dest.pending[oldest]
             return attempt
 
@@ -223,27 +280,34 @@ class PathHistory:
             dest.pending.pop(attempt.serial, None)
         return dest
 
-    def attempt_established(self, attempt: Attempt, now: float, retransmitted: bool) -> None:
-        """The attempt completed its handshake at ``now``; its duration is an RTT sample unless the
-        SYN (or SYN/ACK) was retransmitted."""
+    def attempt_established(self, attempt: Attempt, now: float, retransmitted: int) -> None:
+        """The attempt completed its handshake at ``now`` after ``retransmitted`` SYN retransmissions
+        (``True`` counts as one): an outcome of ``1 / (1 + retransmitted)``, and its duration an RTT
+        sample unless the SYN (or SYN/ACK) was retransmitted."""
         if now < attempt.started_at:
             raise HistoryError(f"now={now!r}: before the attempt started ({attempt.started_at!r})")
+        if retransmitted < 0:
+            raise HistoryError(f"retransmitted={retransmitted!r}: must be >= 0")
         with self._lock:
             dest = self._finish(attempt) or self._destination(attempt.key)
             state = self._succeed(dest, attempt.path, now)
+            state.add_outcome(1.0 / (1 + int(retransmitted)), now, self.config.success_half_life_s)
             if not retransmitted:
                 self._sample(state, now - attempt.started_at, now)
 
     def attempt_failed(self, attempt: Attempt, now: float) -> None:
-        """The attempt failed (the kernel gave up, or the network refused it)."""
+        """The attempt failed (the kernel gave up, or the network refused it): an outcome of 0."""
         with self._lock:
             dest = self._finish(attempt) or self._destination(attempt.key)
             self._judge_pending(dest, now)  # an unanswered attempt may already have counted ...
             self._fail(dest, attempt, now)  # ... then this adds nothing (it started before)
+            self._outcome(dest, attempt.path, 0.0, now)
 
     def attempt_dropped(self, attempt: Attempt, now: float, overtaken: bool = False) -> None:
         """The client gave the attempt up (reset a loser): judged as any pending attempt, then forgotten;
-        ``overtaken``: an attempt started later on another path won, which counts as a failure of this one."""
+        ``overtaken``: an attempt started later on another path won, which counts as a failure of this one.
+        An outcome of 0 when overtaken or unanswered for the SYN timeout; otherwise none (SIM's loser
+        that was merely slower says nothing about its path's success)."""
         with self._lock:
             dest = self._destinations.get(attempt.key)
             if dest is None:
@@ -251,17 +315,52 @@ class PathHistory:
             self._judge_pending(dest, now)
             if overtaken:
                 self._fail(dest, attempt, now)
-            dest.pending.pop(attempt.serial, None)
+            entry = dest.pending.pop(attempt.serial, None)
+            if overtaken or (entry is not None and entry[1]):
+                self._outcome(dest, attempt.path, 0.0, now)
 
-    def rtt_sample(self, key: str, path: str, rtt_s: float, now: float) -> None:
-        """A subflow on ``path`` to ``key`` works and its path has RTT ``rtt_s`` (the subflow's minimum RTT)."""
+    def rtt_sample(self, key: str, path: str, rtt_s: float, now: float, retransmits: int | None = None) -> None:
+        """A subflow on ``path`` to ``key`` works and its path has RTT ``rtt_s`` (the subflow's minimum RTT);
+        with ``retransmits`` (the subflow's retransmissions so far) also a set-up outcome of the path
+        (a join: ``1 / (1 + retransmits)``)."""
         if not rtt_s > 0:
             raise HistoryError(f"rtt_s={rtt_s!r}: must be > 0")
+        if retransmits is not None and retransmits < 0:
+            raise HistoryError(f"retransmits={retransmits!r}: must be >= 0")
         with self._lock:
             dest = self._destination(key)
-            self._sample(self._succeed(dest, path, now), rtt_s, now)
+            state = self._succeed(dest, path, now)
+            self._sample(state, rtt_s, now)
+            if retransmits is not None:
+                state.add_outcome(1.0 / (1 + retransmits), now, self.config.success_half_life_s)
 
     # -- output ------------------------------------------------------------------------------
+
+    def _rate(self, state: PathState, now: float) -> float | None:
+        return state.rate(now, self.config.success_half_life_s, self.config.success_prior_weight)
+
+    def _rank(self, dest: _Destination, paths: Sequence[str], now: float) -> list[str]:
+        states = {p: dest.paths.get(p) or PathState() for p in paths}
+        max_age = self.config.rtt_max_age_s
+        good = [p for p in paths if not states[p].suspect(now)]
+        suspect = sorted((p for p in paths if states[p].suspect(now)),
+                         key=lambda p: (states[p].suspect_until, paths.index(p)))  # fmt: skip
+        rates = {p: self._rate(states[p], now) for p in good}
+        presumed = {p: 1.0 if rate is None else rate for p, rate in rates.items()}  # untried: presumed reliable
+        best_rate = max(presumed.values(), default=1.0)
+        reliable = [p for p in good if presumed[p] >= best_rate - self.config.rate_tolerance - 1e-12]
+        lossy = sorted((p for p in good if p not in reliable), key=lambda p: (-presumed[p], paths.index(p)))
+        known = [(states[p].estimate(now, max_age), p) for p in reliable]
+        measured = [(rtt, p) for rtt, p in known if rtt is not None]
+        unmeasured = [p for rtt, p in known if rtt is None]
+        if not measured:
+            return unmeasured + lossy + suspect
+        best = min(rtt for rtt, _ in measured)
+        tolerance = max(self.config.tie_tolerance_s, self.config.tie_tolerance_ratio * best)
+        tied = [p for rtt, p in measured if rtt <= best + tolerance]  # default order kept
+        slower = sorted((rtt, paths.index(p), p) for rtt, p in measured if rtt > best + tolerance)
+        rest = [p for _, _, p in slower]
+        return tied + rest + unmeasured + lossy + suspect
 
     def order(self, key: str, paths: Sequence[str], now: float) -> list[str]:
         """``paths`` (default path first) in the order the next connection to ``key`` should try them."""
@@ -272,35 +371,41 @@ class PathHistory:
             if dest is None:
                 return list(paths)
             self._judge_pending(dest, now)
-            states = {p: dest.paths.get(p) or PathState() for p in paths}
-            max_age = self.config.rtt_max_age_s
-            good = [p for p in paths if not states[p].suspect(now)]
-            suspect = sorted((p for p in paths if states[p].suspect(now)),
-                             key=lambda p: (states[p].suspect_until, paths.index(p)))  # fmt: skip
-            known = [(states[p].estimate(now, max_age), p) for p in good]
-            measured = [(rtt, p) for rtt, p in known if rtt is not None]
-            unmeasured = [p for rtt, p in known if rtt is None]
-            if not measured:
-                return unmeasured + suspect
-            best = min(rtt for rtt, _ in measured)
-            tolerance = max(self.config.tie_tolerance_s, self.config.tie_tolerance_ratio * best)
-            tied = [p for rtt, p in measured if rtt <= best + tolerance]  # default order kept
-            slower = sorted((rtt, paths.index(p), p) for rtt, p in measured if rtt > best + tolerance)
-            rest = [p for _, _, p in slower]
-            return tied + rest + unmeasured + suspect
+            return self._rank(dest, paths, now)
+
+    def trusted(self, key: str, paths: Sequence[str], now: float) -> str | None:
+        """The first path of the order when the history trusts it (not suspect, a success rate of at least
+        ``1 - rate_tolerance`` from at least one outcome), else None: RobE_IPS+SIM races every path
+        (SIM) until then."""
+        if len(set(paths)) != len(paths):
+            raise HistoryError(f"paths={list(paths)!r}: duplicates")
+        with self._lock:
+            dest = self._destinations.get(key)
+            if dest is None or not paths:
+                return None
+            self._judge_pending(dest, now)
+            first = self._rank(dest, paths, now)[0]
+            state = dest.paths.get(first)
+            if state is None or state.suspect(now):
+                return None
+            rate = self._rate(state, now)
+            recent = state.outcome_at is not None and now - state.outcome_at <= self.config.rtt_max_age_s
+            return first if recent and rate is not None and rate >= 1 - self.config.rate_tolerance - 1e-12 else None
 
     def has_history(self, key: str, paths: Sequence[str], now: float) -> bool:
-        """Whether any of ``paths`` has a current RTT estimate or failure for ``key`` (RobE_IPS+SIM
-        uses SIM until it has)."""
+        """Whether any of ``paths`` has a current RTT estimate, failure, or set-up outcome (newer than
+        ``rtt_max_age_s``) for ``key``."""
         with self._lock:
             dest = self._destinations.get(key)
             if dest is None:
                 return False
             self._judge_pending(dest, now)
+            max_age = self.config.rtt_max_age_s
             for path in paths:
                 state = dest.paths.get(path)
-                if state is not None and (state.estimate(now, self.config.rtt_max_age_s) is not None
-                                          or state.suspect(now)):  # fmt: skip
+                if state is not None and (state.estimate(now, max_age) is not None or state.suspect(now)
+                                          or (state.outcome_at is not None
+                                              and now - state.outcome_at <= max_age)):  # fmt: skip
                     return True
             return False
 
@@ -316,6 +421,7 @@ class PathHistory:
                     "srtt_ms": None if (e := s.estimate(now, self.config.rtt_max_age_s)) is None else round(e * 1e3, 3),
                     "failures": s.failures,
                     "suspect": s.suspect(now),
+                    "success_rate": None if (r := self._rate(s, now)) is None else round(r, 3),
                 }
                 for path, s in dest.paths.items()
             }

@@ -1,8 +1,10 @@
 """RobE_IPS between the path history (``robe.ips``) and the drivers (``robe.client``, ``robe.proxy.aio_connect``).
 
 ``plan`` turns a strategy, the history and the paths into what the race needs: the order of the
-paths, and for RobE_IPS+SIM whether it still races every path (no history yet) or uses the best
-alone. ``HistoryFeed`` reports what the driver saw (attempts started, established, failed, reset;
+paths, and for RobE_IPS+SIM whether it races every path (SIM: the history trusts no path yet, or
+its best path is lossy or suspect) or starts on the trusted path with RobE_TIMER's fallback along
+the history's order (so a trusted path that stops answering still cannot fail the connection).
+``HistoryFeed`` reports what the driver saw (attempts started, established, failed, reset;
 the subflows' smoothed RTTs) to the history. Paths are named in the history by their source
 address, so a path keeps its history when the list of paths changes.
 """
@@ -45,11 +47,11 @@ class Plan:
     """How one connection uses its paths.
 
     Attributes:
-        strategy: the strategy to race with (RobE_IPS+SIM without ``start_all_at_once`` once the
-            history knows the destination).
+        strategy: the strategy to race with (RobE_IPS+SIM as a staggered race, TIMER's fallback,
+            once the history trusts a path).
         order: path indexes in the order to try them (0 is the default path).
         key: the history's destination key ("" for strategies without IPS).
-        mode: ``default`` (no IPS), ``ips`` or ``sim`` (RobE_IPS+SIM before any history).
+        mode: ``default`` (no IPS), ``ips`` or ``sim`` (RobE_IPS+SIM while no path is trusted).
         history: what the history held for the destination when the plan was made.
     """
 
@@ -68,11 +70,13 @@ def plan(strategy: Strategy, history: PathHistory | None, server: str, sources: 
     key = destination_key(server)
     now = now_ns / NS
     snapshot = history.snapshot(key, now)
-    if strategy.start_all_at_once and not history.has_history(key, sources, now):
-        return Plan(strategy, default, key, "sim", snapshot)
     ranked = history.order(key, sources, now)
-    single = dataclasses.replace(strategy, start_all_at_once=False) if strategy.start_all_at_once else strategy
-    return Plan(single, [sources.index(s) for s in ranked], key, "ips", snapshot)
+    if strategy.start_all_at_once:
+        if history.trusted(key, sources, now) is None:
+            return Plan(strategy, [sources.index(s) for s in ranked], key, "sim", snapshot)
+        # The trusted path first; the next in the order when the timer fires: SIM's guarantee kept.
+        strategy = dataclasses.replace(strategy, start_all_at_once=False, staggered=True)
+    return Plan(strategy, [sources.index(s) for s in ranked], key, "ips", snapshot)
 
 
 class HistoryFeed:
@@ -84,14 +88,17 @@ class HistoryFeed:
         self.sources = sources
         self.attempts: dict[int, Attempt] = {}
         self.winner_started: float | None = None  # when the established attempt started
+        self.tried: set[int] = set()  # paths this connection attempted (their subflows are no joins)
 
     def started(self, path: int, now_ns: int) -> None:
         """The attempt on ``path`` sent its SYN."""
+        self.tried.add(path)
         if self.history is not None:
             self.attempts[path] = self.history.attempt_started(self.key, self.sources[path], now_ns / NS)
 
-    def established(self, path: int, now_ns: int, retransmitted: bool) -> None:
-        """The attempt on ``path`` completed its handshake (``retransmitted``: not an RTT sample)."""
+    def established(self, path: int, now_ns: int, retransmitted: int) -> None:
+        """The attempt on ``path`` completed its handshake after ``retransmitted`` SYN retransmissions
+        (``True``: at least one; then not an RTT sample, and a partial failure of the path)."""
         attempt = self.attempts.pop(path, None)
         if self.history is not None and attempt is not None:
             if self.winner_started is None:
@@ -113,9 +120,13 @@ class HistoryFeed:
             overtaken = winner is not None and attempt.started_at <= winner - OVERTAKEN_AFTER_S
             self.history.attempt_dropped(attempt, now_ns / NS, overtaken)
 
-    def subflow(self, local: str, rtt_us: int, now_ns: int) -> None:
+    def subflow(self, local: str, rtt_us: int, now_ns: int, retransmits: int | None = None) -> None:
         """A subflow from ``local`` (``ADDR:PORT``) is established; ``rtt_us`` is its path's RTT as the
-        kernel measured it (``kernel.Subflow.path_rtt_us``: the minimum, not the smoothed RTT)."""
+        kernel measured it (``kernel.Subflow.path_rtt_us``: the minimum, not the smoothed RTT);
+        ``retransmits``: its retransmissions (``tcpi_total_retrans``), which make a subflow on a path
+        this connection did not attempt (the path manager's join) a set-up outcome of that path."""
         address = local.rsplit(":", 1)[0]
         if self.history is not None and rtt_us > 0 and address in self.sources:
-            self.history.rtt_sample(self.key, address, rtt_us / 1e6, now_ns / NS)
+            joined = self.sources.index(address) not in self.tried
+            outcome = retransmits if joined else None
+            self.history.rtt_sample(self.key, address, rtt_us / 1e6, now_ns / NS, outcome)

@@ -79,7 +79,7 @@ class MultipathStream(ByteStream):
         for flow in kernel.subflows(sock):
             if flow.established and flow.local not in self.reported:
                 self.reported.add(flow.local)
-                self.feed.subflow(flow.local, flow.path_rtt_us, now)
+                self.feed.subflow(flow.local, flow.path_rtt_us, now, flow.total_retrans)
 
     @property
     def setup_ns(self) -> int:
@@ -223,7 +223,7 @@ class _AsyncRace:
         if code == 0:
             now = time.monotonic_ns()
             info = kernel.tcp_info(sock)
-            self.feed.established(path, now, info is None or info.total_retrans > 0 or info.retransmits > 0)
+            self.feed.established(path, now, 1 if info is None else max(info.total_retrans, info.retransmits))
             self.apply(self.race.on_established(path, now))
         else:
             self._fail(path, code)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -91,7 +93,7 @@ def test_unanswered_syn_marks_the_path_suspect_after_the_syn_timeout() -> None:
 
 
 def test_failure_ages_out_after_the_hold_and_doubles_on_repeat() -> None:
-    h = history(failure_hold_s=30.0)
+    h = history(failure_hold_s=30.0, rate_tolerance=0.99)  # the hold alone: every rate counts as reliable
     establish(h, P1, 0.0, 0.020)
     establish(h, P2, 0.0, 0.040)
     first = h.attempt_started(KEY, P1, 10.0)
@@ -105,7 +107,7 @@ def test_failure_ages_out_after_the_hold_and_doubles_on_repeat() -> None:
 
 
 def test_attempts_in_flight_before_a_failure_do_not_extend_the_hold() -> None:
-    h = history(failure_hold_s=30.0)
+    h = history(failure_hold_s=30.0, rate_tolerance=0.99)  # the hold alone: every rate counts as reliable
     establish(h, P1, 0.0, 0.020)
     early = [h.attempt_started(KEY, P1, 10.0 + i * 0.25) for i in range(4)]  # all sent before anyone knew
     for i, attempt in enumerate(early):
@@ -115,7 +117,7 @@ def test_attempts_in_flight_before_a_failure_do_not_extend_the_hold() -> None:
 
 
 def test_a_subflow_on_a_suspect_path_clears_it() -> None:
-    h = history()
+    h = history(rate_tolerance=0.99)  # the suspicion alone (the success rate: tests below)
     establish(h, P1, 0.0, 0.020)
     h.attempt_failed(h.attempt_started(KEY, P1, 5.0), 6.0)
     assert h.order(KEY, [P1, P2], 7.0) == [P2, P1]
@@ -195,13 +197,13 @@ def test_property_order_is_a_permutation_and_memory_is_bounded(
         if op == "start" or not pending:
             pending.append(h.attempt_started(key, path, now))
         elif op == "established":
-            h.attempt_established(pending.pop(0), now, retransmitted=value > 1.0)
+            h.attempt_established(pending.pop(0), now, retransmitted=int(value * 2))
         elif op == "failed":
             h.attempt_failed(pending.pop(0), now)
         elif op == "dropped":
             h.attempt_dropped(pending.pop(), now)
         elif op == "sample":
-            h.rtt_sample(key, path, value, now)
+            h.rtt_sample(key, path, value, now, retransmits=int(value * 2) if value > 1.0 else None)
         else:
             assert sorted(h.order(key, query, now)) == sorted(query)
         dests, paths, in_flight = h.size()
@@ -240,3 +242,165 @@ def test_an_attempt_overtaken_by_a_later_one_marks_its_path():
     sim_loser = h.attempt_started(KEY, P2, 20.0)
     h.attempt_dropped(sim_loser, 20.02)  # lost a race started at the same time: no evidence
     assert not h.snapshot(KEY, 20.1)[P2]["suspect"]
+
+
+# -- the set-up success rate -----------------------------------------------------------------
+
+
+def outcome(h: PathHistory, path: str, start: float, retransmits: int | None, rtt: float = 0.020) -> None:
+    """One attempt on ``path``: established after ``retransmits`` SYN retransmissions, or failed (None)."""
+    attempt = h.attempt_started(KEY, path, start)
+    if retransmits is None:
+        h.attempt_failed(attempt, start + 15.0)
+    else:
+        h.attempt_established(attempt, start + rtt + retransmits, retransmitted=retransmits)
+
+
+def rate(h: PathHistory, path: str, now: float) -> float | None:
+    value = h.snapshot(KEY, now)[path]["success_rate"]
+    assert value is None or isinstance(value, float)
+    return value
+
+
+def test_a_lossy_default_path_loses_to_an_equally_fast_clean_one() -> None:
+    h = history()
+    establish(h, P1, 0.0, 0.020)
+    establish(h, P2, 0.0, 0.020)
+    assert h.order(KEY, [P1, P2], 1.0) == [P1, P2]  # equal rates and RTTs: the default path
+    outcome(h, P1, 1.0, retransmits=1)  # the SYN was retransmitted once: outcome 0.5
+    # P1: (1 + 0.5 + 0.5 prior) / (2 + 0.5) = 0.8 < 1 - 0.1: lossy, although it set up and is not suspect.
+    assert rate(h, P1, 3.0) == pytest.approx(0.8, abs=0.005)
+    assert not h.snapshot(KEY, 3.0)[P1]["suspect"]
+    assert h.order(KEY, [P1, P2], 3.0) == [P2, P1]
+    assert h.trusted(KEY, [P1, P2], 3.0) == P2
+
+
+def test_success_goes_before_rtt_and_rtt_decides_among_reliable_paths() -> None:
+    h = history()
+    for i in range(5):
+        establish(h, P1, float(i), 0.020)
+        establish(h, P2, float(i), 0.040)
+    assert h.order(KEY, [P1, P2], 5.0) == [P1, P2]  # both reliable: the faster first
+    outcome(h, P1, 5.0, retransmits=2)
+    outcome(h, P1, 6.0, retransmits=None)
+    assert h.order(KEY, [P1, P2], 40.0) == [P2, P1]  # a slower path that sets up beats a faster lossy one
+    h2 = history()
+    for i in range(9):
+        establish(h2, P1, float(i), 0.020)
+        establish(h2, P2, float(i), 0.040)
+    outcome(h2, P1, 9.0, retransmits=1)  # one partial failure among ten: within the tolerance
+    assert rate(h2, P1, 12.0) is not None and rate(h2, P1, 12.0) >= 0.9  # type: ignore[operator]
+    assert h2.order(KEY, [P1, P2], 12.0) == [P1, P2]
+
+
+def test_ties_in_rate_keep_the_rtt_order_and_lossy_paths_go_by_rate() -> None:
+    h = history()
+    for path, retransmits in ((P1, 1), (P2, 3), (P3, 1)):
+        outcome(h, path, 0.0, retransmits)
+    # All lossy against none clean, so all within the tolerance of the best (P1 = P3): default order.
+    assert h.order(KEY, [P1, P2, P3], 5.0) == [P1, P3, P2]
+    h.rtt_sample(KEY, P3, 0.005, 5.0)  # an RTT sample without outcome: P3 measured and faster
+    assert h.order(KEY, [P1, P2, P3], 5.0)[0] == P3
+
+
+def test_an_untried_path_is_tried_before_a_lossy_one_but_not_before_a_clean_one() -> None:
+    h = history()
+    establish(h, P1, 0.0, 0.020)
+    assert h.order(KEY, [P1, P2], 1.0) == [P1, P2]  # P2 unknown (presumed reliable), P1 measured
+    outcome(h, P1, 1.0, retransmits=None)
+    outcome(h, P1, 20.0, retransmits=2)
+    assert h.order(KEY, [P1, P2], 25.0) == [P2, P1]
+    assert h.trusted(KEY, [P1, P2], 25.0) is None  # the best path has no outcome yet: SIM for IPS+SIM
+
+
+def test_lossy_and_dead_paths_rank_differently() -> None:
+    h = history(failure_hold_s=30.0)
+    outcome(h, P1, 0.0, retransmits=2)  # lossy: sets up, slowly
+    h.attempt_started(KEY, P2, 0.0)  # dead: never answers
+    assert h.order(KEY, [P1, P2, P3], 2.0) == [P3, P1, P2]  # untried, lossy, suspect
+    assert h.snapshot(KEY, 2.0)[P2]["suspect"] and not h.snapshot(KEY, 2.0)[P1]["suspect"]
+    assert rate(h, P2, 2.0) is None  # judged suspect, but its outcome waits for the attempt's end
+
+
+def test_the_success_rate_ages_towards_reliable() -> None:
+    h = history(success_half_life_s=120.0)
+    establish(h, P2, 0.0, 0.020)
+    outcome(h, P1, 0.0, retransmits=None)  # one failure: rate 0.5 / 1.5 = 0.33
+    assert rate(h, P1, 15.0) == pytest.approx(0.5 / 1.5, abs=1e-3)
+    h.rtt_sample(KEY, P2, 0.020, 400.0)
+    assert h.order(KEY, [P1, P2], 400.0) == [P2, P1]
+    # 2 ** (-t / 120) * 1 <= 0.5 / 9: t >= 120 * log2(18) = 500 s after the outcome (at 15 s).
+    assert rate(h, P1, 510.0) < 0.9 < rate(h, P1, 520.0)  # type: ignore[operator]
+    h.rtt_sample(KEY, P1, 0.020, 520.0)  # e.g. a join: an RTT, no outcome
+    assert h.order(KEY, [P1, P2], 520.0) == [P1, P2]  # tried again: reliable again, equal RTT, default
+
+
+def test_newer_outcomes_count_more() -> None:
+    h = history(success_half_life_s=10.0)
+    for i in range(4):
+        outcome(h, P1, float(i), retransmits=None)
+    outcome(h, P1, 100.0, retransmits=0)  # 10 half-lives later: the failures weigh 4/1024
+    assert rate(h, P1, 100.1) == pytest.approx(1.0, abs=0.01)
+
+
+def test_an_overtaken_or_unanswered_loser_is_an_outcome_but_a_sim_loser_is_not() -> None:
+    h = history()
+    sim_loser = h.attempt_started(KEY, P1, 0.0)
+    h.attempt_dropped(sim_loser, 0.02)
+    assert P1 not in h.snapshot(KEY, 0.1) or rate(h, P1, 0.1) is None
+    unanswered = h.attempt_started(KEY, P1, 1.0)
+    h.order(KEY, [P1, P2], 2.5)  # judged at 2.0 s
+    h.attempt_dropped(unanswered, 2.5)
+    assert rate(h, P1, 2.5) == pytest.approx(0.5 / 1.5, abs=1e-3)
+
+
+def test_a_path_with_bad_history_that_disappears_is_never_returned() -> None:
+    h = history()
+    outcome(h, P3, 0.0, retransmits=None)
+    establish(h, P1, 0.0, 0.020)
+    assert h.order(KEY, [P1, P2], 20.0) == [P1, P2]
+    assert h.order(KEY, [P1, P2, P3], 20.0) == [P1, P2, P3]
+    assert h.trusted(KEY, [], 20.0) is None
+
+
+def test_bad_success_settings_are_named() -> None:
+    with pytest.raises(HistoryError, match="rate_tolerance"):
+        HistoryConfig(rate_tolerance=1.0)
+    with pytest.raises(HistoryError, match="success_half_life_s"):
+        HistoryConfig(success_half_life_s=0)
+    with pytest.raises(HistoryError, match="success_prior_weight"):
+        HistoryConfig(success_prior_weight=0)
+    h = PathHistory()
+    with pytest.raises(HistoryError, match="retransmits"):
+        h.rtt_sample(KEY, P1, 0.02, 0.0, retransmits=-1)
+    with pytest.raises(HistoryError, match="retransmitted"):
+        h.attempt_established(h.attempt_started(KEY, P1, 0.0), 0.1, retransmitted=-1)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.one_of(st.none(), st.integers(0, 6)), st.floats(0.0, 300.0)), min_size=1, max_size=40))
+def test_property_rate_is_within_the_outcomes_and_the_prior(ops: list[tuple[int | None, float]]) -> None:
+    h = history()
+    now = 0.0
+    values = []
+    for retransmits, gap in ops:
+        now += gap
+        outcome(h, P1, now, retransmits)
+        values.append(0.0 if retransmits is None else 1.0 / (1 + retransmits))
+    value = rate(h, P1, now + 15.0)
+    assert value is not None
+    assert min(values) - 1e-9 <= value <= 1.0 + 1e-9  # a weighted mean of the outcomes and the prior 1
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from([P1, P2, P3]), st.one_of(st.none(), st.integers(0, 3))), max_size=30))
+def test_property_a_clean_path_is_never_behind_a_path_with_a_lower_rate(ops: list[tuple[str, int | None]]) -> None:
+    h = history(failure_hold_s=0.001)  # holds over at once: the rates alone
+    for i, (path, retransmits) in enumerate(ops):
+        outcome(h, path, float(i), retransmits)
+    now = len(ops) + 20.0
+    ranked = h.order(KEY, [P1, P2, P3], now)
+    rates = {p: (rate(h, p, now) if p in h.snapshot(KEY, now) else None) for p in (P1, P2, P3)}
+    presumed = {p: 1.0 if r is None else r for p, r in rates.items()}
+    for earlier, later in itertools.pairwise(ranked):
+        assert presumed[earlier] >= presumed[later] - 0.1 - 1e-3  # reliable tier first, then by rate

@@ -44,16 +44,33 @@ def test_plan_without_history_is_the_default_path_and_sim_for_ips_sim():
     assert plain.mode == "default" and plain.key == ""
 
 
-def test_plan_uses_the_history_and_ips_sim_stops_racing_once_it_has_one():
+def test_plan_uses_the_history_and_ips_sim_stops_racing_once_it_trusts_a_path():
     history = PathHistory()
     history.rtt_sample(KEY, A2, 0.020, 1.0)
     history.rtt_sample(KEY, A1, 0.040, 1.0)
     ips = plan(get_strategy("robe-ips"), history, SERVER, [A1, A2], 2 * 10**9)
     assert ips.order == [1, 0] and ips.history[A2]["srtt_ms"] == 20.0
-    sim = plan(get_strategy("robe-ips-sim"), history, SERVER, [A1, A2], 2 * 10**9)
+    # RTT samples alone (no set-up outcome): IPS+SIM trusts no path yet and races both.
+    assert plan(get_strategy("robe-ips-sim"), history, SERVER, [A1, A2], 2 * 10**9).mode == "sim"
+    attempt = history.attempt_started(KEY, A2, 2.0)
+    history.attempt_established(attempt, 2.02, retransmitted=0)
+    sim = plan(get_strategy("robe-ips-sim"), history, SERVER, [A1, A2], 3 * 10**9)
     assert sim.mode == "ips" and not sim.strategy.start_all_at_once and sim.order == [1, 0]
     race = Race(sim.strategy, 2, 1000 * MS, order=sim.order)
-    assert race.start(0) == [Step(Action.CONNECT, 1)]  # no SYN on the other path
+    assert race.start(0) == [Step(Action.CONNECT, 1)]  # no SYN on the other path ...
+    assert race.on_timer(1000 * MS) == [Step(Action.CONNECT, 0)]  # ... unless the trusted one is silent
+
+
+def test_ips_sim_races_again_when_its_best_path_turns_lossy():
+    history = PathHistory()
+    first = history.attempt_started(KEY, A1, 0.0)
+    history.attempt_established(first, 0.02, retransmitted=0)
+    assert plan(get_strategy("robe-ips-sim"), history, SERVER, [A1, A2], 10**9).mode == "ips"
+    lossy = history.attempt_started(KEY, A1, 1.0)
+    history.attempt_established(lossy, 2.02, retransmitted=1)  # SYN retransmitted: a partial failure
+    again = plan(get_strategy("robe-ips-sim"), history, SERVER, [A1, A2], 3 * 10**9)
+    # A1: (1 + 0.5 + 0.5 prior) / (2 + 0.5) = 0.8 against the untried A2 (presumed 1): A2 first, untrusted.
+    assert again.mode == "sim" and again.order == [1, 0] and again.strategy.start_all_at_once
 
 
 def test_feed_reports_attempts_and_subflows_by_source_address():
@@ -63,14 +80,26 @@ def test_feed_reports_attempts_and_subflows_by_source_address():
     feed.started(1, 0)
     feed.established(1, 20 * MS, retransmitted=False)
     feed.dropped(0, 20 * MS)  # the SIM loser: no evidence either way
-    assert history.snapshot(KEY, 0.03) == {A2: {"srtt_ms": 20.0, "failures": 0, "suspect": False}}
+    assert history.snapshot(KEY, 0.03) == {A2: {"srtt_ms": 20.0, "failures": 0, "suspect": False, "success_rate": 1.0}}
     feed.subflow(f"{A1}:40000", 41_000, 500 * MS)
     feed.subflow(f"{A3}:40000", 5_000, 500 * MS)  # not one of this connection's paths: ignored
     assert history.order(KEY, [A1, A2, A3], 0.6) == [A2, A1, A3]
     feed.started(1, 1000 * MS)
     feed.failed(1, 1500 * MS)
     assert history.order(KEY, [A1, A2], 1.6) == [A1, A2]
-    HistoryFeed(None, KEY, [A1]).started(0, 0)  # without history: nothing to do
+    HistoryFeed(None, KEY, [A1]).started(0, 0)
+
+
+def test_feed_counts_a_join_as_an_outcome_but_not_the_attempted_paths_subflow():
+    history = PathHistory()
+    feed = HistoryFeed(history, KEY, [A1, A2])
+    feed.started(1, 0)
+    feed.established(1, 20 * MS, retransmitted=0)
+    feed.subflow(f"{A2}:40000", 20_000, 300 * MS, retransmits=3)  # its own handshake: counted already
+    feed.subflow(f"{A1}:40001", 20_000, 300 * MS, retransmits=1)  # the path manager's join: one SYN lost
+    snapshot = history.snapshot(KEY, 0.3)
+    assert snapshot[A2]["success_rate"] == 1.0
+    assert snapshot[A1]["success_rate"] == pytest.approx((0.5 + 0.5) / 1.5, abs=1e-3)  # without history: nothing to do
 
 
 def test_shared_history_is_one_per_scope():
