@@ -89,11 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def open_connection(request: ConnectRequest) -> ConnectionRecord:
     """One connection with any strategy: kernel sockets or the userspace transport."""
+    history = shared_history(request.history_scope) if request.history_scope is not None else None
     if is_userspace(request.strategy):
         return connect_userspace(conn_id=request.conn_id, strategy=request.strategy, server=request.server,
                                  sources=list(request.sources), timer_s=request.timer_s, hold_s=request.hold_s,
-                                 timeout_s=request.timeout_s)  # fmt: skip
-    history = shared_history(request.history_scope) if request.history_scope is not None else None
+                                 timeout_s=request.timeout_s, history=history)  # fmt: skip
     return connect(conn_id=request.conn_id, strategy=kernel_strategy(request.strategy), server=request.server,
                    sources=list(request.sources), timer_s=request.timer_s, hold_s=request.hold_s,
                    timeout_s=request.timeout_s, history=history)  # fmt: skip

@@ -72,6 +72,7 @@ class TcpInfo:
     retransmits: int  # unrecovered RTO timeouts of the current segment (SYN retransmissions)
     total_retrans: int
     rtt_us: int
+    min_rtt_us: int = 0  # tcpi_min_rtt (0: the kernel's tcp_info is too short to hold it)
 
 
 def tcp_info(sock: socket.socket) -> TcpInfo | None:
@@ -82,8 +83,9 @@ def tcp_info(sock: socket.socket) -> TcpInfo | None:
         return None
     if len(raw) < 104:
         return None
+    min_rtt = struct.unpack_from("I", raw, TCPI_MIN_RTT_OFFSET)[0] if len(raw) >= TCPI_MIN_RTT_OFFSET + 4 else 0
     return TcpInfo(
-        raw[0], raw[2], struct.unpack_from("I", raw, 100)[0], struct.unpack_from("I", raw, TCPI_RTT_OFFSET)[0]
+        raw[0], raw[2], struct.unpack_from("I", raw, 100)[0], struct.unpack_from("I", raw, TCPI_RTT_OFFSET)[0], min_rtt
     )
 
 

@@ -159,6 +159,12 @@ STRATEGIES: dict[str, Strategy] = {
             "RobE_eSIM: every path at once, losers recycled with JOIN_CAP instead of reset",
             kind=_U, peer=Peer.USERSPACE, setup_path=SetupPath.FASTEST, style=PlotStyle(COLOURBLIND[5], "*"),
         ),
+        Strategy(
+            "robe-ips-user", Protocol.TCP, False, False,
+            "RobE_IPS on the userspace transport: CAP on the path the history ranks best, joins after the CAP_ACK",
+            initial_path_selection=True, kind=_U, peer=Peer.USERSPACE, setup_path=SetupPath.SELECTED,
+            style=PlotStyle(COLOURBLIND[9], "h", IPS_HATCH),
+        ),
     )
 }  # fmt: skip
 

@@ -21,6 +21,8 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
+from robe import kernel
+from robe.protocol import crypto
 from robe.protocol.connection import (
     ClientConnection,
     CloseSubflow,
@@ -40,6 +42,7 @@ from robe.protocol.connection import (
     Transmit,
 )
 from robe.protocol.frames import ResetReason, Rst
+from robe.selection import HistoryFeed
 
 READ_CHUNK = 65_536
 #: A subflow whose decoder holds more than this many bytes of frames not handled yet stops being
@@ -213,7 +216,7 @@ class _Driver:
             else:
                 _abort(transport) if out.reason is not None else transport.close()
         elif isinstance(out, OpenSubflow):
-            self.open_subflow(out.path)
+            self.open_subflow(out.path, out.initial)
         elif isinstance(out, Established):
             self.log("established", sid=out.sid, path=out.path)
         elif isinstance(out, SubflowReady):
@@ -232,7 +235,7 @@ class _Driver:
         elif isinstance(out, SubflowFailed):
             self.log("subflow_failed", sid=out.sid, reason=out.reason.name, detail=out.detail)
 
-    def open_subflow(self, path: int) -> None:
+    def open_subflow(self, path: int, initial: bool = False) -> None:
         raise NotImplementedError
 
     def endpoint(self) -> Endpoint:
@@ -301,9 +304,20 @@ class UserspaceClient(_Driver):
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     wrapping: set[int] = field(default_factory=set)  # connected sockets being handed to asyncio
     doomed: set[int] = field(default_factory=set)  # of those, closed meanwhile: abort once wrapped
+    order: list[int] | None = None  # the path order (RobE_IPS: robe.selection.plan); default 0, 1, ...
+    feed: HistoryFeed | None = None  # what RobE_IPS's path history is told (attempts, joins)
+    # The cost of robustness: potentially initial attempts (sid -> path), and which of them the
+    # connection kept (the winner; downgrade's attached and eSIM's recycled ones), failed, or reset.
+    initial_sids: dict[int, int] = field(default_factory=dict)
+    winner_sid: int | None = None
+    ready_sids: set[int] = field(default_factory=set)
+    failed_sids: set[int] = field(default_factory=set)
+    reset_losers: set[int] = field(default_factory=set)
 
     def __post_init__(self) -> None:
-        self.conn = ClientConnection(strategy=self.strategy, paths=len(self.sources), scheduler=self.scheduler)
+        order = tuple(self.order) if self.order is not None else None
+        self.conn = ClientConnection(strategy=self.strategy, paths=len(self.sources), scheduler=self.scheduler,
+                                     order=order)  # fmt: skip
 
     def machine(self, sid: int) -> Endpoint | None:
         return self.conn
@@ -324,10 +338,48 @@ class UserspaceClient(_Driver):
         return await self.established
 
     def apply(self, outputs: list[Output]) -> None:
+        for out in outputs:
+            if isinstance(out, Established):
+                self.winner_sid = out.sid
+            elif isinstance(out, SubflowReady):
+                self.ready_sids.add(out.sid)
+                if out.sid not in self.initial_sids:
+                    self._report_join(out.sid)
+            elif isinstance(out, CloseSubflow):
+                self._loser_gone(out.sid)
         super().apply(outputs)
         for out in outputs:
             if isinstance(out, Established) and self.established and not self.established.done():
                 self.established.set_result(out.path)
+
+    def _loser_gone(self, sid: int) -> None:
+        """A potentially initial attempt other than the winner, neither kept nor failed, is reset or
+        abandoned now (once a winner exists: a connection that never started has no losers)."""
+        path = self.initial_sids.get(sid)
+        if (path is None or self.winner_sid is None or sid == self.winner_sid or sid in self.ready_sids
+                or sid in self.failed_sids or sid in self.reset_losers):  # fmt: skip
+            return
+        self.reset_losers.add(sid)
+        self.log("reset", sid=sid, path=path)
+        if self.feed is not None:
+            self.feed.dropped(path, time.monotonic_ns())
+
+    def _report_join(self, sid: int) -> None:
+        """A join is ready: its path's RTT and its set-up outcome (retransmissions) to the history."""
+        sock = self._socket(sid)
+        if self.feed is None or sock is None:
+            return
+        info = kernel.tcp_info(sock)
+        with contextlib.suppress(OSError):
+            local = "{}:{}".format(*sock.getsockname()[:2])
+            if info is not None:
+                self.feed.subflow(local, info.min_rtt_us or info.rtt_us, time.monotonic_ns(), info.total_retrans)
+
+    @property
+    def losers_reset(self) -> int:
+        """Potentially initial attempts the client reset or abandoned (SIM's and bbm's losers, eSIM's
+        not recycled in time, downgrade's not attached in time)."""
+        return len(self.reset_losers)
 
     def _new_socket(self, path: int) -> socket.socket:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -336,13 +388,18 @@ class UserspaceClient(_Driver):
         sock.bind((self.sources[path], 0))
         return sock
 
-    def open_subflow(self, path: int) -> None:
+    def open_subflow(self, path: int, initial: bool = False) -> None:
         # connect() right here, and the first frames straight onto the socket once it is connected
         # (see _connected): asyncio's create_connection would add several loop turns to each.
         self.next_sid += 1
         sid = self.next_sid
         self.paths[sid] = path
-        self.log("attempt", sid=sid, path=path)
+        # "attempt" as in the kernel race's log: a potentially initial subflow; joins apart.
+        self.log("attempt" if initial else "join_attempt", sid=sid, path=path)
+        if initial:
+            self.initial_sids[sid] = path
+            if self.feed is not None:
+                self.feed.started(path, time.monotonic_ns())
         self.pending.add(sid)
         loop = asyncio.get_running_loop()
         try:
@@ -365,6 +422,9 @@ class UserspaceClient(_Driver):
         self.pending.discard(sid)
         reason = os.strerror(code) if code else "connect failed"
         self.log("attempt_failed", sid=sid, path=path, error=reason)
+        self.failed_sids.add(sid)
+        if sid in self.initial_sids and self.feed is not None:
+            self.feed.failed(path, time.monotonic_ns())
         self.failures.append(f"path {path}: {reason}")
         self.apply(self.conn.subflow_closed(sid))
         if self.established and not self.established.done() and not self.pending and not self.transports:
@@ -381,6 +441,10 @@ class UserspaceClient(_Driver):
             self._attempt_failed(sid, path, sock, code)
             return
         self.log("tcp_connected", sid=sid, path=path, local="{}:{}".format(*sock.getsockname()[:2]))
+        if sid in self.initial_sids and self.feed is not None:
+            info = kernel.tcp_info(sock)
+            retransmitted = 1 if info is None else max(info.total_retrans, info.retransmits)
+            self.feed.established(path, time.monotonic_ns(), retransmitted)
         self.apply(self.conn.subflow_connected(sid, path))  # its frames go out on the raw socket now
         if self.raw.get(sid) is sock:  # not closed by the state machine (a break-before-make loser)
             self.wrapping.add(sid)
@@ -438,6 +502,7 @@ class UserspaceClient(_Driver):
         sock = self.raw.pop(sid, None)
         if sock is None:
             return False
+        self._loser_gone(sid)
         self.backlog.pop(sid, None)
         self.pending.discard(sid)
         if sid in self.wrapping:
@@ -493,7 +558,8 @@ class UserspaceClient(_Driver):
     def abort(self) -> None:
         """Drop every subflow at once."""
         self.conn.abandoned = True
-        for transport in list(self.transports.values()):
+        for sid, transport in list(self.transports.items()):
+            self._loser_gone(sid)
             _abort(transport)
         self.transports.clear()
         for sid in list(self.raw):
@@ -525,6 +591,11 @@ class UserspaceServer(_Driver):
     handler_tasks: set[asyncio.Task[None]] = field(default_factory=set)  # on_connection(...) running
     refused: int = 0  # subflows reset at once because ``max_subflows`` were open
     timed_out: int = 0  # subflows reset by the handshake deadline
+    #: Called with the peer ``ADDR:PORT`` and the accept time of each *loser*: a subflow the server
+    #: accepted that went away without its connection ever receiving data (bbm's reset loser, an eSIM
+    #: attempt reset before it was recycled), as ``robe serve`` logs kernel losers.
+    on_loser: Callable[[str, int], None] | None = None
+    peers: dict[int, tuple[str, int]] = field(default_factory=dict)  # sid -> (peer, accept_ns)
 
     def __post_init__(self) -> None:
         if not self.handshake_timeout_s > 0:
@@ -546,7 +617,7 @@ class UserspaceServer(_Driver):
         self.next_sid += 1
         return _SubflowProtocol(self, self.next_sid, -1)
 
-    def open_subflow(self, path: int) -> None:
+    def open_subflow(self, path: int, initial: bool = False) -> None:
         raise RuntimeError("the server never opens subflows")
 
     def subflow_up(self, sid: int, path: int, transport: asyncio.Transport) -> None:
@@ -559,6 +630,7 @@ class UserspaceServer(_Driver):
         sock = transport.get_extra_info("socket")
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.transports[sid] = transport
+        self.peers[sid] = (f"{peer[0]}:{peer[1]}", time.monotonic_ns())
         self.log("accepted", sid=sid, peer=f"{peer[0]}:{peer[1]}")
         self.server.subflow_accepted(sid)
         loop = asyncio.get_running_loop()
@@ -643,6 +715,10 @@ class UserspaceServer(_Driver):
             deadline.cancel()
         conn = self.server.owner.get(sid)
         self.transports.pop(sid, None)
+        accepted = self.peers.pop(sid, None)
+        carried = conn is not None and conn.recv is not None and conn.recv.next_dsn != crypto.idsn(conn.key_a)
+        if accepted is not None and not carried and self.on_loser is not None:
+            self.on_loser(*accepted)
         outputs = self.server.subflow_closed(sid)
         handle = self.handles.get(conn.key_a) if conn is not None else None
         (handle or self).apply(outputs)
@@ -660,7 +736,7 @@ class ServerHandle(_Driver):
     def machine(self, sid: int) -> Endpoint | None:
         return self.conn
 
-    def open_subflow(self, path: int) -> None:
+    def open_subflow(self, path: int, initial: bool = False) -> None:
         raise RuntimeError("the server never opens subflows")
 
     def endpoint(self) -> Endpoint:

@@ -1,12 +1,14 @@
 """The userspace strategies behind the same CLI and timing records as the kernel ones.
 
-``connect_userspace`` opens one connection with ``mptcp-user``, ``robe-downgrade`` or ``robe-bbm``
-(sending the one-line request with the CAP, as a browser's request rides with MP_CAPABLE's third
-ACK), waits for the reply, watches the subflows for ``hold_s`` and returns a
-``robe.client.ConnectionRecord``. ``serve_userspace`` accepts connections and emits the same JSON
-lines as ``robe.server`` (``request`` with ``accept_ns`` and ``first_bytes_ns``), and ``closed``
-when the client's subflows are gone, with ``subflows_ready``: when each subflow became ready for
-data at the server.
+``connect_userspace`` opens one connection with a userspace strategy (``mptcp-user``,
+``robe-downgrade``, ``robe-bbm``, ``robe-esim``, ``robe-ips-user``, which orders the paths with
+RobE_IPS's history, ``robe.selection``, and feeds it), sending the one-line request with the CAP
+(as a browser's request rides with MP_CAPABLE's third ACK), waits for the reply, watches the
+subflows for ``hold_s`` and returns a ``robe.client.ConnectionRecord``. ``serve_userspace`` accepts
+connections and emits the same JSON lines as ``robe.server`` (``request`` with ``accept_ns`` and
+``first_bytes_ns``; ``loser`` for a subflow accepted and gone without its connection receiving
+data), and ``closed`` when the client's subflows are gone, with ``subflows_ready``: when each
+subflow became ready for data at the server.
 """
 
 from __future__ import annotations
@@ -18,16 +20,21 @@ import time
 from collections.abc import Callable
 
 from robe.client import ConnectError, ConnectionEvent, ConnectionRecord, SubflowSeen, check_endpoints
+from robe.ips import PathHistory
+from robe.selection import HistoryFeed, plan, shared_history
 from robe.server import REPLY, parse_request
-from robe.serverlog import Closed, Rejected, Request, ServerRecord, SubflowReady
-from robe.strategies import Kind, is_userspace, names
+from robe.serverlog import Closed, Loser, Rejected, Request, ServerRecord, SubflowReady
+from robe.strategies import Kind, get_strategy, is_userspace, names
 from robe.userspace import ServerHandle, UserspaceClient, UserspaceServer
 
 __all__ = ["connect_userspace", "is_userspace", "serve_userspace"]
 
 
-async def _client(record: ConnectionRecord, server: tuple[str, int], hold_s: float, timeout_s: float | None) -> None:
-    client = UserspaceClient(strategy=record.strategy, server=server, sources=record.sources)
+async def _client(
+    record: ConnectionRecord, server: tuple[str, int], hold_s: float, timeout_s: float | None, feed: HistoryFeed
+) -> None:
+    client = UserspaceClient(strategy=record.strategy, server=server, sources=record.sources,
+                             order=record.path_order or None, feed=feed)  # fmt: skip
     request = json.dumps({"conn": record.conn_id}).encode() + b"\n"
     try:
         record.winner = await asyncio.wait_for(client.connect(request), timeout_s)
@@ -49,7 +56,9 @@ async def _client(record: ConnectionRecord, server: tuple[str, int], hold_s: flo
     finally:
         client.abort()
         for event in client.events:
-            if event["what"] == "tcp_connected":
+            if event["what"] == "tcp_connected" and event["sid"] in client.initial_sids:
+                # The potentially initial attempts' ports, as the kernel race records them (a join on
+                # the path later must not hide a reset loser's port from the server's loser count).
                 record.local_ports[event["path"]] = int(event["local"].rsplit(":", 1)[1])
             if event["what"] == "subflow_ready":
                 local = next((e["local"] for e in client.events
@@ -70,14 +79,27 @@ def connect_userspace(
     timer_s: float = 1.0,
     hold_s: float = 0.3,
     timeout_s: float | None = None,
+    history: PathHistory | None = None,
 ) -> ConnectionRecord:
-    """One connection with a userspace strategy; ``timer_s`` is unused (no timer strategy here)."""
+    """One connection with a userspace strategy; ``timer_s`` is unused (no timer strategy here).
+
+    ``robe-ips-user`` orders the paths with ``history`` (default: the process's shared history) and
+    reports its attempt and its joins to it; the record's events say which potentially initial
+    attempts the client opened (``attempt``) and which losers it reset or abandoned (``reset``),
+    as the kernel race's log does.
+    """
     if not is_userspace(strategy):
         raise ConnectError(f"strategy={strategy!r}: not a userspace strategy ({', '.join(names(Kind.USERSPACE))})")
     address = check_endpoints(server, sources)
+    chosen = get_strategy(strategy)
+    if chosen.initial_path_selection and history is None:
+        history = shared_history()
     record = ConnectionRecord(conn_id, strategy, server, list(sources))
+    paths = plan(chosen, history, address[0], list(sources), time.monotonic_ns())
+    record.path_order, record.ips_mode, record.ips_history = paths.order, paths.mode, paths.history
+    feed = HistoryFeed(history if chosen.initial_path_selection else None, paths.key, list(sources))
     record.connect_ns = time.monotonic_ns()
-    asyncio.run(_client(record, address, hold_s, timeout_s))
+    asyncio.run(_client(record, address, hold_s, timeout_s, feed))
     if record.connect_ns and record.events:
         record.connect_ns = record.events[0].t_ns  # connect_called, taken inside the loop
     return record
@@ -118,7 +140,11 @@ def serve_userspace(bind: str, port: int, emit: Callable[[ServerRecord], None], 
                     subflows_ready=[SubflowReady(t_ns=e["t_ns"], peer=peers.get(e["sid"], "?"), path=e["path"])
                                     for e in conn.events if e["what"] == "subflow_ready"]))  # fmt: skip
 
-    server = UserspaceServer(on_connection=handle)
+    def loser(peer: str, accept_ns: int) -> None:
+        emit(Loser(peer=peer, accept_ns=accept_ns, closed_ns=time.monotonic_ns(), mptcp=True,
+                   reason="gone before its connection received data"))  # fmt: skip
+
+    server = UserspaceServer(on_connection=handle, on_loser=loser)
 
     async def main() -> None:
         listener = await server.listen(bind, port)

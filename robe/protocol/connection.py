@@ -20,6 +20,8 @@ Strategies on the client (the server follows the frames it receives):
 * ``robe-esim`` (the drafts' RobE_eSIM): every later attempt sends a CAP with its own Key-A'; once
   it has its own Key-B' and the winner's Key-B it is recycled with JOIN_CAP(Key-A, HMAC over
   Key-A, Key-B, Key-B') instead of being reset, and carries data at once.
+* ``robe-ips-user`` (RobE_IPS on this transport): ``mptcp-user`` with the CAP on the first path of
+  ``order`` (the path history's choice, ``robe.selection.plan``) instead of the default path.
 
 Data sequence numbers are unbounded integers here, starting at the sender's IDSN (RFC 8684); on the
 wire they travel modulo 2^64 and are expanded against the receiver's position.
@@ -52,7 +54,7 @@ from robe.protocol.frames import (
 )
 from robe.protocol.reassembly import Reassembly, TooFragmentedError, WindowViolationError
 from robe.protocol.sending import SCHEDULERS, SendBuffer, SubflowView
-from robe.strategies import Kind, names
+from robe.strategies import Kind, get_strategy, names
 
 VERSION = 1
 #: Frames taken from one subflow per ``receive`` call at most. A read of one-byte DATA frames holds
@@ -84,9 +86,11 @@ class Transmit:
 
 @dataclass(frozen=True)
 class OpenSubflow:
-    """Client: open a TCP subflow on ``path`` and report it with ``subflow_connected``."""
+    """Client: open a TCP subflow on ``path`` and report it with ``subflow_connected``; ``initial``: a
+    potentially initial subflow of connect() (the cost columns' attempts), not a join."""
 
     path: int
+    initial: bool = False
 
 
 @dataclass(frozen=True)
@@ -390,6 +394,7 @@ class ClientConnection(Endpoint):
     awaiting_initial: set[int] = field(default_factory=set)  # paths with a potentially initial attempt
     awaiting_join: dict[int, int] = field(default_factory=dict)  # path -> join attempts opened
     rejoins: dict[int, int] = field(default_factory=dict)  # path -> joins opened after a subflow loss
+    order: tuple[int, ...] | None = None  # the order to try paths in (RobE_IPS); default: 0, 1, ...
 
     def __post_init__(self) -> None:
         if self.scheduler not in SCHEDULERS:
@@ -398,12 +403,18 @@ class ClientConnection(Endpoint):
             raise ValueError(f"strategy={self.strategy!r}: unknown (known: {', '.join(USER_STRATEGIES)})")
         if not 1 <= self.paths <= 8:
             raise ValueError(f"paths={self.paths}: must be 1..8")
+        if self.order is None:
+            self.order = tuple(range(self.paths))
+        if sorted(self.order) != list(range(self.paths)):
+            raise ValueError(f"order={self.order!r}: must be a permutation of 0..{self.paths - 1}")
 
     def start(self) -> list[Output]:
-        """connect(): the first subflows to open."""
-        paths = [0] if self.strategy == "mptcp-user" else list(range(self.paths))
+        """connect(): the first subflows to open (one path, the first of ``order``, for the single-path
+        strategies; every path for the RobE ones)."""
+        assert self.order is not None
+        paths = list(self.order) if get_strategy(self.strategy).start_all_at_once else [self.order[0]]
         self.awaiting_initial.update(paths)
-        return [OpenSubflow(p) for p in paths]
+        return [OpenSubflow(p, initial=True) for p in paths]
 
     def subflow_connected(self, sid: int, path: int) -> list[Output]:
         """The TCP connection ``sid`` on ``path`` completed its handshake."""
@@ -469,7 +480,7 @@ class ClientConnection(Endpoint):
         self.drop_subflow(sid)
         out: list[Output] = []
         if (flow is not None and was_ready and self.key_b is not None and self.subflows
-                and not self.closing and self.rejoins.get(flow.path, 0) < MAX_REJOINS
+                and not self.closing and self.takes_subflows() and self.rejoins.get(flow.path, 0) < MAX_REJOINS
                 and flow.path not in {f.path for f in self.subflows.values()}):  # fmt: skip
             self.rejoins[flow.path] = self.rejoins.get(flow.path, 0) + 1
             self.awaiting_join[flow.path] = self.awaiting_join.get(flow.path, 0) + 1

@@ -289,7 +289,12 @@ async def _open_kernel(
 async def _open_userspace(
     name: str, server: tuple[str, int], sources: Sequence[str], first_data: bytes, scheduler: str
 ) -> MultipathStream:
-    client = BoundedClient(strategy=name, server=server, sources=list(sources), scheduler=scheduler)
+    strategy = get_strategy(name)
+    history = shared_history() if strategy.initial_path_selection else None
+    paths = plan(strategy, history, server[0], list(sources), time.monotonic_ns())
+    feed = HistoryFeed(history, paths.key, list(sources))  # the client reports its attempt and joins itself
+    client = BoundedClient(strategy=name, server=server, sources=list(sources), scheduler=scheduler,
+                           order=paths.order, feed=feed)  # fmt: skip
     try:
         path = await client.connect(first_data)
     except BaseException:
@@ -299,7 +304,8 @@ async def _open_userspace(
                "detail": str(e.get("reason") or e.get("error") or "")} for e in client.events]  # fmt: skip
     established = next(e["t_ns"] for e in client.events if e["what"] == "established")
     local = next((e["local"] for e in client.events if e["what"] == "tcp_connected" and e["path"] == path), "")
-    return MultipathStream(client.stream(), name, path, client.events[0]["t_ns"], established, events, local)
+    return MultipathStream(client.stream(), name, path, client.events[0]["t_ns"], established, events, local,
+                           ips_mode=paths.mode)  # fmt: skip
 
 
 def check_strategy(name: str) -> None:

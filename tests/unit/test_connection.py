@@ -152,7 +152,7 @@ def _bytes(outputs):
 def test_mptcp_user_joins_only_after_the_first_data_ack_and_sends_only_after_the_fourth_ack():
     client = ClientConnection(strategy="mptcp-user", paths=2)
     opens = client.start()
-    assert opens == [OpenSubflow(0)]
+    assert opens == [OpenSubflow(0, initial=True)]
     out = client.subflow_connected(1, 0)
     assert not any(isinstance(o, OpenSubflow) for o in out)  # no join before the CAP_ACK
     server = Server()
@@ -276,7 +276,7 @@ def test_downgrade_attaches_only_with_the_proof_of_key_b():
 
 def test_downgrade_later_subflow_waits_for_key_b_then_attaches_at_once():
     client = ClientConnection(strategy="robe-downgrade", paths=2)
-    assert client.start() == [OpenSubflow(0), OpenSubflow(1)]
+    assert client.start() == [OpenSubflow(0, initial=True), OpenSubflow(1, initial=True)]
     first = client.subflow_connected(1, 1)  # path 1 wins
     assert Established(1, 1) in first
     assert client.subflow_connected(2, 0) == []  # Key-B unknown: nothing to prove yet
@@ -541,3 +541,29 @@ def test_a_read_of_thousands_of_tiny_frames_is_handled_in_bounded_slices():
     out = net.client.receive(1, blob)
     assert len([o for o in out if isinstance(o, DataReceived)]) <= frames_per_call
     assert net.client.input_pending(1)
+
+
+def _classic_with_two_ready_subflows() -> ClientConnection:
+    client = ClientConnection(strategy="mptcp-user", paths=2)
+    client.start()
+    out = client.subflow_connected(1, 0)
+    server = Server()
+    server.subflow_accepted(1)
+    _, answer = server.receive(1, _bytes(out))
+    client.receive(1, _bytes(answer))
+    out = client.subflow_connected(2, 1)
+    server.subflow_accepted(2)
+    _, join_ack = server.receive(2, _bytes(out))
+    fin = client.receive(2, _bytes(join_ack))
+    _, fourth = server.receive(2, _bytes(fin))
+    assert SubflowReady(2, 1) in client.receive(2, _bytes(fourth))
+    return client
+
+
+def test_a_lost_subflow_is_rejoined_unless_the_connection_was_abandoned():
+    live = _classic_with_two_ready_subflows()
+    assert OpenSubflow(1) in live.subflow_closed(2)  # as the kernel's path manager re-creates it
+    ended = _classic_with_two_ready_subflows()
+    ended.abandon()
+    # The application aborted: its subflows going away must not open a join (a SYN after the end).
+    assert not any(isinstance(o, OpenSubflow) for o in ended.subflow_closed(2) + ended.subflow_closed(1))

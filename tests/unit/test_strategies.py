@@ -39,7 +39,7 @@ def test_each_strategy_once_with_a_distinct_plot_style():
 
 
 def test_kinds_and_what_follows_from_them():
-    assert names(Kind.USERSPACE) == ("mptcp-user", "robe-downgrade", "robe-bbm", "robe-esim")
+    assert names(Kind.USERSPACE) == ("mptcp-user", "robe-downgrade", "robe-bbm", "robe-esim", "robe-ips-user")
     assert set(names(Kind.KERNEL)) >= {"tcp", "mptcp", "robe-sim", "robe-timer", "robe-ips", "robe-ips-timer",
                                       "robe-ips-sim"}  # fmt: skip
     assert is_userspace("robe-esim") and not is_userspace("robe-ips") and not is_userspace("nope")
