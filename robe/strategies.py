@@ -163,7 +163,7 @@ STRATEGIES: dict[str, Strategy] = {
             "robe-ips-user", Protocol.TCP, False, False,
             "RobE_IPS on the userspace transport: CAP on the path the history ranks best, joins after the CAP_ACK",
             initial_path_selection=True, kind=_U, peer=Peer.USERSPACE, setup_path=SetupPath.SELECTED,
-            style=PlotStyle(COLOURBLIND[9], "h", IPS_HATCH),
+            style=PlotStyle(COLOURBLIND[9], r"$\bowtie$", IPS_HATCH),
         ),
     )
 }  # fmt: skip
