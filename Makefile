@@ -14,7 +14,7 @@ help:
 	@echo "robe-lab make targets (each is a robe-lab command: .venv/bin/robe-lab --help; root targets use sudo themselves):"
 	@echo "  sudo make validate-links   build Figure 3 and measure link fidelity (RTT, loss, rate) on both paths"
 	@echo "  sudo make validate-transport  set-up and join times of every strategy vs the paper's formulas; mptcp-user vs kernel"
-	@echo "  sudo make experiment1      experiment 1 (loss sweep on the default path); PROFILE=paper|quick|asymmetric JOBS=16; then Figure 8"
+	@echo "  sudo make experiment1      experiment 1 (loss sweep on the default path); PROFILE=paper|quick|asymmetric|ips|ips-user|outage JOBS=16; then Figure 8"
 	@echo "  sudo make experiment2      experiment 2 (hybrid access page loads, Figure 9); PROFILE=paper|quick|zero|direct|browser|browser-quick|ips|outage JOBS2=3 (browser: 1); then Figure 9"
 	@echo "  sudo make ablation         experiment 2's ablation: every abl-* profile, then the improvement-against-factor figure"
 	@echo "  make record-sites SITES=URLS  record live pages into HAR files (needs internet; not run in CI)"
