@@ -190,19 +190,18 @@ def phase_table(runs: pd.DataFrame, profile: dict[str, Any]) -> pd.DataFrame:
     windows = outage_windows(profile)
     start, end = windows[0] if windows else (float("inf"), float("inf"))
     phase = pd.cut(runs.start_s, [-1, start, end, float("inf")], right=False, labels=["before", "during", "after"])
-    table = (
-        runs.assign(phase=phase)
-        .groupby(["strategy", "phase"], observed=True)
-        .agg(
-            attempts=("run_id", "size"),
-            failed=("status", lambda s: int((s != "ok").sum())),
-            median_setup_ms=("setup_ms", "median"),
-            p90_setup_ms=("setup_ms", lambda s: s.quantile(0.9)),
-            on_path2=("winner_path", lambda s: int((s == 2).sum())),
-        )
-    )
+    return per_phase(runs, phase, 1, attempts=("run_id", "size"),
+                     failed=("status", lambda s: int((s != "ok").sum())),
+                     median_setup_ms=("setup_ms", "median"), p90_setup_ms=("setup_ms", lambda s: s.quantile(0.9)),
+                     on_path2=("winner_path", lambda s: int((s == 2).sum())))  # fmt: skip
+
+
+def per_phase(runs: pd.DataFrame, phase: pd.Series, digits: int, **aggregations: Any) -> pd.DataFrame:
+    """``aggregations`` (pandas named aggregations) of ``runs`` per strategy and ``phase`` (a label per row),
+    strategies in the figures' order, rounded to ``digits``."""
+    table: pd.DataFrame = runs.assign(phase=phase).groupby(["strategy", "phase"], observed=True).agg(**aggregations)
     order = style.ordered(table.index.get_level_values(0))
-    return table.reindex(order, level=0).round(1).reset_index().set_index("strategy")
+    return table.reindex(order, level=0).round(digits).reset_index().set_index("strategy")
 
 
 def write_report(folder: Path) -> Path:

@@ -21,7 +21,7 @@ from typing import Any
 import pandas as pd
 
 from analysis import cost, style
-from analysis.outage import cli, draw_panels, save_report
+from analysis.outage import cli, draw_panels, per_phase, save_report
 from analysis.schema import EXPERIMENT2
 from analysis.schema import read_runs as read_schema_runs
 from analysis.tables import markdown
@@ -95,20 +95,9 @@ def phase_table(runs: pd.DataFrame, timeline: Timeline) -> pd.DataFrame:
     bins = [spans[0][0], *(end for _, end, _ in spans)]
     bins[-1] = float("inf")
     phase = pd.cut(runs.start_s, bins, right=False, labels=labels)
-    table = (
-        runs.assign(phase=phase)
-        .groupby(["strategy", "phase"], observed=True)
-        .agg(
-            loads=("run_id", "size"),
-            failed=("status", lambda s: int((s != "ok").sum())),
-            median_load_ms=("load_ms", "median"),
-            p90_load_ms=("load_ms", lambda s: s.quantile(0.9)),
-            conns_on_LTE=("on_path1", "sum"),
-            conns_on_DSL=("on_path2", "sum"),
-        )
-    )
-    order = style.ordered(table.index.get_level_values(0))
-    return table.reindex(order, level=0).round(0).reset_index().set_index("strategy")
+    return per_phase(runs, phase, 0, loads=("run_id", "size"), failed=("status", lambda s: int((s != "ok").sum())),
+                     median_load_ms=("load_ms", "median"), p90_load_ms=("load_ms", lambda s: s.quantile(0.9)),
+                     conns_on_LTE=("on_path1", "sum"), conns_on_DSL=("on_path2", "sum"))  # fmt: skip
 
 
 def ips_in_outage(group: pd.DataFrame, start: float, end: float, down: int) -> dict[str, Any]:
