@@ -18,10 +18,13 @@ from topologies.shell import in_netns, run
 
 pytestmark = pytest.mark.root
 
-# Small samples; 99.9 % intervals keep a correct link from failing by chance in CI.
-SMALL = ValidationPlan(
-    rtt_samples=300, loss_probes=3000, loss_interval_ms=0.3, tolerances=Tolerances(loss_confidence=0.999)
-)
+# The test checks that each link applies the configured delay and loss; the tail-latency target (p99 within
+# 3 ms) is a fidelity figure measured by `make validate-links` on a quiet machine. CI shares its 2 cores with
+# whatever else runs, and a busy scheduler delays the userspace emulator by a few ms now and then (CI measured
+# p99 errors of 5-7 ms once). 10 ms still fails a link that adds a queue or misses the delay (half of path 1's
+# RTT); 99.9 % intervals keep a correct link from failing the loss check by chance.
+UNDER_CI = Tolerances(rtt_p99_ms=10.0, loss_confidence=0.999)
+SMALL = ValidationPlan(rtt_samples=300, loss_probes=3000, loss_interval_ms=0.3, tolerances=UNDER_CI)
 
 
 def _fig3(loss1=0.0, direction="both"):
@@ -60,7 +63,7 @@ def test_parameters_change_at_run_time_without_rebuild():
         probes = ProbeRound(net)
         result = ProbeRound.result(probes.send(1, 11, 200, 2.0))
         probes.received()
-    checks = rtt_checks(0.0, 1, 60.0, result.rtt_ms, Tolerances())
+    checks = rtt_checks(0.0, 1, 60.0, result.rtt_ms, UNDER_CI)
     assert all(c.ok for c in checks), checks
 
 
