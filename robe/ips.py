@@ -48,10 +48,17 @@ Rules (each stated, each unit tested):
   (1 s, Linux's initial SYN timeout, when the kernel retransmits the SYN), marks its path *suspect*
   (the pending attempt is judged lazily whenever ``order`` is asked, so a history shared by
   concurrent connections learns of a dead path one initial RTO after the first SYN went into it).
-* **Failure ageing**: a suspect path is tried again ``failure_hold_s`` (30 s) after the failure, the
-  hold doubling with every further failure of an attempt started after the previous failure (at
-  most ``failure_hold_max_s``, 600 s); attempts already in flight when a failure was recorded do
-  not extend it. Any success on the path (an established attempt, a subflow sample) clears it.
+* **Failure ageing**: a suspect path is tried again ``failure_hold_s`` (30 s) after the last evidence
+  that it is dead, the hold doubling with every further failure of an attempt started after the
+  previous failure (at most ``failure_hold_max_s``, 600 s); attempts already in flight when a failure
+  was recorded do not double it. The last evidence is the failure, or, later, the end of an attempt
+  that was never answered: an attempt still unanswered after the SYN timeout keeps its path suspect
+  for as long as it stays unanswered (its SYNs keep going into the path without answer), and when it
+  ends without an answer (the kernel gave up, or the client dropped it: a browser or wget that gave up
+  after 30 s) the hold counts from then. Without this a client that waits out one dead attempt longer
+  than the hold (wget's 30 s read timeout against a 30 s hold) would send the next connection into
+  the same dead path. Any success on the path (an established attempt, a subflow sample) clears it,
+  and attempts started before that success no longer count.
 * **Order** (success first, then RTT): paths that are not suspect before suspect ones; among those,
   the *reliable* ones, whose rate is within ``rate_tolerance`` (0.1) of the best rate, before the
   lossy ones (highest rate first, ties in default order); among the reliable ones, paths with an RTT
@@ -141,6 +148,7 @@ class PathState:
     failures: int = 0  # consecutive failures (reset by a success)
     failed_at: float | None = None  # time of the last failure that counted
     suspect_until: float | None = None
+    succeeded_at: float | None = None  # time of the last success (older unanswered attempts stop counting)
     updated_at: float = 0.0
     outcome_sum: float = 0.0  # weighted sum of set-up outcomes, weights as of ``outcome_at``
     outcome_weight: float = 0.0  # sum of their weights
@@ -236,7 +244,33 @@ class PathHistory:
         state.failures = 0
         state.failed_at = None
         state.suspect_until = None
+        state.succeeded_at = now if state.succeeded_at is None else max(now, state.succeeded_at)
         return state
+
+    def _hold(self, state: PathState) -> float:
+        doubled = self.config.failure_hold_s * 2 ** (max(state.failures, 1) - 1)
+        return float(min(doubled, self.config.failure_hold_max_s))
+
+    def _newer_than_success(self, state: PathState, attempt: Attempt) -> bool:
+        return state.succeeded_at is None or attempt.started_at >= state.succeeded_at
+
+    def _ended_unanswered(self, dest: _Destination, attempt: Attempt, now: float) -> None:
+        """An attempt ended without an answer at ``now``: its path's hold counts from now (if later)."""
+        state = dest.paths.get(attempt.path)
+        if state is None or not self._newer_than_success(state, attempt):
+            return  # the path worked after this attempt started: newer evidence
+        state.suspect_until = max(state.suspect_until or now, now + self._hold(state))
+
+    def _suspect_until(self, dest: _Destination, path: str, now: float) -> float | None:
+        """When ``path``'s suspicion ends (None: not suspect); a path with an attempt unanswered past the
+        SYN timeout stays suspect at least a hold beyond now, as the attempt may end unanswered now."""
+        state = dest.paths.get(path)
+        if state is None:
+            return None
+        if any(judged and attempt.path == path and self._newer_than_success(state, attempt)
+               for attempt, judged in dest.pending.values()):  # fmt: skip
+            return max(state.suspect_until or now, now + self._hold(state))
+        return state.suspect_until if state.suspect(now) else None
 
     def _sample(self, state: PathState, rtt_s: float, now: float) -> None:
         if state.estimate(now, self.config.rtt_max_age_s) is None or state.srtt_s is None:
@@ -300,7 +334,8 @@ class PathHistory:
         with self._lock:
             dest = self._finish(attempt) or self._destination(attempt.key)
             self._judge_pending(dest, now)  # an unanswered attempt may already have counted ...
-            self._fail(dest, attempt, now)  # ... then this adds nothing (it started before)
+            self._fail(dest, attempt, now)  # ... then this adds no failure (it started before) ...
+            self._ended_unanswered(dest, attempt, now)  # ... but its hold counts from now
             self._outcome(dest, attempt.path, 0.0, now)
 
     def attempt_dropped(self, attempt: Attempt, now: float, overtaken: bool = False) -> None:
@@ -317,6 +352,7 @@ class PathHistory:
                 self._fail(dest, attempt, now)
             entry = dest.pending.pop(attempt.serial, None)
             if overtaken or (entry is not None and entry[1]):
+                self._ended_unanswered(dest, attempt, now)
                 self._outcome(dest, attempt.path, 0.0, now)
 
     def rtt_sample(self, key: str, path: str, rtt_s: float, now: float, retransmits: int | None = None) -> None:
@@ -342,9 +378,10 @@ class PathHistory:
     def _rank(self, dest: _Destination, paths: Sequence[str], now: float) -> list[str]:
         states = {p: dest.paths.get(p) or PathState() for p in paths}
         max_age = self.config.rtt_max_age_s
-        good = [p for p in paths if not states[p].suspect(now)]
-        suspect = sorted((p for p in paths if states[p].suspect(now)),
-                         key=lambda p: (states[p].suspect_until, paths.index(p)))  # fmt: skip
+        until = {p: self._suspect_until(dest, p, now) for p in paths}
+        good = [p for p in paths if until[p] is None]
+        suspect = sorted((p for p in paths if until[p] is not None),
+                         key=lambda p: (until[p], paths.index(p)))  # fmt: skip
         rates = {p: self._rate(states[p], now) for p in good}
         presumed = {p: 1.0 if rate is None else rate for p, rate in rates.items()}  # untried: presumed reliable
         best_rate = max(presumed.values(), default=1.0)
@@ -386,7 +423,7 @@ class PathHistory:
             self._judge_pending(dest, now)
             first = self._rank(dest, paths, now)[0]
             state = dest.paths.get(first)
-            if state is None or state.suspect(now):
+            if state is None or self._suspect_until(dest, first, now) is not None:
                 return None
             rate = self._rate(state, now)
             recent = state.outcome_at is not None and now - state.outcome_at <= self.config.rtt_max_age_s
@@ -403,7 +440,8 @@ class PathHistory:
             max_age = self.config.rtt_max_age_s
             for path in paths:
                 state = dest.paths.get(path)
-                if state is not None and (state.estimate(now, max_age) is not None or state.suspect(now)
+                if state is not None and (state.estimate(now, max_age) is not None
+                                          or self._suspect_until(dest, path, now) is not None
                                           or (state.outcome_at is not None
                                               and now - state.outcome_at <= max_age)):  # fmt: skip
                     return True
@@ -420,7 +458,7 @@ class PathHistory:
                 path: {
                     "srtt_ms": None if (e := s.estimate(now, self.config.rtt_max_age_s)) is None else round(e * 1e3, 3),
                     "failures": s.failures,
-                    "suspect": s.suspect(now),
+                    "suspect": self._suspect_until(dest, path, now) is not None,
                     "success_rate": None if (r := self._rate(s, now)) is None else round(r, 3),
                 }
                 for path, s in dest.paths.items()

@@ -88,7 +88,10 @@ class HistoryFeed:
         self.sources = sources
         self.attempts: dict[int, Attempt] = {}
         self.winner_started: float | None = None  # when the established attempt started
-        self.tried: set[int] = set()  # paths this connection attempted (their subflows are no joins)
+        # Paths whose attempt may be this connection's initial subflow (a subflow there is no join). A
+        # loser's socket is gone once reset or failed: a subflow on its path later is the path
+        # manager's MP_JOIN, so after a SIM race the losing path's join is an outcome too.
+        self.tried: set[int] = set()
 
     def started(self, path: int, now_ns: int) -> None:
         """The attempt on ``path`` sent its SYN."""
@@ -107,6 +110,7 @@ class HistoryFeed:
 
     def failed(self, path: int, now_ns: int) -> None:
         """The attempt on ``path`` failed."""
+        self.tried.discard(path)
         attempt = self.attempts.pop(path, None)
         if self.history is not None and attempt is not None:
             self.history.attempt_failed(attempt, now_ns / NS)
@@ -114,6 +118,7 @@ class HistoryFeed:
     def dropped(self, path: int, now_ns: int) -> None:
         """The client reset the attempt on ``path`` (a loser, or the connect was abandoned); a loser that
         started before the winner was overtaken (RobE_TIMER's case): evidence against its path."""
+        self.tried.discard(path)
         attempt = self.attempts.pop(path, None)
         if self.history is not None and attempt is not None:
             winner = self.winner_started

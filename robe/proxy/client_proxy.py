@@ -8,6 +8,13 @@ and opens one multipath connection to the HAAP with the configured strategy over
 paths (source addresses, the default path first), sending the Convert header and the first data
 together. Then it relays both ways with half-close and backpressure (``robe.proxy.relay``).
 
+A client that closes (FIN or RST) while the multipath connection is still being set up has gone:
+the proxy abandons the set-up (the race resets its attempts, and RobE_IPS's history learns that an
+attempt was dropped unanswered) instead of waiting for the kernel to give up on SYNs nobody will use
+(wget gives up after 30 s; the kernel retries for about two minutes). A client that half-closes
+before its answer came is treated the same way, as Squid does by default (``half_closed_clients
+off``): HTTP clients do not half-close while they wait for a response.
+
 Every connection is logged as JSON lines (``robe.proxy.connlog``). Command line::
 
     python -m robe.proxy.client_proxy --listen-port 3129 --haap 10.201.0.1:8000 \\
@@ -30,10 +37,11 @@ import signal
 import socket
 import struct
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from robe import kernel
 from robe.client import ConnectError, check_endpoints, parse_server
 from robe.protocol.sending import SCHEDULERS
 from robe.proxy import convert, redirect
@@ -48,6 +56,7 @@ from robe_lab.commands import CommandError
 SO_ORIGINAL_DST = 80  # linux/netfilter_ipv4.h; IP6T_SO_ORIGINAL_DST has the same value
 FIRST_DATA_MAX = 16_384
 SUBFLOW_SAMPLE_S = 0.1
+CLIENT_CHECK_S = 0.1  # how often the client's socket is looked at while the set-up is in flight
 ROLE = "client_proxy"
 
 
@@ -161,6 +170,38 @@ def original_destination(sock: socket.socket) -> tuple[str, int]:
     if isinstance(mapped, ipaddress.IPv6Address) and mapped.ipv4_mapped is not None:
         address = str(mapped.ipv4_mapped)
     return address, port
+
+
+class _ClientLeftError(Exception):
+    """The client closed its connection before the multipath connection was set up."""
+
+
+async def _until_client_leaves(sock: socket.socket) -> None:
+    """Return once the client's TCP connection is no longer established (FIN or RST from the client).
+
+    Polled (``CLIENT_CHECK_S``): a readable socket does not tell a FIN from more request bytes without
+    reading them, and they belong to the server."""
+    while True:
+        info = kernel.tcp_info(sock)
+        if info is None or info.state != kernel.TCP_ESTABLISHED:
+            return
+        await asyncio.sleep(CLIENT_CHECK_S)
+
+
+async def _unless_client_leaves(sock: socket.socket, connecting: Awaitable[MultipathStream]) -> MultipathStream:
+    """``connecting``'s stream, or ``_ClientLeftError`` (the set-up cancelled) if the client leaves first."""
+    connect = asyncio.ensure_future(connecting)
+    watch = asyncio.ensure_future(_until_client_leaves(sock))
+    try:
+        await asyncio.wait({connect, watch}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (connect, watch):
+            if not task.done():
+                task.cancel()
+        await asyncio.gather(connect, watch, return_exceptions=True)
+    if connect.cancelled():
+        raise _ClientLeftError("the client closed its connection while the set-up was in flight")
+    return connect.result()
 
 
 class _RefusedError(Exception):
@@ -291,9 +332,9 @@ class ClientProxy:
             first = await self._first_data(sock)
             fields["bytes_up"] = len(first)
             header = convert.encode(convert.Destination(ipaddress.ip_address(dst[0]), dst[1]))
-            remote = await open_multipath(config.strategy, config.target, config.sources, header + first,
-                                          config.timer_s, timeout_s=config.connect_timeout_s,
-                                          scheduler=config.scheduler)  # fmt: skip
+            remote = await _unless_client_leaves(sock, open_multipath(
+                config.strategy, config.target, config.sources, header + first, config.timer_s,
+                timeout_s=config.connect_timeout_s, scheduler=config.scheduler))  # fmt: skip
             fields["path"] = remote.path
             self.log.event("connected", conn, dst=fields["dst"], strategy=config.strategy, path=remote.path,
                            first_bytes=len(first), setup_ns=remote.setup_ns, local=remote.local,
@@ -311,6 +352,8 @@ class ClientProxy:
         except _RefusedError as err:
             self.log.event("refused", conn, dst=fields["dst"], reason=str(err))
             fields["error"] = f"refused: {err}"
+        except _ClientLeftError as err:
+            fields["error"] = f"client left: {err}"
         except asyncio.CancelledError:
             fields["error"] = "shutdown"
             raise

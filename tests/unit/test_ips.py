@@ -112,8 +112,54 @@ def test_attempts_in_flight_before_a_failure_do_not_extend_the_hold() -> None:
     early = [h.attempt_started(KEY, P1, 10.0 + i * 0.25) for i in range(4)]  # all sent before anyone knew
     for i, attempt in enumerate(early):
         h.attempt_failed(attempt, 11.0 + i * 0.25)
-    assert h.snapshot(KEY, 12.0)[P1]["failures"] == 1
-    assert h.order(KEY, [P1, P2], 41.0) == [P1, P2]
+    assert h.snapshot(KEY, 12.0)[P1]["failures"] == 1  # no doubling ...
+    assert h.order(KEY, [P1, P2], 41.7) == [P2, P1]  # ... but the hold counts from the last one's end
+    assert h.order(KEY, [P1, P2], 41.75) == [P1, P2]
+
+
+def test_an_unanswered_attempt_keeps_its_path_suspect_and_the_hold_counts_from_its_end() -> None:
+    """Experiment 2's outage: wget waits 30 s on a connection whose SYNs go into a dead path; the next
+    connection must not go into that path again because a 30 s hold from the first SYN has ended."""
+    h = history(failure_hold_s=30.0, rate_tolerance=0.99)
+    for t in range(20):  # a long clean history on both paths
+        establish(h, P1, float(t), 0.020)
+        establish(h, P2, float(t), 0.040)
+    stalled = h.attempt_started(KEY, P1, 42.0)
+    assert h.order(KEY, [P1, P2], 43.0) == [P2, P1]
+    assert h.order(KEY, [P1, P2], 71.9) == [P2, P1]
+    assert h.order(KEY, [P1, P2], 80.0) == [P2, P1]  # 38 s unanswered: still suspect
+    assert h.snapshot(KEY, 80.0)[P1]["suspect"]
+    assert h.trusted(KEY, [P1, P2], 80.0) == P2  # IPS+SIM would start on P2 alone
+    h.attempt_dropped(stalled, 80.0)  # the client gave up on it
+    assert h.snapshot(KEY, 80.0)[P1]["failures"] == 1
+    assert h.order(KEY, [P1, P2], 109.9) == [P2, P1]
+    assert h.order(KEY, [P1, P2], 110.0) == [P1, P2]
+
+
+def test_a_kernel_that_gives_up_on_an_attempt_restarts_the_hold() -> None:
+    h = history(failure_hold_s=30.0, rate_tolerance=0.99)
+    establish(h, P1, 0.0, 0.020)
+    establish(h, P2, 0.0, 0.040)
+    stalled = h.attempt_started(KEY, P1, 20.0)  # SYNs at 20, 21, 23, 27 s; the kernel gives up at 35 s
+    h.attempt_failed(stalled, 35.0)
+    assert h.order(KEY, [P1, P2], 64.9) == [P2, P1]
+    assert h.order(KEY, [P1, P2], 65.0) == [P1, P2]
+
+
+def test_a_success_ends_the_suspicion_of_older_unanswered_attempts() -> None:
+    h = history(rate_tolerance=0.99)
+    establish(h, P1, 0.0, 0.020)
+    establish(h, P2, 0.0, 0.040)
+    older = h.attempt_started(KEY, P1, 10.0)  # a SYN lost; the kernel retransmits it later
+    assert h.order(KEY, [P1, P2], 12.0) == [P2, P1]
+    h.rtt_sample(KEY, P1, 0.021, 12.5)  # a join on P1 works: the path is back
+    assert h.order(KEY, [P1, P2], 12.5) == [P1, P2]
+    h.attempt_dropped(older, 20.0)  # that older attempt ending unanswered says nothing newer
+    assert h.order(KEY, [P1, P2], 20.0) == [P1, P2]
+    newer = h.attempt_started(KEY, P1, 21.0)  # but one started after the success does
+    assert h.order(KEY, [P1, P2], 22.0) == [P2, P1]
+    h.attempt_established(newer, 22.5, retransmitted=1)
+    assert h.order(KEY, [P1, P2], 22.5)[0] == P1
 
 
 def test_a_subflow_on_a_suspect_path_clears_it() -> None:

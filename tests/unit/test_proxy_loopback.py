@@ -446,3 +446,57 @@ def test_the_fd_limit_is_raised_within_the_hard_limit():
         assert raise_fd_limit(2048) >= min(2048, hard) or soft >= 2048
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def _syn_sent_to(port: int) -> list[str]:
+    """Sockets of this machine's loopback still sending SYNs to ``port`` (ss, no root needed)."""
+    command = ["ss", "-Htn", "state", "syn-sent", f"( dport = :{port} )"]
+    return subprocess.run(command, check=True, capture_output=True, text=True).stdout.splitlines()
+
+
+def test_a_client_that_leaves_during_the_set_up_abandons_it_and_robe_ips_learns(tmp_path):
+    """wget gives up after 30 s on a connection whose SYNs go into a dead path: the proxy must drop the
+    set-up then (not when the kernel gives up minutes later), and RobE_IPS's history must hold the path
+    suspect from then on. A listener whose accept queue is full drops SYNs: a dead path on loopback."""
+    dead = socket.socket()
+    dead.bind(("127.0.1.1", 0))  # its own /24: the history's key for it is apart from the other tests'
+    dead.listen(0)
+    port = dead.getsockname()[1]
+    fillers = [socket.create_connection(("127.0.1.1", port), timeout=5)]  # backlog 0: the accept queue is full
+
+    async def main() -> None:
+        log_path = tmp_path / "client-left.jsonl"
+        log = ConnLog(str(log_path), "client_proxy")
+        config = ClientProxyConfig(listen_port=0, haap=("127.0.1.1", port), strategy="robe-ips", sources=SOURCES)
+        proxy = ClientProxy(config, log, original_dst=lambda _: ("198.18.0.1", 80))
+        await proxy.start()
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+            writer.write(b"GET / HTTP/1.1\r\n\r\n")
+            await writer.drain()
+            await asyncio.sleep(1.5)  # unanswered past the SYN timeout (1 s)
+            assert len(_syn_sent_to(port)) == 1
+            assert not [e for e in _lines(log_path) if e["event"] == "closed"]
+            writer.close()
+            left = time.monotonic()
+            for _ in range(100):
+                if any(e["event"] == "closed" for e in _lines(log_path)):
+                    break
+                await asyncio.sleep(0.02)
+            closed = [e for e in _lines(log_path) if e["event"] == "closed"]
+            assert len(closed) == 1 and closed[0]["error"].startswith("client left"), closed
+            assert time.monotonic() - left < 1.0
+            assert _syn_sent_to(port) == []  # the attempt was reset, not left to the kernel
+            history = shared_history()
+            later = time.monotonic() + 25  # within a 30 s hold counted from the drop, not from the SYN
+            assert history.snapshot("127.0.1.0/24", later)["127.0.0.1"]["suspect"]
+            assert history.order("127.0.1.0/24", list(SOURCES), later) == ["127.0.0.2", "127.0.0.1"]
+        finally:
+            await proxy.stop()
+            log.close()
+
+    try:
+        asyncio.run(main())
+    finally:
+        for sock in (*fillers, dead):
+            sock.close()

@@ -102,6 +102,22 @@ def test_feed_counts_a_join_as_an_outcome_but_not_the_attempted_paths_subflow():
     assert snapshot[A1]["success_rate"] == pytest.approx((0.5 + 0.5) / 1.5, abs=1e-3)  # without history: nothing to do
 
 
+def test_after_a_sim_race_the_losers_path_join_is_an_outcome():
+    history = PathHistory()
+    feed = HistoryFeed(history, KEY, [A1, A2])
+    feed.started(0, 0)
+    feed.started(1, 0)
+    feed.established(0, 20 * MS, retransmitted=0)
+    feed.dropped(1, 20 * MS)  # SIM's loser: no evidence about A2 ...
+    assert A2 not in history.snapshot(KEY, 0.02)
+    feed.subflow(f"{A2}:40001", 40_000, 300 * MS, retransmits=0)  # ... but the path manager's join on A2 is
+    feed.subflow(f"{A1}:40000", 20_000, 300 * MS, retransmits=2)  # the winner's own subflow: counted already
+    snapshot = history.snapshot(KEY, 0.3)
+    assert snapshot[A2]["success_rate"] == 1.0
+    assert snapshot[A1]["success_rate"] == 1.0
+    assert history.trusted(KEY, [A1, A2], 0.3) == A1  # both paths known good: IPS+SIM stops racing
+
+
 def test_shared_history_is_one_per_scope():
     assert shared_history("x") is shared_history("x")
     assert shared_history("x") is not shared_history("y")
