@@ -106,7 +106,7 @@ def test_failure_ages_out_after_the_hold_and_doubles_on_repeat() -> None:
     assert h.order(KEY, [P1, P2], 101.0) == [P1, P2]
 
 
-def test_attempts_in_flight_before_a_failure_do_not_extend_the_hold() -> None:
+def test_attempts_in_flight_before_a_failure_do_not_double_the_hold() -> None:
     h = history(failure_hold_s=30.0, rate_tolerance=0.99)  # the hold alone: every rate counts as reliable
     establish(h, P1, 0.0, 0.020)
     early = [h.attempt_started(KEY, P1, 10.0 + i * 0.25) for i in range(4)]  # all sent before anyone knew
